@@ -1,0 +1,163 @@
+/* qc.host: what the running host knows about itself (generation, reload state, config)
+ * and the reload entry point for POST /admin/reload. */
+#define _POSIX_C_SOURCE 200809L
+#include <dirent.h>
+#include <lauxlib.h>
+#include <lua.h>
+#include <stdlib.h>
+#include <string.h>
+#include <uv.h>
+
+#include "host/bindings.h"
+#include "host/host.h"
+#include "host/task.h"
+
+#ifndef QC_VERSION
+#define QC_VERSION "0.0.0"
+#endif
+
+typedef struct {
+    uv_timer_t timer; /* first: see task.h on handle ownership */
+    qc_task *task;
+} reload_req;
+
+static void reload_closed(uv_handle_t *h) { free(h->data); }
+
+/* Runs between events, on the loop, never inside a Lua call. */
+static void reload_now(uv_timer_t *timer) {
+    reload_req *r = timer->data;
+    qc_task *t = r->task;
+    qc_host *h = qc_task_host(t);
+    uv_close((uv_handle_t *)timer, reload_closed);
+    char err[2048];
+    lua_State *co = qc_task_thread(t);
+    if (qc_host_reload(h, err, sizeof err) == 0) {
+        lua_pushinteger(co, qc_host_generation(h));
+        lua_pushnil(co);
+        lua_pushnil(co);
+    } else {
+        lua_pushnil(co);
+        lua_pushstring(co, err);
+        lua_pushstring(co, "POLICY_REJECTED");
+    }
+    qc_task_resume(t, 3);
+}
+
+/* qc.host.reload() -> generation | nil, message, "POLICY_REJECTED" */
+static int l_reload(lua_State *L) {
+    qc_task *t = qc_task_current(L);
+    if (!t) return luaL_error(L, "qc.host.reload: must be called from a task");
+    reload_req *r = malloc(sizeof *r);
+    if (!r) return luaL_error(L, "qc.host.reload: out of memory");
+    r->task = t;
+    uv_timer_init(qc_task_loop(t), &r->timer);
+    r->timer.data = r;
+    uv_timer_start(&r->timer, reload_now, 0, 0);
+    return qc_task_yield(L);
+}
+
+static int l_status(lua_State *L) {
+    qc_host *h = qc_bindings_host(L);
+    lua_createtable(L, 0, 8);
+    lua_pushstring(L, QC_VERSION);
+    lua_setfield(L, -2, "version");
+    lua_pushinteger(L, qc_host_generation(h));
+    lua_setfield(L, -2, "generation");
+    lua_pushnumber(L, qc_host_reloaded_at(h));
+    lua_setfield(L, -2, "reloaded_at");
+    const char *e = qc_host_reload_error(h);
+    if (*e) {
+        lua_pushstring(L, e);
+        lua_setfield(L, -2, "reload_error");
+    }
+    lua_pushnumber(L, qc_host_started_at(h));
+    lua_setfield(L, -2, "started_at");
+    lua_pushinteger(L, (lua_Integer)qc_host_tasks(h));
+    lua_setfield(L, -2, "tasks");
+    lua_pushinteger(L, (lua_Integer)lua_gc(L, LUA_GCCOUNT, 0) * 1024);
+    lua_setfield(L, -2, "lua_memory_bytes");
+    return 1;
+}
+
+static int l_config(lua_State *L) {
+    const qc_config *c = qc_host_config(qc_bindings_host(L));
+    lua_createtable(L, 0, 8);
+    lua_pushfstring(L, "%s:%d", c->listen_host, c->listen_port);
+    lua_setfield(L, -2, "listen");
+    lua_pushstring(L, c->data_dir);
+    lua_setfield(L, -2, "data_dir");
+    lua_pushstring(L, c->policies_dir);
+    lua_setfield(L, -2, "policies_dir");
+    lua_pushstring(L, c->scripts_dir);
+    lua_setfield(L, -2, "scripts_dir");
+    lua_pushstring(L, c->cors_origins);
+    lua_setfield(L, -2, "cors_origins");
+    lua_pushboolean(L, c->admin_key[0] != 0);
+    lua_setfield(L, -2, "admin_key_set");
+    lua_pushstring(L, QC_VERSION);
+    lua_setfield(L, -2, "version");
+    return 1;
+}
+
+/* Constant time: the time taken does not depend on where the strings differ. */
+static int secure_equal(const char *a, size_t al, const char *b, size_t bl) {
+    unsigned char diff = (unsigned char)(al != bl);
+    for (size_t i = 0; i < al; i++) diff |= (unsigned char)(a[i] ^ b[i % (bl ? bl : 1)]);
+    return diff == 0 && bl > 0;
+}
+
+/* qc.host.is_admin(peer_ip, bearer_token_or_nil): loopback callers, or the admin key. */
+static int l_is_admin(lua_State *L) {
+    const char *peer = luaL_checkstring(L, 1);
+    size_t tl = 0;
+    const char *token = luaL_optlstring(L, 2, NULL, &tl);
+    const qc_config *c = qc_host_config(qc_bindings_host(L));
+    int loopback = strncmp(peer, "127.", 4) == 0 || strcmp(peer, "::1") == 0 ||
+                   strcmp(peer, "::ffff:127.0.0.1") == 0;
+    int key_ok = token && c->admin_key[0] && secure_equal(token, tl, c->admin_key, strlen(c->admin_key));
+    lua_pushboolean(L, loopback || key_ok);
+    return 1;
+}
+
+static int cmp_names(const void *a, const void *b) {
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* qc.host.list_dir(path, suffix?) -> sorted file names | nil, message */
+static int l_list_dir(lua_State *L) {
+    const char *path = luaL_checkstring(L, 1);
+    const char *suffix = luaL_optstring(L, 2, "");
+    DIR *d = opendir(path);
+    if (!d) {
+        lua_pushnil(L);
+        lua_pushfstring(L, "%s: cannot open directory", path);
+        return 2;
+    }
+    char *names[512];
+    int n = 0;
+    struct dirent *e;
+    size_t sl = strlen(suffix);
+    while (n < 512 && (e = readdir(d))) {
+        size_t l = strlen(e->d_name);
+        if (e->d_name[0] == '.' || l < sl || strcmp(e->d_name + l - sl, suffix) != 0) continue;
+        names[n] = strdup(e->d_name);
+        if (names[n]) n++;
+    }
+    closedir(d);
+    qsort(names, (size_t)n, sizeof names[0], cmp_names);
+    lua_createtable(L, n, 0);
+    for (int i = 0; i < n; i++) {
+        lua_pushstring(L, names[i]);
+        free(names[i]);
+        lua_rawseti(L, -2, i + 1);
+    }
+    return 1;
+}
+
+int luaopen_qc_host(lua_State *L) {
+    static const luaL_Reg fns[] = {{"reload", l_reload},     {"status", l_status},
+                                   {"config", l_config},     {"is_admin", l_is_admin},
+                                   {"list_dir", l_list_dir}, {NULL, NULL}};
+    luaL_newlib(L, fns);
+    return 1;
+}

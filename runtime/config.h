@@ -1,0 +1,32 @@
+/* Configuration: defaults, then the environment, then a .env file (which never overrides
+ * what the environment already set), then command-line flags (applied by main.c). */
+#ifndef QC_CONFIG_H
+#define QC_CONFIG_H
+
+#include <stddef.h>
+
+typedef struct {
+    char listen_host[256];
+    int listen_port;
+    char policies_dir[1024];
+    char scripts_dir[1024];
+    char data_dir[1024];
+    size_t max_body_bytes;       /* QC_MAX_BODY, bytes */
+    long lua_budget;             /* QC_LUA_BUDGET, VM instructions per call into Lua */
+    size_t lua_memory_bytes;     /* QC_LUA_MEMORY_MB */
+    double stop_timeout_s;       /* QC_STOP_TIMEOUT: graceful stop waits this long at most */
+    char cors_origins[1024];     /* QC_CORS_ORIGINS: "*" or a comma-separated list */
+    char admin_key[256];         /* QC_ADMIN_KEY: lets /admin/reload be called off loopback */
+} qc_config;
+
+/* Loads a .env file into the environment (KEY=VALUE lines, # comments, optional quotes,
+ * optional `export `). Variables already set are kept. Missing file is not an error. */
+int qc_config_load_dotenv(const char *path, char *err, size_t errlen);
+
+/* Fills cfg from defaults and the environment. */
+int qc_config_from_env(qc_config *cfg, char *err, size_t errlen);
+
+/* Parses "host:port", ":port" or "port" into cfg. */
+int qc_config_set_listen(qc_config *cfg, const char *value, char *err, size_t errlen);
+
+#endif

@@ -1,0 +1,21 @@
+/* Registers every qc.* C module in package.preload, so `require "qc.fetch"` works in
+ * scripts and the sandbox decides which of them a policy may reach. */
+#ifndef QC_HOST_BINDINGS_H
+#define QC_HOST_BINDINGS_H
+
+#include <lua.h>
+
+typedef struct qc_host qc_host;
+
+void qc_bindings_preload(lua_State *L, qc_host *h);
+
+/* The host that owns L (bindings that need it outside a task). */
+qc_host *qc_bindings_host(lua_State *L);
+
+int luaopen_qc_log(lua_State *L);
+int luaopen_qc_time(lua_State *L);
+int luaopen_qc_fetch(lua_State *L);
+int luaopen_qc_host(lua_State *L);
+int luaopen_qc_jwt(lua_State *L);
+
+#endif

@@ -1,0 +1,580 @@
+/* The Lua host. C owns lua_resume: every request or script is a task (a coroutine); a
+ * binding that waits on I/O yields, and its libuv callback resumes the task through
+ * qc_task_resume. Policies live in generations built by scripts/lib/qc/host.lua; the live
+ * one is swapped only after a complete, checked build, between events. */
+#define _POSIX_C_SOURCE 200809L
+#include "host.h"
+
+#include <lauxlib.h>
+#include <lua.h>
+#include <lualib.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "../http_client.h"
+#include "../log.h"
+#include "bindings.h"
+#include "task.h"
+
+#define HOOK_STEP 1000 /* instructions between budget checks */
+#define POOL_MAX 64    /* finished coroutines kept for reuse */
+
+struct qc_task {
+    qc_host *host;
+    lua_State *co;
+    int co_ref;
+    int waiting;
+    int running;
+    qc_http_exchange *ex; /* request tasks: where the answer goes */
+    int is_script;
+    int done;
+    int script_status;
+    qc_task *prev, *next;
+};
+
+struct qc_host {
+    uv_loop_t *loop;
+    qc_config cfg;
+    qc_host_mode mode;
+    lua_State *L;
+    size_t mem_used;
+    int cap_active; /* the memory cap applies while Lua code runs, not to host bookkeeping */
+    long budget_used;
+    int budget_on;
+    int budget_tripped;
+    int hostlib_ref;
+    int dispatch_ref;
+    int gen_ref;
+    long generation;
+    double reloaded_at;
+    double started_at;
+    char reload_error[2048];
+    qc_task *tasks;
+    size_t ntasks;
+    qc_task *pool[POOL_MAX];
+    int npool;
+    qc_http_client *http;
+    qc_http_server *srv;
+};
+
+static double wall_now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* ---- memory cap and instruction budget ---------------------------------------------- */
+
+static void *host_alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
+    qc_host *h = ud;
+    size_t old = ptr ? osize : 0;
+    if (nsize == 0) {
+        free(ptr);
+        h->mem_used -= old;
+        return NULL;
+    }
+    if (nsize > old && h->cap_active && h->cfg.lua_memory_bytes &&
+        h->mem_used + (nsize - old) > h->cfg.lua_memory_bytes)
+        return NULL; /* Lua turns this into a "not enough memory" error for that call */
+    void *p = realloc(ptr, nsize);
+    if (!p) return NULL;
+    h->mem_used = h->mem_used - old + nsize;
+    return p;
+}
+
+static void budget_hook(lua_State *L, lua_Debug *ar) {
+    (void)ar;
+    void *ud;
+    lua_getallocf(L, &ud);
+    qc_host *h = ud;
+    if (!h->budget_on) return;
+    h->budget_used += HOOK_STEP;
+    if (h->budget_used > h->cfg.lua_budget) {
+        h->budget_tripped = 1;
+        luaL_error(L, "instruction budget exceeded (%d instructions)", (int)h->cfg.lua_budget);
+    }
+}
+
+/* Brackets every entry into Lua code. */
+static void lua_enter(qc_host *h) {
+    h->budget_used = 0;
+    h->budget_tripped = 0;
+    h->budget_on = h->mode == QC_HOST_SERVE;
+    h->cap_active = h->mode == QC_HOST_SERVE;
+}
+
+static void lua_leave(qc_host *h) {
+    h->budget_on = 0;
+    h->cap_active = 0;
+}
+
+/* ---- tasks -------------------------------------------------------------------------- */
+
+qc_task *qc_task_current(lua_State *L) { return *(qc_task **)lua_getextraspace(L); }
+lua_State *qc_task_thread(qc_task *t) { return t->co; }
+uv_loop_t *qc_task_loop(qc_task *t) { return t->host->loop; }
+qc_host *qc_task_host(qc_task *t) { return t->host; }
+
+int qc_task_yield(lua_State *L) {
+    qc_task *t = qc_task_current(L);
+    if (!t) return luaL_error(L, "this call waits on the event loop and must run in a task");
+    t->waiting = 1;
+    return lua_yield(L, 0);
+}
+
+static qc_task *task_new(qc_host *h) {
+    qc_task *t;
+    if (h->npool > 0) {
+        t = h->pool[--h->npool];
+    } else {
+        t = calloc(1, sizeof *t);
+        if (!t) return NULL;
+        t->host = h;
+        t->co = lua_newthread(h->L);
+        t->co_ref = luaL_ref(h->L, LUA_REGISTRYINDEX);
+        *(qc_task **)lua_getextraspace(t->co) = t;
+        if (h->mode == QC_HOST_SERVE) lua_sethook(t->co, budget_hook, LUA_MASKCOUNT, HOOK_STEP);
+    }
+    t->waiting = t->running = t->done = t->is_script = 0;
+    t->ex = NULL;
+    t->script_status = 0;
+    t->prev = NULL;
+    t->next = h->tasks;
+    if (h->tasks) h->tasks->prev = t;
+    h->tasks = t;
+    h->ntasks++;
+    return t;
+}
+
+static void task_release(qc_task *t, int reusable) {
+    qc_host *h = t->host;
+    if (t->prev) t->prev->next = t->next;
+    else h->tasks = t->next;
+    if (t->next) t->next->prev = t->prev;
+    h->ntasks--;
+    if (reusable && h->npool < POOL_MAX && lua_status(t->co) == LUA_OK) {
+        lua_settop(t->co, 0);
+        h->pool[h->npool++] = t;
+        return;
+    }
+    luaL_unref(h->L, LUA_REGISTRYINDEX, t->co_ref);
+    free(t);
+}
+
+size_t qc_host_tasks(qc_host *h) { return h->ntasks; }
+
+/* Appends s as a JSON string (with quotes) to buf. */
+static size_t json_quote(char *buf, size_t cap, const char *s) {
+    size_t o = 0;
+    if (cap < 3) return 0;
+    buf[o++] = '"';
+    for (; *s && o + 8 < cap; s++) {
+        unsigned char c = (unsigned char)*s;
+        if (c == '"' || c == '\\') {
+            buf[o++] = '\\';
+            buf[o++] = (char)c;
+        } else if (c < 0x20) {
+            o += (size_t)snprintf(buf + o, cap - o, "\\u%04x", c);
+        } else {
+            buf[o++] = (char)c;
+        }
+    }
+    buf[o++] = '"';
+    buf[o] = 0;
+    return o;
+}
+
+static void cors_headers(qc_host *h, const char *origin, qc_http_header *out, size_t *n) {
+    if (!origin) return;
+    if (strcmp(h->cfg.cors_origins, "*") == 0) {
+        out[(*n)++] = (qc_http_header){"access-control-allow-origin", "*"};
+        return;
+    }
+    /* A listed origin is echoed back; anything else gets no CORS headers at all. */
+    size_t ol = strlen(origin);
+    for (const char *p = h->cfg.cors_origins; *p;) {
+        const char *e = strchr(p, ',');
+        size_t l = e ? (size_t)(e - p) : strlen(p);
+        while (l && *p == ' ') p++, l--;
+        while (l && p[l - 1] == ' ') l--;
+        if (l == ol && strncmp(p, origin, l) == 0) {
+            out[(*n)++] = (qc_http_header){"access-control-allow-origin", origin};
+            out[(*n)++] = (qc_http_header){"vary", "Origin"};
+            return;
+        }
+        if (!e) break;
+        p = e + 1;
+    }
+}
+
+static void respond_json_error(qc_task *t, int status, const char *code, const char *message,
+                               const char *origin) {
+    char body[2048], qcode[128], qmsg[1800];
+    json_quote(qcode, sizeof qcode, code);
+    json_quote(qmsg, sizeof qmsg, message);
+    int n = snprintf(body, sizeof body, "{\"error\":{\"code\":%s,\"message\":%s}}", qcode, qmsg);
+    qc_http_header hs[4] = {{"content-type", "application/json"}};
+    size_t nh = 1;
+    cors_headers(t->host, origin, hs, &nh);
+    qc_http_exchange_respond(t->ex, status, hs, nh, body, (size_t)n);
+    t->ex = NULL;
+}
+
+/* The request task ended normally: its results are status, headers, body. */
+static void finish_request(qc_task *t, int nres, const char *origin) {
+    lua_State *co = t->co;
+    int base = lua_gettop(co) - nres + 1;
+    if (nres < 3 || !lua_isinteger(co, base) || !lua_isstring(co, base + 2)) {
+        qc_log(QC_LOG_ERROR, "host", "dispatch returned a malformed answer", NULL);
+        respond_json_error(t, 500, "INTERNAL", "internal error", origin);
+        return;
+    }
+    int status = (int)lua_tointeger(co, base);
+    qc_http_header hs[64];
+    size_t nh = 0;
+    if (lua_istable(co, base + 1)) {
+        lua_pushnil(co);
+        while (nh < 60 && lua_next(co, base + 1)) {
+            if (lua_type(co, -2) == LUA_TSTRING && lua_isstring(co, -1)) {
+                hs[nh].name = lua_tostring(co, -2);
+                hs[nh].value = lua_tostring(co, -1); /* stays valid: the table keeps it */
+                nh++;
+            }
+            lua_pop(co, 1);
+        }
+    }
+    cors_headers(t->host, origin, hs, &nh);
+    size_t blen;
+    const char *body = lua_tolstring(co, base + 2, &blen);
+    qc_http_exchange_respond(t->ex, status, hs, nh, body, blen);
+    t->ex = NULL;
+}
+
+/* The task raised: a table {status, code, message} is an intended HTTP error; anything
+ * else is a bug in a handler or policy, logged with its traceback. */
+static void finish_request_error(qc_task *t, int st, const char *origin, const char *path) {
+    qc_host *h = t->host;
+    lua_State *co = t->co;
+    if (st != LUA_ERRMEM && lua_istable(co, -1)) {
+        lua_getfield(co, -1, "status");
+        lua_getfield(co, -2, "code");
+        lua_getfield(co, -3, "message");
+        int status = lua_isinteger(co, -3) ? (int)lua_tointeger(co, -3) : 500;
+        const char *code = lua_isstring(co, -2) ? lua_tostring(co, -2) : "ERROR";
+        const char *msg = lua_isstring(co, -1) ? lua_tostring(co, -1) : "request failed";
+        if (status < 400 || status > 599) status = 500;
+        respond_json_error(t, status, code, msg, origin);
+        lua_pop(co, 3);
+        return;
+    }
+    const char *msg = lua_tostring(co, -1);
+    luaL_traceback(h->L, co, msg ? msg : "(error object is not a string)", 0);
+    const char *tb = lua_tostring(h->L, -1);
+    /* One log line: newlines of the traceback become " | ". */
+    char line[4096];
+    size_t o = 0;
+    for (const char *p = tb; p && *p && o + 4 < sizeof line; p++) {
+        if (*p == '\n') {
+            memcpy(line + o, " | ", 3);
+            o += 3;
+        } else if (*p != '\t') {
+            line[o++] = *p;
+        }
+    }
+    line[o] = 0;
+    lua_pop(h->L, 1);
+    const char *code = "INTERNAL", *public_msg = "internal error";
+    if (st == LUA_ERRMEM) {
+        code = "MEMORY_LIMIT";
+        public_msg = "the handler ran out of its memory allowance";
+    } else if (h->budget_tripped) {
+        code = "BUDGET_EXCEEDED";
+        public_msg = "the handler ran past its instruction budget";
+    }
+    qc_log(QC_LOG_ERROR, "host", "handler failed", " path=%s code=%s error=\"%s\"", path, code, line);
+    respond_json_error(t, 500, code, public_msg, origin);
+}
+
+static void finish_script(qc_task *t, int st, int nres) {
+    qc_host *h = t->host;
+    lua_State *co = t->co;
+    if (st == LUA_OK) {
+        t->script_status = 0;
+        if (nres > 0 && lua_isinteger(co, -nres)) t->script_status = (int)lua_tointeger(co, -nres);
+        else if (nres > 0 && lua_isboolean(co, -nres)) t->script_status = lua_toboolean(co, -nres) ? 0 : 1;
+    } else {
+        const char *msg = lua_tostring(co, -1);
+        luaL_traceback(h->L, co, msg ? msg : "(error object is not a string)", 0);
+        fprintf(stderr, "%s\n", lua_tostring(h->L, -1));
+        lua_pop(h->L, 1);
+        t->script_status = 1;
+    }
+    t->done = 1;
+}
+
+/* Runs the task until it yields or ends. Request results are sent from here. */
+static void task_step(qc_task *t, int nargs) {
+    qc_host *h = t->host;
+    t->waiting = 0;
+    t->running = 1;
+    lua_enter(h);
+    int nres = 0;
+    int st = lua_resume(t->co, NULL, nargs, &nres);
+    lua_leave(h);
+    t->running = 0;
+    if (st == LUA_YIELD) {
+        if (t->waiting) {
+            lua_pop(t->co, nres);
+            return;
+        }
+        /* A bare coroutine.yield at the top of a task: nothing would ever resume it. */
+        lua_pop(t->co, nres);
+        lua_pushstring(t->co, "coroutine.yield outside a coroutine of your own");
+        st = LUA_ERRRUN;
+    }
+    if (t->is_script) {
+        finish_script(t, st, nres);
+        return; /* run_script releases it */
+    }
+    /* Request task: path and origin come from the exchange, which owns them until the
+     * answer is sent (the handler may have changed the request table). */
+    const char *path = t->ex ? qc_http_exchange_path(t->ex) : "?";
+    const char *origin = t->ex ? qc_http_exchange_header(t->ex, "origin") : NULL;
+    if (st == LUA_OK) {
+        finish_request(t, nres, origin);
+        task_release(t, 1);
+    } else {
+        finish_request_error(t, st, origin, path);
+        task_release(t, 0);
+    }
+}
+
+void qc_task_resume(qc_task *t, int nresults) {
+    if (t->running || !t->waiting) return;
+    task_step(t, nresults);
+}
+
+/* ---- HTTP requests ------------------------------------------------------------------ */
+
+void qc_host_handle_http(void *ud, qc_http_exchange *ex, const qc_http_incoming *req) {
+    qc_host *h = ud;
+    qc_task *t = task_new(h);
+    if (!t) {
+        qc_http_header hs[] = {{"content-type", "application/json"}};
+        const char *b = "{\"error\":{\"code\":\"INTERNAL\",\"message\":\"out of memory\"}}";
+        qc_http_exchange_respond(ex, 500, hs, 1, b, strlen(b));
+        return;
+    }
+    t->ex = ex;
+    lua_State *co = t->co;
+    lua_rawgeti(co, LUA_REGISTRYINDEX, h->dispatch_ref);
+    lua_rawgeti(co, LUA_REGISTRYINDEX, h->gen_ref);
+    lua_createtable(co, 0, 8);
+    lua_pushstring(co, req->method);
+    lua_setfield(co, -2, "method");
+    lua_pushstring(co, req->path);
+    lua_setfield(co, -2, "path");
+    lua_pushstring(co, req->query);
+    lua_setfield(co, -2, "query");
+    lua_pushlstring(co, req->body, req->body_len);
+    lua_setfield(co, -2, "body");
+    lua_pushstring(co, req->peer);
+    lua_setfield(co, -2, "peer");
+    lua_createtable(co, 0, (int)req->nheaders);
+    for (size_t i = 0; i < req->nheaders; i++) {
+        lua_pushstring(co, req->headers[i].value);
+        lua_setfield(co, -2, req->headers[i].name);
+    }
+    lua_setfield(co, -2, "headers");
+    task_step(t, 2);
+}
+
+/* ---- generations -------------------------------------------------------------------- */
+
+/* Calls hostlib[fname](policies_dir, scripts_dir, next_id) on the main thread. Leaves the
+ * generation on the stack on success. */
+static int build_generation(qc_host *h, const char *fname, char *err, size_t errlen) {
+    lua_State *L = h->L;
+    lua_rawgeti(L, LUA_REGISTRYINDEX, h->hostlib_ref);
+    lua_getfield(L, -1, fname);
+    lua_remove(L, -2);
+    lua_pushstring(L, h->cfg.policies_dir);
+    lua_pushstring(L, h->cfg.scripts_dir);
+    lua_pushinteger(L, h->generation + 1);
+    lua_enter(h);
+    int st = lua_pcall(L, 3, 1, 0);
+    lua_leave(h);
+    if (st != LUA_OK) {
+        const char *m = lua_tostring(L, -1);
+        snprintf(err, errlen, "%s", m ? m : (st == LUA_ERRMEM ? "not enough memory" : "policy load failed"));
+        lua_pop(L, 1);
+        return -1;
+    }
+    return 0;
+}
+
+int qc_host_reload(qc_host *h, char *err, size_t errlen) {
+    h->reloaded_at = wall_now();
+    if (build_generation(h, "new_generation", err, errlen) < 0) {
+        snprintf(h->reload_error, sizeof h->reload_error, "%s", err);
+        qc_log(QC_LOG_ERROR, "host", "reload rejected", " generation=%ld error=\"%s\"", h->generation, err);
+        return -1;
+    }
+    /* The swap: requests already running hold their own reference to the old one. */
+    if (h->gen_ref != LUA_NOREF) luaL_unref(h->L, LUA_REGISTRYINDEX, h->gen_ref);
+    h->gen_ref = luaL_ref(h->L, LUA_REGISTRYINDEX);
+    h->generation++;
+    h->reload_error[0] = 0;
+    qc_log(QC_LOG_INFO, "host", "policies loaded", " generation=%ld dir=%s", h->generation, h->cfg.policies_dir);
+    return 0;
+}
+
+int qc_host_check(qc_host *h, char *err, size_t errlen) {
+    if (build_generation(h, "new_generation", err, errlen) < 0) return -1;
+    lua_pop(h->L, 1);
+    return 0;
+}
+
+long qc_host_generation(qc_host *h) { return h->generation; }
+double qc_host_reloaded_at(qc_host *h) { return h->reloaded_at; }
+const char *qc_host_reload_error(qc_host *h) { return h->reload_error; }
+double qc_host_started_at(qc_host *h) { return h->started_at; }
+uv_loop_t *qc_host_loop(qc_host *h) { return h->loop; }
+const qc_config *qc_host_config(qc_host *h) { return &h->cfg; }
+void qc_host_set_server(qc_host *h, qc_http_server *srv) { h->srv = srv; }
+
+qc_http_client *qc_host_http_client(qc_host *h) {
+    if (!h->http) {
+        char err[256];
+        h->http = qc_http_client_new(h->loop, err, sizeof err);
+        if (!h->http) qc_log(QC_LOG_ERROR, "host", "http client unavailable", " error=\"%s\"", err);
+    }
+    return h->http;
+}
+
+/* ---- set-up ------------------------------------------------------------------------- */
+
+static int host_panic(lua_State *L) {
+    const char *m = lua_tostring(L, -1);
+    qc_log(QC_LOG_ERROR, "host", "lua panic", " error=\"%s\"", m ? m : "?");
+    qc_log_flush();
+    abort();
+}
+
+/* package.path: scripts/lib first, then the system's (busted and friends live there). */
+static void set_package_path(lua_State *L, const char *scripts_dir) {
+    lua_getglobal(L, "package");
+    lua_getfield(L, -1, "path");
+    const char *sys = lua_tostring(L, -1);
+    lua_pushfstring(L, "%s/lib/?.lua;%s/lib/?/init.lua;%s", scripts_dir, scripts_dir, sys ? sys : "");
+    lua_setfield(L, -3, "path");
+    lua_pop(L, 2);
+}
+
+qc_host *qc_host_new(uv_loop_t *loop, const qc_config *cfg, qc_host_mode mode, char *err, size_t errlen) {
+    qc_host *h = calloc(1, sizeof *h);
+    if (!h) {
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    h->loop = loop;
+    h->cfg = *cfg;
+    h->mode = mode;
+    h->gen_ref = LUA_NOREF;
+    h->started_at = wall_now();
+    h->L = lua_newstate(host_alloc, h);
+    if (!h->L) {
+        snprintf(err, errlen, "cannot create the Lua state");
+        free(h);
+        return NULL;
+    }
+    lua_atpanic(h->L, host_panic);
+    *(qc_task **)lua_getextraspace(h->L) = NULL;
+    luaL_openlibs(h->L);
+    qc_bindings_preload(h->L, h);
+    set_package_path(h->L, cfg->scripts_dir);
+
+    /* The host's Lua half is trusted code shipped with the binary. */
+    char path[1200];
+    snprintf(path, sizeof path, "%s/lib/qc/host.lua", cfg->scripts_dir);
+    if (luaL_loadfilex(h->L, path, "t") != LUA_OK || lua_pcall(h->L, 0, 1, 0) != LUA_OK) {
+        snprintf(err, errlen, "%s", lua_tostring(h->L, -1));
+        lua_close(h->L);
+        free(h);
+        return NULL;
+    }
+    lua_getfield(h->L, -1, "dispatch");
+    h->dispatch_ref = luaL_ref(h->L, LUA_REGISTRYINDEX);
+    h->hostlib_ref = luaL_ref(h->L, LUA_REGISTRYINDEX);
+    return h;
+}
+
+static void free_self(uv_handle_t *handle) { free(handle); }
+
+/* Convention for bindings: a handle whose data points to itself is the first member of a
+ * heap block nothing else owns (a sleep timer whose task died), so the drain frees it. */
+static void close_walk(uv_handle_t *handle, void *arg) {
+    (void)arg;
+    if (uv_is_closing(handle)) return;
+    uv_close(handle, handle->data == (void *)handle ? free_self : NULL);
+}
+
+void qc_host_free(qc_host *h) {
+    if (!h) return;
+    if (h->http) qc_http_client_close(h->http);
+    h->http = NULL;
+    /* Tasks still waiting (timers, transfers) die with the state; their handles are
+     * closed by the caller's loop drain. */
+    while (h->tasks) task_release(h->tasks, 0);
+    lua_close(h->L);
+    for (int i = 0; i < h->npool; i++) free(h->pool[i]);
+    free(h);
+}
+
+/* Closes whatever handles remain and runs the loop until libuv has let go of them. */
+void qc_host_drain_loop(uv_loop_t *loop) {
+    uv_walk(loop, close_walk, NULL);
+    uv_run(loop, UV_RUN_DEFAULT);
+}
+
+/* ---- scripts ------------------------------------------------------------------------ */
+
+int qc_host_run_script(qc_host *h, const char *path, int argc, char **argv, int *status) {
+    lua_State *L = h->L;
+    lua_createtable(L, argc, 1);
+    lua_pushstring(L, path);
+    lua_rawseti(L, -2, 0);
+    for (int i = 0; i < argc; i++) {
+        lua_pushstring(L, argv[i]);
+        lua_rawseti(L, -2, i + 1);
+    }
+    lua_setglobal(L, "arg");
+
+    qc_task *t = task_new(h);
+    if (!t) {
+        fprintf(stderr, "quantcoach: out of memory\n");
+        *status = 1;
+        return -1;
+    }
+    t->is_script = 1;
+    if (luaL_loadfilex(t->co, path, "t") != LUA_OK) {
+        fprintf(stderr, "quantcoach: %s\n", lua_tostring(t->co, -1));
+        task_release(t, 0);
+        *status = 1;
+        return -1;
+    }
+    for (int i = 0; i < argc; i++) lua_pushstring(t->co, argv[i]);
+    task_step(t, argc);
+    while (!t->done) {
+        if (uv_run(h->loop, UV_RUN_ONCE) == 0 && !t->done) {
+            fprintf(stderr, "quantcoach: %s: the script is waiting on nothing that can wake it\n", path);
+            t->script_status = 1;
+            break;
+        }
+    }
+    *status = t->script_status;
+    task_release(t, 0);
+    return 0;
+}

@@ -1,0 +1,54 @@
+/* The Lua host: one Lua state on the libuv loop, a coroutine per request or script,
+ * policy generations with atomic reload, an instruction budget per call and a memory cap. */
+#ifndef QC_HOST_H
+#define QC_HOST_H
+
+#include <stddef.h>
+#include <uv.h>
+
+#include "../config.h"
+#include "../http_server.h"
+
+typedef struct qc_host qc_host;
+
+typedef enum {
+    QC_HOST_SERVE, /* policies sandboxed, budget and memory cap on */
+    QC_HOST_SCRIPT /* `quantcoach run`: a trusted script, no budget */
+} qc_host_mode;
+
+qc_host *qc_host_new(uv_loop_t *loop, const qc_config *cfg, qc_host_mode mode, char *err, size_t errlen);
+void qc_host_free(qc_host *h);
+
+uv_loop_t *qc_host_loop(qc_host *h);
+const qc_config *qc_host_config(qc_host *h);
+
+/* Builds a fresh policy generation and, if every check passes, makes it the live one.
+ * On failure the old generation stays and err holds "file:line: message". */
+int qc_host_reload(qc_host *h, char *err, size_t errlen);
+
+/* Loads and checks every policy without making it live (`quantcoach check`). */
+int qc_host_check(qc_host *h, char *err, size_t errlen);
+
+/* Live generation number, the time of the last reload attempt and its error ("" if none). */
+long qc_host_generation(qc_host *h);
+double qc_host_reloaded_at(qc_host *h);
+const char *qc_host_reload_error(qc_host *h);
+double qc_host_started_at(qc_host *h);
+
+/* qc_http_server's request callback (ud = the host). */
+void qc_host_handle_http(void *ud, qc_http_exchange *ex, const qc_http_incoming *req);
+
+/* Runs a Lua file as a task with `arg`; returns when the script has finished (runs the loop).
+ * *status: the script's exit status (its integer return value, 0, or 1 on error). */
+int qc_host_run_script(qc_host *h, const char *path, int argc, char **argv, int *status);
+
+/* Tasks started and not finished (requests, scripts). */
+size_t qc_host_tasks(qc_host *h);
+
+/* Closes every handle left on the loop and runs it until libuv has released them. */
+void qc_host_drain_loop(uv_loop_t *loop);
+
+/* Set by the server so that `qc.host` can report on it and the stop can be graceful. */
+void qc_host_set_server(qc_host *h, qc_http_server *srv);
+
+#endif

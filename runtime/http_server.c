@@ -1,0 +1,431 @@
+/* libwebsockets glue. Why one buffer per answer: lws on a foreign libuv loop costs two
+ * sendto and several epoll_ctl per request when headers and body go out in separate
+ * writable callbacks; a single lws_write from the HTTP callback costs one sendto. */
+#define _POSIX_C_SOURCE 200809L
+#include "http_server.h"
+
+#include <libwebsockets.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "log.h"
+
+#define MAX_HEADERS 96
+
+struct qc_http_server {
+    struct lws_context *ctx;
+    struct lws_vhost *vhost;
+    qc_http_server_options opts;
+    size_t inflight;
+    int stopping;
+};
+
+struct qc_http_exchange {
+    qc_http_server *srv;
+    struct lws *wsi;   /* NULL once the connection is gone */
+    int dispatched;    /* handed to on_request, answer owed */
+    int responded;
+    int in_callback;   /* respond() called while lws is inside our HTTP callback */
+    int too_large;
+    int close_after;
+    uint64_t start_ns;
+    char method[8];
+    char *path, *query, *peer;
+    qc_http_header headers[MAX_HEADERS];
+    size_t nheaders;
+    char *hdr_store; /* one allocation holding every header name/value */
+    char *body;
+    size_t body_len, body_cap;
+    unsigned char *out; /* LWS_PRE + response */
+    size_t out_len;
+};
+
+struct pss {
+    qc_http_exchange *ex;
+};
+
+static void exchange_free(qc_http_exchange *ex) {
+    if (!ex) return;
+    free(ex->path);
+    free(ex->query);
+    free(ex->peer);
+    free(ex->hdr_store);
+    free(ex->body);
+    free(ex->out);
+    free(ex);
+}
+
+static const struct {
+    enum lws_token_indexes tok;
+    const char *name;
+} method_tokens[] = {
+    {WSI_TOKEN_GET_URI, "GET"},       {WSI_TOKEN_POST_URI, "POST"},   {WSI_TOKEN_PUT_URI, "PUT"},
+    {WSI_TOKEN_PATCH_URI, "PATCH"},   {WSI_TOKEN_DELETE_URI, "DELETE"}, {WSI_TOKEN_OPTIONS_URI, "OPTIONS"},
+    {WSI_TOKEN_HEAD_URI, "HEAD"},
+};
+
+static int is_method_token(int tok) {
+    for (size_t i = 0; i < sizeof method_tokens / sizeof method_tokens[0]; i++)
+        if ((int)method_tokens[i].tok == tok) return 1;
+    return tok == WSI_TOKEN_HTTP_URI_ARGS;
+}
+
+/* Copies every known request header into ex (names lowercase, no colon). */
+static int collect_headers(struct lws *wsi, qc_http_exchange *ex) {
+    size_t total = 0;
+    for (int t = 0; t < WSI_TOKEN_COUNT; t++) {
+        if (is_method_token(t)) continue;
+        int len = lws_hdr_total_length(wsi, (enum lws_token_indexes)t);
+        if (len <= 0) continue;
+        const unsigned char *name = lws_token_to_string((enum lws_token_indexes)t);
+        if (!name) continue;
+        total += strlen((const char *)name) + (size_t)len + 2;
+    }
+    if (!total) return 0;
+    ex->hdr_store = malloc(total);
+    if (!ex->hdr_store) return -1;
+    char *p = ex->hdr_store, *end = ex->hdr_store + total;
+    for (int t = 0; t < WSI_TOKEN_COUNT && ex->nheaders < MAX_HEADERS; t++) {
+        if (is_method_token(t)) continue;
+        int len = lws_hdr_total_length(wsi, (enum lws_token_indexes)t);
+        if (len <= 0) continue;
+        const char *name = (const char *)lws_token_to_string((enum lws_token_indexes)t);
+        if (!name) continue;
+        size_t nl = strlen(name);
+        if (nl && name[nl - 1] == ':') nl--;
+        if (nl == 0 || name[0] == ':') continue; /* h2 pseudo headers */
+        memcpy(p, name, nl);
+        p[nl] = 0;
+        ex->headers[ex->nheaders].name = p;
+        p += nl + 1;
+        int got = lws_hdr_copy(wsi, p, (int)(end - p), (enum lws_token_indexes)t);
+        if (got < 0) continue;
+        ex->headers[ex->nheaders].value = p;
+        p += got + 1;
+        ex->nheaders++;
+    }
+    return 0;
+}
+
+static const char *header_value(const qc_http_exchange *ex, const char *name) {
+    for (size_t i = 0; i < ex->nheaders; i++)
+        if (strcmp(ex->headers[i].name, name) == 0) return ex->headers[i].value;
+    return NULL;
+}
+
+const char *qc_http_exchange_path(const qc_http_exchange *ex) { return ex->path; }
+const char *qc_http_exchange_header(const qc_http_exchange *ex, const char *name) {
+    return header_value(ex, name);
+}
+
+static qc_http_exchange *exchange_new(qc_http_server *srv, struct lws *wsi, const char *uri) {
+    qc_http_exchange *ex = calloc(1, sizeof *ex);
+    if (!ex) return NULL;
+    ex->srv = srv;
+    ex->wsi = wsi;
+    ex->start_ns = uv_hrtime();
+    snprintf(ex->method, sizeof ex->method, "GET");
+    for (size_t i = 0; i < sizeof method_tokens / sizeof method_tokens[0]; i++) {
+        if (lws_hdr_total_length(wsi, method_tokens[i].tok) > 0) {
+            snprintf(ex->method, sizeof ex->method, "%s", method_tokens[i].name);
+            break;
+        }
+    }
+    ex->path = strdup(uri && *uri ? uri : "/");
+    int qlen = lws_hdr_total_length(wsi, WSI_TOKEN_HTTP_URI_ARGS);
+    ex->query = malloc(qlen > 0 ? (size_t)qlen + 1 : 1);
+    if (ex->query) {
+        ex->query[0] = 0;
+        if (qlen > 0) lws_hdr_copy(wsi, ex->query, qlen + 1, WSI_TOKEN_HTTP_URI_ARGS);
+    }
+    char peer[64] = "";
+    lws_get_peer_simple(wsi, peer, sizeof peer);
+    ex->peer = strdup(peer);
+    if (!ex->path || !ex->query || !ex->peer || collect_headers(wsi, ex) < 0) {
+        exchange_free(ex);
+        return NULL;
+    }
+    return ex;
+}
+
+static void dispatch(qc_http_exchange *ex) {
+    qc_http_incoming in = {
+        .method = ex->method,
+        .path = ex->path,
+        .query = ex->query,
+        .headers = ex->headers,
+        .nheaders = ex->nheaders,
+        .body = ex->body ? ex->body : "",
+        .body_len = ex->body_len,
+        .peer = ex->peer,
+    };
+    ex->dispatched = 1;
+    ex->srv->inflight++;
+    ex->in_callback = 1;
+    ex->srv->opts.on_request(ex->srv->opts.ud, ex, &in);
+    ex->in_callback = 0;
+}
+
+static const char *reason(int status) {
+    switch (status) {
+    case 200: return "OK";
+    case 201: return "Created";
+    case 204: return "No Content";
+    case 400: return "Bad Request";
+    case 401: return "Unauthorized";
+    case 403: return "Forbidden";
+    case 404: return "Not Found";
+    case 405: return "Method Not Allowed";
+    case 409: return "Conflict";
+    case 413: return "Payload Too Large";
+    case 422: return "Unprocessable Entity";
+    case 429: return "Too Many Requests";
+    case 500: return "Internal Server Error";
+    case 502: return "Bad Gateway";
+    case 503: return "Service Unavailable";
+    case 504: return "Gateway Timeout";
+    default: return "Status";
+    }
+}
+
+/* Builds status line, headers and body in one buffer after LWS_PRE. Header text is
+ * written by hand: lws_add_http_header_* would also work but costs a call per header and
+ * the content-length helper arms lws' own body accounting, which we do not use. */
+static int build_response(qc_http_exchange *ex, int status, const qc_http_header *headers,
+                          size_t nheaders, const char *body, size_t body_len) {
+    size_t hlen = 128;
+    for (size_t i = 0; i < nheaders; i++)
+        hlen += strlen(headers[i].name) + strlen(headers[i].value) + 4;
+    ex->out = malloc(LWS_PRE + hlen + body_len);
+    if (!ex->out) return -1;
+    char *p = (char *)ex->out + LWS_PRE;
+    size_t n = (size_t)snprintf(p, hlen, "HTTP/1.1 %d %s\r\n", status, reason(status));
+    for (size_t i = 0; i < nheaders; i++) {
+        /* CR/LF in a header value would split the response: drop such headers. */
+        if (strpbrk(headers[i].name, "\r\n:") || strpbrk(headers[i].value, "\r\n")) continue;
+        n += (size_t)snprintf(p + n, hlen - n, "%s: %s\r\n", headers[i].name, headers[i].value);
+    }
+    n += (size_t)snprintf(p + n, hlen - n, "content-length: %zu\r\n%s\r\n", body_len,
+                          ex->close_after ? "connection: close\r\n" : "");
+    if (body_len) memcpy(p + n, body, body_len);
+    ex->out_len = n + body_len;
+    return 0;
+}
+
+static void access_log(qc_http_exchange *ex, int status) {
+    double ms = (double)(uv_hrtime() - ex->start_ns) / 1e6;
+    qc_log(QC_LOG_INFO, "http", "request", " method=%s path=%s status=%d duration_ms=%.2f", ex->method,
+           ex->path, status, ms);
+}
+
+/* Writes the prepared answer; returns what the lws callback should return. */
+static int write_out(qc_http_exchange *ex) {
+    struct lws *wsi = ex->wsi;
+    int close_after = ex->close_after;
+    int w = lws_write(wsi, ex->out + LWS_PRE, ex->out_len, LWS_WRITE_HTTP_FINAL);
+    struct pss *pss = lws_wsi_user(wsi);
+    if (pss && pss->ex == ex) pss->ex = NULL;
+    exchange_free(ex);
+    if (w < 0 || close_after) return -1;
+    return lws_http_transaction_completed(wsi) ? -1 : 0;
+}
+
+void qc_http_exchange_respond(qc_http_exchange *ex, int status, const qc_http_header *headers,
+                              size_t nheaders, const char *body, size_t body_len) {
+    if (ex->responded) return;
+    ex->responded = 1;
+    if (ex->dispatched && ex->srv->inflight) ex->srv->inflight--;
+    access_log(ex, status);
+    if (!ex->wsi) { /* the client left while the handler ran */
+        exchange_free(ex);
+        return;
+    }
+    if (ex->srv->stopping) ex->close_after = 1;
+    if (build_response(ex, status, headers, nheaders, body, body_len) < 0) {
+        qc_log(QC_LOG_ERROR, "http", "out of memory building response", NULL);
+        ex->close_after = 1;
+        ex->out = malloc(LWS_PRE + 1);
+        ex->out_len = 0;
+    }
+    if (!ex->in_callback) lws_callback_on_writable(ex->wsi);
+}
+
+static void respond_error(qc_http_exchange *ex, int status, const char *code, const char *msg) {
+    char body[256];
+    int n = snprintf(body, sizeof body, "{\"error\":{\"code\":\"%s\",\"message\":\"%s\"}}", code, msg);
+    qc_http_header h[] = {{"content-type", "application/json"}};
+    qc_http_exchange_respond(ex, status, h, 1, body, (size_t)n);
+}
+
+static int body_expected(qc_http_exchange *ex, long long *declared) {
+    const char *cl = header_value(ex, "content-length");
+    *declared = cl ? atoll(cl) : -1;
+    if (cl) return *declared > 0;
+    const char *te = header_value(ex, "transfer-encoding");
+    return te && strstr(te, "chunked") != NULL;
+}
+
+/* After respond() inside our own callback: write now (the cheap path). */
+static int finish_in_callback(qc_http_exchange *ex) {
+    if (ex->responded && ex->wsi && ex->out) return write_out(ex);
+    return 0;
+}
+
+static int callback_http(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in,
+                         size_t len) {
+    struct pss *pss = user;
+    qc_http_server *srv = lws_context_user(lws_get_context(wsi));
+
+    switch (reason) {
+    case LWS_CALLBACK_HTTP: {
+        qc_http_exchange *ex = exchange_new(srv, wsi, in);
+        if (!ex) return -1;
+        pss->ex = ex;
+        long long declared;
+        if (!body_expected(ex, &declared)) {
+            dispatch(ex);
+            return finish_in_callback(ex);
+        }
+        if (declared > 0 && (size_t)declared > srv->opts.max_body_bytes) {
+            /* Refuse before reading a body we would throw away, then close. */
+            ex->too_large = 1;
+            ex->close_after = 1;
+            ex->in_callback = 1;
+            respond_error(ex, 413, "PAYLOAD_TOO_LARGE", "request body is over the limit");
+            ex->in_callback = 0;
+            return finish_in_callback(ex);
+        }
+        /* Body follows; lws may otherwise time the connection out while we wait. */
+        return 0;
+    }
+    case LWS_CALLBACK_HTTP_BODY: {
+        qc_http_exchange *ex = pss->ex;
+        if (!ex || ex->too_large) return 0;
+        if (ex->body_len + len > srv->opts.max_body_bytes) {
+            ex->too_large = 1;
+            free(ex->body);
+            ex->body = NULL;
+            ex->body_len = ex->body_cap = 0;
+            return 0;
+        }
+        if (ex->body_len + len + 1 > ex->body_cap) {
+            size_t cap = ex->body_cap ? ex->body_cap * 2 : 4096;
+            while (cap < ex->body_len + len + 1) cap *= 2;
+            char *nb = realloc(ex->body, cap);
+            if (!nb) return -1;
+            ex->body = nb;
+            ex->body_cap = cap;
+        }
+        memcpy(ex->body + ex->body_len, in, len);
+        ex->body_len += len;
+        ex->body[ex->body_len] = 0;
+        return 0;
+    }
+    case LWS_CALLBACK_HTTP_BODY_COMPLETION: {
+        qc_http_exchange *ex = pss->ex;
+        if (!ex || ex->dispatched || ex->responded) return 0;
+        if (ex->too_large) {
+            ex->close_after = 1;
+            ex->in_callback = 1;
+            respond_error(ex, 413, "PAYLOAD_TOO_LARGE", "request body is over the limit");
+            ex->in_callback = 0;
+            return finish_in_callback(ex);
+        }
+        dispatch(ex);
+        return finish_in_callback(ex);
+    }
+    case LWS_CALLBACK_HTTP_WRITEABLE: {
+        qc_http_exchange *ex = pss->ex;
+        if (!ex || !ex->responded || !ex->out) return 0;
+        return write_out(ex);
+    }
+    case LWS_CALLBACK_CLOSED_HTTP: {
+        qc_http_exchange *ex = pss->ex;
+        pss->ex = NULL;
+        if (!ex) return 0;
+        if (ex->dispatched && !ex->responded) {
+            ex->wsi = NULL; /* the handler still owes an answer; it frees the exchange */
+        } else {
+            exchange_free(ex);
+        }
+        return 0;
+    }
+    default:
+        break;
+    }
+    return lws_callback_http_dummy(wsi, reason, user, in, len);
+}
+
+static const struct lws_protocols protocols[] = {
+    {"http", callback_http, sizeof(struct pss), 0, 0, NULL, 0},
+    {NULL, NULL, 0, 0, 0, NULL, 0},
+};
+
+static void lws_log_bridge(int level, const char *line) {
+    char msg[512];
+    snprintf(msg, sizeof msg, "%s", line);
+    size_t n = strlen(msg);
+    while (n && (msg[n - 1] == '\n' || msg[n - 1] == '\r')) msg[--n] = 0;
+    qc_log_line(level & LLL_ERR ? QC_LOG_ERROR : QC_LOG_WARN, "lws", msg, NULL);
+}
+
+qc_http_server *qc_http_server_new(uv_loop_t *loop, const qc_http_server_options *opts, char *err,
+                                   size_t errlen) {
+    qc_http_server *s = calloc(1, sizeof *s);
+    if (!s) {
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    s->opts = *opts;
+    lws_set_log_level(LLL_ERR | LLL_WARN, lws_log_bridge);
+
+    struct lws_context_creation_info info;
+    memset(&info, 0, sizeof info);
+    void *foreign_loops[1] = {loop};
+    info.options = LWS_SERVER_OPTION_LIBUV | LWS_SERVER_OPTION_EXPLICIT_VHOSTS;
+    info.foreign_loops = foreign_loops;
+    info.user = s;
+    info.timeout_secs = 60;
+    s->ctx = lws_create_context(&info);
+    if (!s->ctx) {
+        snprintf(err, errlen, "libwebsockets: cannot create context (is libwebsockets-evlib-uv installed?)");
+        free(s);
+        return NULL;
+    }
+
+    struct lws_context_creation_info vinfo;
+    memset(&vinfo, 0, sizeof vinfo);
+    vinfo.port = opts->port == 0 ? CONTEXT_PORT_NO_LISTEN_SERVER : opts->port;
+    if (opts->port == 0) vinfo.port = 0;
+    vinfo.iface = (opts->host && strcmp(opts->host, "0.0.0.0") != 0) ? opts->host : NULL;
+    vinfo.protocols = protocols;
+    vinfo.keepalive_timeout = 30;
+    vinfo.timeout_secs = 60;
+    vinfo.options = LWS_SERVER_OPTION_DISABLE_IPV6;
+    s->vhost = lws_create_vhost(s->ctx, &vinfo);
+    if (!s->vhost) {
+        snprintf(err, errlen, "cannot listen on %s:%d (address in use or not available)",
+                 opts->host ? opts->host : "0.0.0.0", opts->port);
+        lws_context_destroy(s->ctx);
+        free(s);
+        return NULL;
+    }
+    return s;
+}
+
+int qc_http_server_port(const qc_http_server *s) { return lws_get_vhost_listen_port(s->vhost); }
+
+size_t qc_http_server_inflight(const qc_http_server *s) { return s->inflight; }
+
+void qc_http_server_stop_accepting(qc_http_server *s) {
+    if (s->stopping) return;
+    s->stopping = 1;
+    lws_context_deprecate(s->ctx, NULL);
+}
+
+void qc_http_server_free(qc_http_server *s) {
+    if (!s) return;
+    lws_context_destroy(s->ctx);
+    free(s);
+}

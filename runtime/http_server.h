@@ -1,0 +1,60 @@
+/* HTTP/1.1 server: libwebsockets on our libuv loop. It parses requests, collects bodies
+ * (chunked included) up to a limit, hands each complete request to one callback and writes
+ * the answer in a single lws_write. It knows nothing of Lua or routes. */
+#ifndef QC_HTTP_SERVER_H
+#define QC_HTTP_SERVER_H
+
+#include <stddef.h>
+#include <uv.h>
+
+typedef struct qc_http_server qc_http_server;
+
+/* One request/response. After on_request the callee owns it and must call
+ * qc_http_exchange_respond exactly once, even if the client has gone away. */
+typedef struct qc_http_exchange qc_http_exchange;
+
+#include "http_header.h"
+
+typedef struct {
+    const char *method;
+    const char *path;  /* decoded path, no query */
+    const char *query; /* raw query string without '?', "" when none */
+    const qc_http_header *headers;
+    size_t nheaders;
+    const char *body;
+    size_t body_len;
+    const char *peer; /* client IP address */
+} qc_http_incoming;
+
+typedef void (*qc_http_request_cb)(void *ud, qc_http_exchange *ex, const qc_http_incoming *req);
+
+typedef struct {
+    const char *host; /* interface address, "0.0.0.0" for all */
+    int port;         /* 0: the kernel picks one; see qc_http_server_port */
+    size_t max_body_bytes;
+    qc_http_request_cb on_request;
+    void *ud;
+} qc_http_server_options;
+
+qc_http_server *qc_http_server_new(uv_loop_t *loop, const qc_http_server_options *opts, char *err,
+                                   size_t errlen);
+int qc_http_server_port(const qc_http_server *s);
+
+/* What the request asked for, valid until the answer is sent. */
+const char *qc_http_exchange_path(const qc_http_exchange *ex);
+const char *qc_http_exchange_header(const qc_http_exchange *ex, const char *lowercase_name);
+
+/* Sends the response: headers are name/value pairs (Content-Length is added here). */
+void qc_http_exchange_respond(qc_http_exchange *ex, int status, const qc_http_header *headers,
+                              size_t nheaders, const char *body, size_t body_len);
+
+/* Graceful stop, step one: close the listening socket; keep-alive connections get
+ * `Connection: close` on their next answer. */
+void qc_http_server_stop_accepting(qc_http_server *s);
+/* Requests handed out and not yet answered. */
+size_t qc_http_server_inflight(const qc_http_server *s);
+/* Closes every connection and frees the server; run the loop afterwards so libuv can
+ * finish closing its handles. */
+void qc_http_server_free(qc_http_server *s);
+
+#endif

@@ -1,0 +1,125 @@
+-- Route matching for policies/routes.lua: exact paths by table lookup, paths with
+-- parameters ("/rooms/{room}/participants") by segment comparison.
+local M = {}
+
+local METHODS = { GET = true, POST = true, PUT = true, PATCH = true, DELETE = true, HEAD = true }
+local EMPTY = setmetatable({}, { __newindex = function() error("route params are read-only", 2) end })
+
+local Router = {}
+Router.__index = Router
+
+local function split(path)
+  local segs = {}
+  for seg in path:gmatch("[^/]+") do segs[#segs + 1] = seg end
+  return segs
+end
+
+local function normalise(path)
+  if #path > 1 and path:sub(-1) == "/" then return path:sub(1, -2) end
+  return path
+end
+
+local function allow_of(methods)
+  local list = {}
+  for m in pairs(methods) do list[#list + 1] = m end
+  list[#list + 1] = "OPTIONS"
+  table.sort(list)
+  return table.concat(list, ", ")
+end
+
+---Compiles a routes policy. Raises "file: route N (...): problem" on a bad entry.
+---@param routes table array of { method, path, handler } or { method=, path=, handler= }
+---@param where string file name used in error messages
+---@return table router
+function M.compile(routes, where)
+  local r = setmetatable({ static = {}, dynamic = {} }, Router)
+  if type(routes) ~= "table" then error(where .. ": must return a table of routes", 0) end
+  if #routes == 0 then error(where .. ": declares no routes", 0) end
+  local seen = {}
+  for i, route in ipairs(routes) do
+    local method = route.method or route[1]
+    local path = route.path or route[2]
+    local handler = route.handler or route[3]
+    local label = ("%s: route %d (%s %s)"):format(where, i, tostring(method), tostring(path))
+    if type(method) ~= "string" or not METHODS[method] then
+      error(label .. ": method must be one of GET POST PUT PATCH DELETE HEAD", 0)
+    end
+    if type(path) ~= "string" or path:sub(1, 1) ~= "/" then
+      error(label .. ": path must be a string starting with /", 0)
+    end
+    if type(handler) ~= "function" then
+      error(label .. ": handler must be a function, got " .. type(handler), 0)
+    end
+    path = normalise(path)
+    local key = method .. " " .. path
+    if seen[key] then error(label .. ": declared twice (first as route " .. seen[key] .. ")", 0) end
+    seen[key] = i
+    if not path:find("{", 1, true) then
+      local entry = r.static[path] or { methods = {} }
+      entry.methods[method] = handler
+      entry.allow = allow_of(entry.methods)
+      r.static[path] = entry
+    else
+      local segs, names = split(path), {}
+      for j, seg in ipairs(segs) do
+        local name = seg:match("^{([%a_][%w_]*)}$")
+        if seg:find("[{}]") and not name then
+          error(label .. ": parameter segment must look like {name}", 0)
+        end
+        if name then
+          if names[name] then error(label .. ": parameter {" .. name .. "} appears twice", 0) end
+          names[name] = true
+          segs[j] = { name = name }
+        end
+      end
+      local found
+      for _, d in ipairs(r.dynamic) do
+        if d.pattern == path then found = d end
+      end
+      if not found then
+        found = { pattern = path, segs = segs, n = #segs, methods = {} }
+        r.dynamic[#r.dynamic + 1] = found
+      end
+      found.methods[method] = handler
+      found.allow = allow_of(found.methods)
+    end
+  end
+  return r
+end
+
+---@return function|nil handler, table|nil params, string|nil allow
+function Router:match(method, path)
+  path = normalise(path)
+  local entry = self.static[path]
+  if entry then
+    local h = entry.methods[method]
+    if h then return h, EMPTY end
+    return nil, nil, entry.allow
+  end
+  if #self.dynamic == 0 then return nil end
+  local segs = split(path)
+  local n = #segs
+  local allow
+  for _, d in ipairs(self.dynamic) do
+    if d.n == n then
+      local params = {}
+      for i = 1, n do
+        local want = d.segs[i]
+        if type(want) == "table" then
+          params[want.name] = segs[i]
+        elseif want ~= segs[i] then
+          params = nil
+          break
+        end
+      end
+      if params then
+        local h = d.methods[method]
+        if h then return h, params end
+        allow = allow or d.allow
+      end
+    end
+  end
+  return nil, nil, allow
+end
+
+return M

@@ -1,0 +1,145 @@
+-- Starts a real quantcoach server on a loopback port for a spec, and talks to it.
+--   local server = require "support.server"
+--   local s = server.start { policies = dir, env = { QC_LUA_BUDGET = "1000000" } }
+--   local status, body = s:request("GET", "/health")
+--   s:stop()
+local fetch = require "qc.fetch"
+local time = require "qc.time"
+local cjson = require "cjson"
+
+local M = {}
+
+local BIN = os.getenv("QC_BIN") or "./build/quantcoach"
+M.source = os.getenv("QC_SOURCE_DIR") or "."
+M.bin = BIN
+
+local function sh(cmd)
+  local ok = os.execute(cmd)
+  return ok
+end
+
+local function read_file(path)
+  local f = io.open(path, "rb")
+  if not f then return nil end
+  local s = f:read("a")
+  f:close()
+  return s
+end
+M.read_file = read_file
+
+function M.write_file(path, text)
+  local f = assert(io.open(path, "wb"))
+  f:write(text)
+  f:close()
+end
+
+function M.tmpdir()
+  local p = io.popen("mktemp -d /tmp/qc_spec.XXXXXX")
+  local dir = p:read("l")
+  p:close()
+  return dir
+end
+
+local function quote(s)
+  return "'" .. tostring(s):gsub("'", "'\\''") .. "'"
+end
+M.quote = quote
+
+--- Copies the shipped policies into a fresh directory a spec may edit.
+function M.copy_policies(dir)
+  dir = dir or M.tmpdir() .. "/policies"
+  assert(sh("mkdir -p " .. quote(dir) .. " && cp " .. quote(M.source) .. "/policies/*.lua " .. quote(dir)))
+  return dir
+end
+
+local Server = {}
+Server.__index = Server
+
+--- Waits until pred() is true, polling every 20 ms; gives up after `timeout` seconds.
+function M.wait_for(pred, timeout, what)
+  local deadline = time.monotonic() + (timeout or 10)
+  while time.monotonic() < deadline do
+    local v = pred()
+    if v then return v end
+    time.sleep(0.02)
+  end
+  error("timed out waiting for " .. (what or "a condition"), 2)
+end
+
+---@param opts table { policies=dir, data=dir, env={...}, args={...} }
+function M.start(opts)
+  opts = opts or {}
+  local dir = M.tmpdir()
+  local self = setmetatable({
+    dir = dir,
+    log = dir .. "/server.log",
+    pidfile = dir .. "/pid",
+    exitfile = dir .. "/exit",
+    policies = opts.policies or M.copy_policies(dir .. "/policies"),
+    data = opts.data or dir .. "/data",
+  }, Server)
+  local env = { "QC_ENV_FILE=/nonexistent" }
+  for k, v in pairs(opts.env or {}) do env[#env + 1] = k .. "=" .. quote(v) end
+  local cmd = ("( env %s %s serve --listen 127.0.0.1:0 --policies %s --data %s %s & echo $! > %s; wait $!; echo $? > %s ) > %s 2>&1 < /dev/null &")
+    :format(table.concat(env, " "), quote(BIN), quote(self.policies), quote(self.data),
+      table.concat(opts.args or {}, " "), quote(self.pidfile), quote(self.exitfile), quote(self.log))
+  assert(sh(cmd))
+  self.port = M.wait_for(function()
+    local log = read_file(self.log) or ""
+    if log:find("policies rejected") or read_file(self.exitfile) then
+      error("server failed to start:\n" .. log, 0)
+    end
+    return tonumber(log:match("listening address=%S+ port=(%d+)"))
+  end, 20, "the server to listen")
+  self.pid = tonumber(read_file(self.pidfile))
+  self.url = "http://127.0.0.1:" .. self.port
+  return self
+end
+
+--- Sends a request; returns status, decoded JSON body (or raw text), headers.
+function Server:request(method, path, body, headers, timeout)
+  headers = headers or {}
+  if type(body) == "table" then
+    body = cjson.encode(body)
+    headers["Content-Type"] = headers["Content-Type"] or "application/json"
+  end
+  local status, hdrs, raw = fetch { method = method, url = self.url .. path, body = body,
+    headers = headers, timeout = timeout or 30 }
+  if not status then return nil, hdrs, raw end
+  local decoded = raw
+  if (hdrs["content-type"] or ""):find("json", 1, true) and raw ~= "" then
+    decoded = cjson.decode(raw)
+  end
+  return status, decoded, hdrs, raw
+end
+
+function Server:signal(sig)
+  return sh(("kill -%s %d"):format(sig, self.pid))
+end
+
+function Server:log_text()
+  return read_file(self.log) or ""
+end
+
+--- Stops the server (SIGTERM) and returns its exit status.
+function Server:stop(timeout)
+  if self.stopped then return self.exit_status end
+  self:signal("TERM")
+  local status = M.wait_for(function()
+    local s = read_file(self.exitfile)
+    return s and tonumber(s)
+  end, timeout or 20, "the server to exit")
+  self.stopped, self.exit_status = true, status
+  return status
+end
+
+--- Runs a command, returns its exit status and combined output.
+function M.run(cmd)
+  local p = io.popen(cmd .. " 2>&1; echo \"__exit=$?\"")
+  local out = p:read("a")
+  p:close()
+  local status = tonumber(out:match("__exit=(%d+)%s*$"))
+  return status, (out:gsub("__exit=%d+%s*$", ""))
+end
+
+return M
