@@ -21,9 +21,11 @@
 typedef struct transfer transfer;
 typedef struct sock_ctx sock_ctx;
 
+/* poll is deliberately not the first member: host.c's loop drain treats a handle whose
+ * data points at itself as a block it may free, and this one is ours to free. */
 struct sock_ctx {
-    uv_poll_t poll;
     curl_socket_t fd;
+    uv_poll_t poll;
     qc_http_client *c;
     int closing;
     sock_ctx *prev, *next;

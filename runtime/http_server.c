@@ -277,6 +277,7 @@ static int callback_http(struct lws *wsi, enum lws_callback_reasons reason, void
     struct pss *pss = user;
     qc_http_server *srv = lws_context_user(lws_get_context(wsi));
 
+    if (!pss) return lws_callback_http_dummy(wsi, reason, user, in, len);
     switch (reason) {
     case LWS_CALLBACK_HTTP: {
         qc_http_exchange *ex = exchange_new(srv, wsi, in);
