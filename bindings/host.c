@@ -154,10 +154,18 @@ static int l_list_dir(lua_State *L) {
     return 1;
 }
 
+/* qc.host.spawn(fn, ...): runs fn(...) as a task of its own, concurrently with the caller. */
+static int l_spawn(lua_State *L) {
+    luaL_checktype(L, 1, LUA_TFUNCTION);
+    if (qc_host_spawn(qc_bindings_host(L), L, 1) < 0) return luaL_error(L, "qc.host.spawn: out of memory");
+    return 0;
+}
+
 int luaopen_qc_host(lua_State *L) {
     static const luaL_Reg fns[] = {{"reload", l_reload},     {"status", l_status},
                                    {"config", l_config},     {"is_admin", l_is_admin},
-                                   {"list_dir", l_list_dir}, {NULL, NULL}};
+                                   {"list_dir", l_list_dir}, {"spawn", l_spawn},
+                                   {NULL, NULL}};
     luaL_newlib(L, fns);
     return 1;
 }

@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "chunked.h"
 #include "log.h"
 
 #define MAX_HEADERS 96
@@ -29,6 +30,8 @@ struct qc_http_exchange {
     int in_callback;   /* respond() called while lws is inside our HTTP callback */
     int too_large;
     int close_after;
+    int chunked; /* body framed with Transfer-Encoding: chunked, decoded by us */
+    qc_chunked dechunk;
     uint64_t start_ns;
     char method[8];
     char *path, *query, *peer;
@@ -258,12 +261,54 @@ static void respond_error(qc_http_exchange *ex, int status, const char *code, co
     qc_http_exchange_respond(ex, status, h, 1, body, (size_t)n);
 }
 
+static int finish_in_callback(qc_http_exchange *ex);
+
 static int body_expected(qc_http_exchange *ex, long long *declared) {
     const char *cl = header_value(ex, "content-length");
     *declared = cl ? atoll(cl) : -1;
     if (cl) return *declared > 0;
     const char *te = header_value(ex, "transfer-encoding");
-    return te && strstr(te, "chunked") != NULL;
+    ex->chunked = te && strstr(te, "chunked") != NULL;
+    return ex->chunked;
+}
+
+/* Appends decoded body bytes, or marks the request too large. */
+static void body_append(void *ud, const char *p, size_t len) {
+    qc_http_exchange *ex = ud;
+    if (ex->too_large) return;
+    if (ex->body_len + len > ex->srv->opts.max_body_bytes) {
+        ex->too_large = 1;
+        free(ex->body);
+        ex->body = NULL;
+        ex->body_len = ex->body_cap = 0;
+        return;
+    }
+    if (ex->body_len + len + 1 > ex->body_cap) {
+        size_t cap = ex->body_cap ? ex->body_cap * 2 : 4096;
+        while (cap < ex->body_len + len + 1) cap *= 2;
+        char *nb = realloc(ex->body, cap);
+        if (!nb) {
+            ex->too_large = 1; /* answered as 413: we cannot hold it */
+            return;
+        }
+        ex->body = nb;
+        ex->body_cap = cap;
+    }
+    memcpy(ex->body + ex->body_len, p, len);
+    ex->body_len += len;
+    ex->body[ex->body_len] = 0;
+}
+
+/* The whole body is in: answer 413 or hand the request on. */
+static int body_complete(qc_http_exchange *ex) {
+    if (ex->too_large) {
+        ex->in_callback = 1;
+        respond_error(ex, 413, "PAYLOAD_TOO_LARGE", "request body is over the limit");
+        ex->in_callback = 0;
+        return finish_in_callback(ex);
+    }
+    dispatch(ex);
+    return finish_in_callback(ex);
 }
 
 /* After respond() inside our own callback: write now (the cheap path). */
@@ -288,53 +333,51 @@ static int callback_http(struct lws *wsi, enum lws_callback_reasons reason, void
             dispatch(ex);
             return finish_in_callback(ex);
         }
-        if (declared > 0 && (size_t)declared > srv->opts.max_body_bytes) {
-            /* Refuse before reading a body we would throw away, then close. */
-            ex->too_large = 1;
+        if (ex->chunked) {
+            /* lws 4.1 reads a chunked body as an unframed one of up to 100 MiB, so after
+             * the answer it would try to discard the rest: close instead of keep-alive. */
             ex->close_after = 1;
-            ex->in_callback = 1;
-            respond_error(ex, 413, "PAYLOAD_TOO_LARGE", "request body is over the limit");
-            ex->in_callback = 0;
-            return finish_in_callback(ex);
+            qc_chunked_init(&ex->dechunk);
         }
-        /* Body follows; lws may otherwise time the connection out while we wait. */
+        if (declared > 0 && (size_t)declared > srv->opts.max_body_bytes) {
+            ex->too_large = 1;
+            if ((size_t)declared / 16 > srv->opts.max_body_bytes) {
+                /* Far too large to read and throw away: refuse now and close. */
+                ex->close_after = 1;
+                return body_complete(ex);
+            }
+            /* Otherwise read and discard it, so the 413 reaches a client still sending. */
+        }
         return 0;
     }
     case LWS_CALLBACK_HTTP_BODY: {
         qc_http_exchange *ex = pss->ex;
-        if (!ex || ex->too_large) return 0;
-        if (ex->body_len + len > srv->opts.max_body_bytes) {
-            ex->too_large = 1;
-            free(ex->body);
-            ex->body = NULL;
-            ex->body_len = ex->body_cap = 0;
+        if (!ex || ex->dispatched || ex->responded) return 0;
+        if (!ex->chunked) {
+            body_append(ex, in, len);
             return 0;
         }
-        if (ex->body_len + len + 1 > ex->body_cap) {
-            size_t cap = ex->body_cap ? ex->body_cap * 2 : 4096;
-            while (cap < ex->body_len + len + 1) cap *= 2;
-            char *nb = realloc(ex->body, cap);
-            if (!nb) return -1;
-            ex->body = nb;
-            ex->body_cap = cap;
+        size_t used = 0;
+        int st = qc_chunked_feed(&ex->dechunk, in, len, &used, body_append, ex);
+        if (st == QC_CHUNKED_ERROR) {
+            ex->in_callback = 1;
+            respond_error(ex, 400, "BAD_CHUNKED_BODY", "malformed chunked request body");
+            ex->in_callback = 0;
+            return finish_in_callback(ex);
         }
-        memcpy(ex->body + ex->body_len, in, len);
-        ex->body_len += len;
-        ex->body[ex->body_len] = 0;
+        if (st == QC_CHUNKED_DONE) return body_complete(ex);
         return 0;
     }
     case LWS_CALLBACK_HTTP_BODY_COMPLETION: {
         qc_http_exchange *ex = pss->ex;
         if (!ex || ex->dispatched || ex->responded) return 0;
-        if (ex->too_large) {
-            ex->close_after = 1;
+        if (ex->chunked) { /* the peer stopped before the last chunk */
             ex->in_callback = 1;
-            respond_error(ex, 413, "PAYLOAD_TOO_LARGE", "request body is over the limit");
+            respond_error(ex, 400, "BAD_CHUNKED_BODY", "chunked request body ended early");
             ex->in_callback = 0;
             return finish_in_callback(ex);
         }
-        dispatch(ex);
-        return finish_in_callback(ex);
+        return body_complete(ex);
     }
     case LWS_CALLBACK_HTTP_WRITEABLE: {
         qc_http_exchange *ex = pss->ex;

@@ -3,6 +3,7 @@
  * scripts/cli/, run by the same host as `quantcoach run`. */
 #define _POSIX_C_SOURCE 200809L
 #include <errno.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -268,6 +269,7 @@ static int cmd_check(qc_config *cfg) {
 }
 
 int main(int argc, char **argv) {
+    signal(SIGPIPE, SIG_IGN); /* a client that hangs up must not kill the server */
     qc_log_init();
     char err[2048];
     const char *envfile = getenv("QC_ENV_FILE");

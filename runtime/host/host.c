@@ -29,6 +29,7 @@ struct qc_task {
     int running;
     qc_http_exchange *ex; /* request tasks: where the answer goes */
     int is_script;
+    int is_detached; /* started by qc.host.spawn: nobody waits for its results */
     int done;
     int script_status;
     qc_task *prev, *next;
@@ -137,7 +138,7 @@ static qc_task *task_new(qc_host *h) {
         *(qc_task **)lua_getextraspace(t->co) = t;
         if (h->mode == QC_HOST_SERVE) lua_sethook(t->co, budget_hook, LUA_MASKCOUNT, HOOK_STEP);
     }
-    t->waiting = t->running = t->done = t->is_script = 0;
+    t->waiting = t->running = t->done = t->is_script = t->is_detached = 0;
     t->ex = NULL;
     t->script_status = 0;
     t->prev = NULL;
@@ -334,6 +335,16 @@ static void task_step(qc_task *t, int nargs) {
         lua_pushstring(t->co, "coroutine.yield outside a coroutine of your own");
         st = LUA_ERRRUN;
     }
+    if (t->is_detached) {
+        if (st != LUA_OK) {
+            const char *msg = lua_tostring(t->co, -1);
+            luaL_traceback(h->L, t->co, msg ? msg : "(error object is not a string)", 0);
+            qc_log(QC_LOG_ERROR, "host", "spawned task failed", " error=\"%s\"", lua_tostring(h->L, -1));
+            lua_pop(h->L, 1);
+        }
+        task_release(t, st == LUA_OK);
+        return;
+    }
     if (t->is_script) {
         finish_script(t, st, nres);
         return; /* run_script releases it */
@@ -354,6 +365,43 @@ static void task_step(qc_task *t, int nargs) {
 void qc_task_resume(qc_task *t, int nresults) {
     if (t->running || !t->waiting) return;
     task_step(t, nresults);
+}
+
+typedef struct {
+    uv_timer_t timer; /* first: see task.h on handle ownership */
+    qc_task *task;
+    int nargs;
+} spawn_start;
+
+static void spawn_closed(uv_handle_t *handle) { free(handle->data); }
+
+static void spawn_run(uv_timer_t *timer) {
+    spawn_start *s = timer->data;
+    qc_task *t = s->task;
+    int nargs = s->nargs;
+    uv_close((uv_handle_t *)timer, spawn_closed);
+    task_step(t, nargs);
+}
+
+/* Starts fn(...) (L's stack from index `first` up) as a task of its own, from the loop on
+ * its next turn: never nested inside the caller's own resume. */
+int qc_host_spawn(qc_host *h, lua_State *L, int first) {
+    int n = lua_gettop(L) - first + 1;
+    spawn_start *s = malloc(sizeof *s);
+    if (!s) return -1;
+    qc_task *t = task_new(h);
+    if (!t) {
+        free(s);
+        return -1;
+    }
+    t->is_detached = 1;
+    lua_xmove(L, t->co, n);
+    s->task = t;
+    s->nargs = n - 1;
+    uv_timer_init(h->loop, &s->timer);
+    s->timer.data = s;
+    uv_timer_start(&s->timer, spawn_run, 0, 0);
+    return 0;
 }
 
 /* ---- HTTP requests ------------------------------------------------------------------ */

@@ -42,6 +42,11 @@ void qc_host_handle_http(void *ud, qc_http_exchange *ex, const qc_http_incoming 
  * *status: the script's exit status (its integer return value, 0, or 1 on error). */
 int qc_host_run_script(qc_host *h, const char *path, int argc, char **argv, int *status);
 
+/* Starts the function at `first` on L's stack, with the values above it as arguments,
+ * as a detached task (qc.host.spawn). Pops them. */
+typedef struct lua_State lua_State;
+int qc_host_spawn(qc_host *h, lua_State *L, int first);
+
 /* Tasks started and not finished (requests, scripts). */
 size_t qc_host_tasks(qc_host *h);
 

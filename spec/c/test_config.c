@@ -39,6 +39,8 @@ int main(void) {
     unlink(path);
     ok(qc_config_load_dotenv("/nonexistent/.env", err, sizeof err) == 0, "a missing .env is fine");
 
+    char path2[] = "/tmp/qc_test_env_XXXXXX";
+    memcpy(path, path2, sizeof path2);
     fd = mkstemp(path);
     if (write(fd, "NOEQUALS\n", 9) < 0) return 1;
     close(fd);

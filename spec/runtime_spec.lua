@@ -1,0 +1,318 @@
+-- The runtime: HTTP served from reloadable Lua routes, on a real server on a loopback port.
+local server = require "support.server"
+local fetch = require "qc.fetch"
+local time = require "qc.time"
+local tasks = require "qc.tasks"
+
+local FIXTURES = server.source .. "/spec/fixtures/policies"
+
+local function fixture_policies()
+  local dir = server.tmpdir() .. "/policies"
+  assert(os.execute("mkdir -p " .. dir .. " && cp " .. FIXTURES .. "/*.lua " .. dir))
+  return dir
+end
+
+local function edit(path, from, to)
+  local text = server.read_file(path)
+  local changed, n = text:gsub(from, to)
+  assert(n > 0, "pattern not found in " .. path)
+  server.write_file(path, changed)
+end
+
+describe("the HTTP server", function()
+  local s
+  setup(function()
+    s = server.start { policies = fixture_policies(), env = {
+      QC_LUA_MEMORY_MB = "64", QC_LUA_BUDGET = "20000000", QC_MAX_BODY = "65536",
+    } }
+  end)
+  teardown(function() s:stop() end)
+
+  it("answers GET / with the service name and version", function()
+    local status, body = s:request("GET", "/")
+    assert.equal(200, status)
+    assert.equal("quantcoach", body.service)
+    assert.is_string(body.version)
+  end)
+
+  it("reports health with uptime and the policy generation", function()
+    local status, body = s:request("GET", "/health")
+    assert.equal(200, status)
+    assert.equal("ok", body.status)
+    assert.is_number(body.uptime_s)
+    assert.equal(1, body.policies.generation)
+    assert.matches("^%d%d%d%d%-%d%d%-%d%dT", body.policies.reloaded_at)
+  end)
+
+  it("routes paths with parameters", function()
+    local status, body, headers = s:request("GET", "/rooms/interview-7/participants/cand-42?verbose=1")
+    assert.equal(200, status)
+    assert.equal("yes", headers["x-echo"])
+    assert.same({ room = "interview-7", identity = "cand-42" }, body.params)
+    assert.equal("1", body.args.verbose)
+    status, body = s:request("GET", "/rooms/r1/participants")
+    assert.equal(200, status)
+    assert.same({ room = "r1" }, body.params)
+  end)
+
+  it("answers an unknown path with 404 and a JSON error", function()
+    local status, body = s:request("GET", "/no/such/thing")
+    assert.equal(404, status)
+    assert.equal("NOT_FOUND", body.error.code)
+    assert.is_string(body.error.message)
+  end)
+
+  it("answers a wrong method with 405 and an Allow header", function()
+    local status, body, headers = s:request("PUT", "/rooms/r1/participants")
+    assert.equal(405, status)
+    assert.equal("METHOD_NOT_ALLOWED", body.error.code)
+    assert.equal("GET, OPTIONS", headers["allow"])
+  end)
+
+  it("answers malformed JSON with 400", function()
+    local status, body = s:request("POST", "/echo", "{not json", { ["Content-Type"] = "application/json" })
+    assert.equal(400, status)
+    assert.equal("BAD_JSON", body.error.code)
+  end)
+
+  it("parses a JSON body for the handler", function()
+    local status, body = s:request("POST", "/echo", { a = 1, list = { "x" } })
+    assert.equal(200, status)
+    assert.same({ a = 1, list = { "x" } }, body.json)
+  end)
+
+  it("answers a body over the limit with 413", function()
+    local status, body = s:request("POST", "/echo", string.rep("x", 70000), { ["Content-Type"] = "text/plain" })
+    assert.equal(413, status)
+    assert.equal("PAYLOAD_TOO_LARGE", body.error.code)
+    assert.equal(200, (s:request("GET", "/health")))
+  end)
+
+  it("accepts a chunked request body", function()
+    local code, out = server.run(("printf '{\"chunked\":true}' | curl -s -X POST -H 'Transfer-Encoding: chunked' -H 'Content-Type: application/json' --data-binary @- %s/echo"):format(s.url))
+    assert.equal(0, code)
+    assert.matches('"chunked":true', out)
+  end)
+
+  it("refuses a chunked body over the limit with 413", function()
+    local code, out = server.run(("head -c 100000 /dev/zero | tr '\\0' x | curl -s -o /dev/null -w '%%{http_code}' -X POST -H 'Transfer-Encoding: chunked' -H 'Content-Type: text/plain' --data-binary @- %s/echo"):format(s.url))
+    assert.equal(0, code)
+    assert.equal("413", out)
+  end)
+
+  it("keeps connections alive across requests", function()
+    local code, out = server.run(("curl -sv %s/health %s/version -o /dev/null -o /dev/null"):format(s.url, s.url))
+    assert.equal(0, code)
+    assert.matches("Re%-using existing connection", out)
+  end)
+
+  it("turns a handler error into a 500 and goes on serving", function()
+    local status, body = s:request("GET", "/boom")
+    assert.equal(500, status)
+    assert.equal("INTERNAL", body.error.code)
+    assert.is_nil(body.error.message:find("boom on purpose"), "internal detail must not leak")
+    assert.equal(200, (s:request("GET", "/health")))
+    assert.matches("error host handler failed path=/boom.-boom on purpose", s:log_text())
+  end)
+
+  it("turns an error table into its own status and code", function()
+    local status, body = s:request("GET", "/teapot")
+    assert.equal(418, status)
+    assert.same({ code = "TEAPOT", message = "short and stout" }, body.error)
+  end)
+
+  it("stops an infinite loop at its instruction budget and stays up", function()
+    local status, body = s:request("GET", "/spin")
+    assert.equal(500, status)
+    assert.equal("BUDGET_EXCEEDED", body.error.code)
+    assert.equal(200, (s:request("GET", "/health")))
+  end)
+
+  it("stops a memory bomb at the memory cap and stays up", function()
+    local status, body = s:request("GET", "/bomb")
+    assert.equal(500, status)
+    assert.equal("MEMORY_LIMIT", body.error.code)
+    assert.equal(200, (s:request("GET", "/health")))
+    assert.equal(200, (s:request("GET", "/rooms/a/participants")))
+  end)
+
+  it("answers CORS preflight and marks responses for browsers", function()
+    local status, _, headers = s:request("OPTIONS", "/echo", nil, {
+      Origin = "http://app.example", ["Access-Control-Request-Method"] = "POST",
+      ["Access-Control-Request-Headers"] = "content-type" })
+    assert.equal(204, status)
+    assert.equal("*", headers["access-control-allow-origin"])
+    assert.matches("POST", headers["access-control-allow-methods"])
+    local _, _, h2 = s:request("GET", "/health", nil, { Origin = "http://app.example" })
+    assert.equal("*", h2["access-control-allow-origin"])
+  end)
+
+  it("sends a string body with the handler's content type", function()
+    local status, body, headers = s:request("GET", "/text")
+    assert.equal(201, status)
+    assert.equal("plain", body)
+    assert.equal("text/plain", headers["content-type"])
+  end)
+
+  it("writes one access-log line per request", function()
+    s:request("GET", "/version?x=1")
+    assert.matches("info http request method=GET path=/version status=200 duration_ms=[%d%.]+", s:log_text())
+  end)
+end)
+
+describe("CORS with a list of origins", function()
+  it("echoes a listed origin and ignores others", function()
+    local s = server.start { policies = fixture_policies(), env = { QC_CORS_ORIGINS = "http://a.example, http://b.example" } }
+    local _, _, h = s:request("GET", "/health", nil, { Origin = "http://b.example" })
+    assert.equal("http://b.example", h["access-control-allow-origin"])
+    _, _, h = s:request("GET", "/health", nil, { Origin = "http://evil.example" })
+    assert.is_nil(h["access-control-allow-origin"])
+    assert.equal(0, s:stop())
+  end)
+end)
+
+describe("policy reload", function()
+  local s, dir
+  before_each(function()
+    dir = fixture_policies()
+    s = server.start { policies = dir }
+  end)
+  after_each(function() s:stop() end)
+
+  local function version() return select(2, s:request("GET", "/version")).version end
+
+  it("changes behaviour on SIGHUP without a restart", function()
+    assert.equal("v1", version())
+    edit(dir .. "/routes.lua", 'VERSION = "v1"', 'VERSION = "v2"')
+    s:signal("HUP")
+    server.wait_for(function() return version() == "v2" end, 10, "v2 to serve")
+    local _, health = s:request("GET", "/health")
+    assert.equal(2, health.policies.generation)
+  end)
+
+  it("reloads through `quantcoach reload`", function()
+    edit(dir .. "/routes.lua", 'VERSION = "v1"', 'VERSION = "v3"')
+    local code, out = server.run(("%s reload --listen 127.0.0.1:%d"):format(server.bin, s.port))
+    assert.equal(0, code, out)
+    assert.matches("reloaded: generation 2", out)
+    assert.equal("v3", version())
+  end)
+
+  it("reloads through POST /admin/reload from loopback", function()
+    edit(dir .. "/routes.lua", 'VERSION = "v1"', 'VERSION = "v4"')
+    local status, body = s:request("POST", "/admin/reload")
+    assert.equal(200, status)
+    assert.equal(2, body.generation)
+    assert.equal("v4", version())
+  end)
+
+  it("rejects a syntax error with file and line, and the old policy keeps serving", function()
+    edit(dir .. "/routes.lua", 'local VERSION = "v1"', 'local VERSION = "v5"\nlocal broken = = 1')
+    local status, body = s:request("POST", "/admin/reload")
+    assert.equal(422, status)
+    assert.equal("POLICY_REJECTED", body.error.code)
+    assert.matches("routes%.lua:%d+:", body.error.message)
+    assert.equal("v1", version())
+    local _, health = s:request("GET", "/health")
+    assert.equal(1, health.policies.generation)
+    assert.matches("routes%.lua:%d+:", health.policies.reload_error)
+    assert.equal("degraded", health.status)
+    assert.matches("error host reload rejected .*routes%.lua:%d+:", s:log_text())
+
+    local code, out = server.run(("%s reload --listen 127.0.0.1:%d"):format(server.bin, s.port))
+    assert.equal(1, code)
+    assert.matches("routes%.lua:%d+:", out)
+  end)
+
+  it("rejects a policy that breaks its contract", function()
+    edit(dir .. "/routes.lua", '{ "GET", "/version"', '{ "FETCH", "/version"')
+    local status, body = s:request("POST", "/admin/reload")
+    assert.equal(422, status)
+    assert.matches("routes%.lua: route %d+ %(FETCH /version%): method must be", body.error.message)
+    assert.equal("v1", version())
+  end)
+
+  it("rejects a policy that writes an undeclared global", function()
+    edit(dir .. "/routes.lua", 'local VERSION = "v1"', 'VERSION = "v6"')
+    local status, body = s:request("POST", "/admin/reload")
+    assert.equal(422, status)
+    assert.matches("routes%.lua:%d+: assignment to undeclared global 'VERSION'", body.error.message)
+  end)
+
+  it("gives policies no io, os.exit or bytecode loading", function()
+    edit(dir .. "/routes.lua", 'local VERSION = "v1"', [[
+local VERSION = "v1"
+assert(not pcall(function() return io end), "io is reachable")
+assert(os.exit == nil, "os.exit is reachable")
+assert(load(string.dump(function() end)) == nil, "bytecode loads")
+assert(not pcall(require, "qc.fetch"), "qc.fetch reachable from a policy")
+]])
+    local status, body = s:request("POST", "/admin/reload")
+    assert.equal(200, status, body and body.error and body.error.message)
+  end)
+
+  it("lets a request in flight finish on the generation it started with", function()
+    local done = {}
+    require("qc.host").spawn(function()
+      local status, body = s:request("GET", "/sleep?s=1")
+      done.status, done.version = status, body and body.version
+    end)
+    time.sleep(0.3)
+    edit(dir .. "/routes.lua", 'VERSION = "v1"', 'VERSION = "v7"')
+    assert.equal(200, (s:request("POST", "/admin/reload")))
+    assert.equal("v7", version())
+    server.wait_for(function() return done.status end, 10, "the sleeping request")
+    assert.equal(200, done.status)
+    assert.equal("v1", done.version)
+  end)
+end)
+
+describe("qc.fetch", function()
+  it("runs 200 requests at once against a local server", function()
+    local s = server.start { policies = fixture_policies() }
+    local items = {}
+    for i = 1, 200 do items[i] = i end
+    local started = time.monotonic()
+    local results = tasks.map(items, 200, function()
+      local status, _, body = fetch { url = s.url .. "/sleep?s=0.5", timeout = 30 }
+      assert(status == 200, "status " .. tostring(status))
+      return body
+    end)
+    local elapsed = time.monotonic() - started
+    local ok = 0
+    for _, r in ipairs(results) do
+      if r.ok and r.value:find("v1") then ok = ok + 1 end
+    end
+    assert.equal(200, ok)
+    -- 200 half-second sleeps one after another would take 100 s.
+    assert.is_true(elapsed < 30, "took " .. elapsed .. " s")
+    assert.equal(0, s:stop())
+  end)
+
+  it("returns nil, message, code when nothing listens", function()
+    local status, err, code = fetch { url = "http://127.0.0.1:1/", timeout = 5 }
+    assert.is_nil(status)
+    assert.is_string(err)
+    assert.equal("CONNECT", code)
+  end)
+end)
+
+describe("graceful stop", function()
+  it("finishes the request in flight, refuses new connections, and exits 0", function()
+    local s = server.start { policies = fixture_policies() }
+    local done = {}
+    require("qc.host").spawn(function()
+      done.status = s:request("GET", "/sleep?s=2")
+    end)
+    time.sleep(0.6)
+    s:signal("TERM")
+    time.sleep(0.2)
+    local status, _, code = fetch { url = s.url .. "/health", timeout = 2 }
+    assert.is_nil(status)
+    assert.equal("CONNECT", code)
+    server.wait_for(function() return done.status end, 10, "the request in flight")
+    assert.equal(200, done.status)
+    assert.equal(0, s:stop())
+    assert.matches("info server stopping signal=TERM inflight=1", s:log_text())
+  end)
+end)
