@@ -20,6 +20,7 @@ struct qc_http_server {
     qc_http_server_options opts;
     size_t inflight;
     int stopping;
+    int shut;
 };
 
 struct qc_http_exchange {
@@ -468,8 +469,17 @@ void qc_http_server_stop_accepting(qc_http_server *s) {
     lws_context_deprecate(s->ctx, NULL);
 }
 
+void qc_http_server_shutdown(qc_http_server *s) {
+    if (!s || s->shut) return;
+    s->shut = 1;
+    lws_context_destroy(s->ctx);
+}
+
+/* On a foreign loop lws finishes its destroy only after libuv closed its handles; the
+ * second lws_context_destroy then frees what is left. */
 void qc_http_server_free(qc_http_server *s) {
     if (!s) return;
+    if (!s->shut) lws_context_destroy(s->ctx);
     lws_context_destroy(s->ctx);
     free(s);
 }

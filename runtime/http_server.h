@@ -53,8 +53,9 @@ void qc_http_exchange_respond(qc_http_exchange *ex, int status, const qc_http_he
 void qc_http_server_stop_accepting(qc_http_server *s);
 /* Requests handed out and not yet answered. */
 size_t qc_http_server_inflight(const qc_http_server *s);
-/* Closes every connection and frees the server; run the loop afterwards so libuv can
- * finish closing its handles. */
+/* Closes every connection and starts libwebsockets' teardown; the loop must run on until
+ * libuv has closed lws' handles, then call qc_http_server_free. */
+void qc_http_server_shutdown(qc_http_server *s);
 void qc_http_server_free(qc_http_server *s);
 
 #endif

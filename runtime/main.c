@@ -132,17 +132,29 @@ static void flush_logs(uv_prepare_t *p) {
     qc_log_flush();
 }
 
+/* Tears everything down from inside the loop and lets the loop run dry: libwebsockets
+ * finishes destroying its context only as libuv closes its handles. */
 static void finish_stop(server_state *s) {
-    uv_timer_stop(&s->stop_timer);
     size_t left = qc_http_server_inflight(s->srv);
     if (left) qc_log(QC_LOG_WARN, "server", "stop deadline passed", " unanswered=%zu", left);
-    qc_http_server_free(s->srv);
-    s->srv = NULL;
-    uv_stop(s->loop);
+    qc_host_free(s->host); /* answers what is still running with 503 */
+    s->host = NULL;
+    qc_host_close_owned_handles(s->loop);
+    qc_http_server_shutdown(s->srv);
+    /* A second signal during the wind-down must not kill us with the default action. */
+    signal(SIGINT, SIG_IGN);
+    signal(SIGTERM, SIG_IGN);
+    signal(SIGHUP, SIG_IGN);
+    uv_close((uv_handle_t *)&s->sigint, NULL);
+    uv_close((uv_handle_t *)&s->sigterm, NULL);
+    uv_close((uv_handle_t *)&s->sighup, NULL);
+    uv_close((uv_handle_t *)&s->stop_timer, NULL);
+    uv_close((uv_handle_t *)&s->log_flush, NULL);
 }
 
 static void stop_poll(uv_timer_t *t) {
     server_state *s = t->data;
+    if (!s->host) return;
     if (qc_http_server_inflight(s->srv) == 0 || uv_now(s->loop) >= s->stop_deadline) finish_stop(s);
 }
 
@@ -223,8 +235,8 @@ static int cmd_serve(qc_config *cfg) {
     uv_run(&loop, UV_RUN_DEFAULT);
     qc_log_set_buffered(0);
 
-    if (s.srv) qc_http_server_free(s.srv);
-    qc_host_free(s.host);
+    if (s.host) qc_host_free(s.host);
+    qc_http_server_free(s.srv);
     qc_host_drain_loop(&loop);
     int rc = uv_loop_close(&loop);
     qc_log(QC_LOG_INFO, "server", "stopped", rc ? " loop=busy" : NULL);

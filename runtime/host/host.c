@@ -563,10 +563,14 @@ static void free_self(uv_handle_t *handle) { free(handle); }
 
 /* Convention for bindings: a handle whose data points to itself is the first member of a
  * heap block nothing else owns (a sleep timer whose task died), so the drain frees it. */
+static void close_owned(uv_handle_t *handle, void *arg) {
+    (void)arg;
+    if (!uv_is_closing(handle) && handle->data == (void *)handle) uv_close(handle, free_self);
+}
+
 static void close_walk(uv_handle_t *handle, void *arg) {
     (void)arg;
-    if (uv_is_closing(handle)) return;
-    uv_close(handle, handle->data == (void *)handle ? free_self : NULL);
+    if (!uv_is_closing(handle)) uv_close(handle, handle->data == (void *)handle ? free_self : NULL);
 }
 
 void qc_host_free(qc_host *h) {
@@ -575,14 +579,26 @@ void qc_host_free(qc_host *h) {
     h->http = NULL;
     /* Tasks still waiting (timers, transfers) die with the state; their handles are
      * closed by the caller's loop drain. */
-    while (h->tasks) task_release(h->tasks, 0);
+    while (h->tasks) {
+        qc_task *t = h->tasks;
+        if (t->ex) respond_json_error(t, 503, "STOPPING", "the server stopped before this request finished", NULL);
+        task_release(t, 0);
+    }
     lua_close(h->L);
     for (int i = 0; i < h->npool; i++) free(h->pool[i]);
     free(h);
 }
 
-/* Closes whatever handles remain and runs the loop until libuv has let go of them. */
+void qc_host_close_owned_handles(uv_loop_t *loop) {
+    uv_walk(loop, close_owned, NULL);
+}
+
+/* Runs the loop until libuv has let go of every handle. Handles still open after a while
+ * (nobody closed them) are closed here, so shutdown cannot hang. */
 void qc_host_drain_loop(uv_loop_t *loop) {
+    uv_walk(loop, close_owned, NULL);
+    uint64_t deadline = uv_hrtime() + 2000000000ull;
+    while (uv_run(loop, UV_RUN_NOWAIT) && uv_hrtime() < deadline) uv_sleep(1);
     uv_walk(loop, close_walk, NULL);
     uv_run(loop, UV_RUN_DEFAULT);
 }

@@ -50,6 +50,10 @@ int qc_host_spawn(qc_host *h, lua_State *L, int first);
 /* Tasks started and not finished (requests, scripts). */
 size_t qc_host_tasks(qc_host *h);
 
+/* Closes the handles bindings own (sleep timers and such) so none can fire into a freed
+ * task; call right after qc_host_free when the loop keeps running. */
+void qc_host_close_owned_handles(uv_loop_t *loop);
+
 /* Closes every handle left on the loop and runs it until libuv has released them. */
 void qc_host_drain_loop(uv_loop_t *loop);
 

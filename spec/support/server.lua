@@ -114,6 +114,7 @@ function Server:request(method, path, body, headers, timeout)
 end
 
 function Server:signal(sig)
+  if sig == "TERM" then self.term_sent = true end
   return sh(("kill -%s %d"):format(sig, self.pid))
 end
 
@@ -124,7 +125,7 @@ end
 --- Stops the server (SIGTERM) and returns its exit status.
 function Server:stop(timeout)
   if self.stopped then return self.exit_status end
-  self:signal("TERM")
+  if not self.term_sent then self:signal("TERM") end
   local status = M.wait_for(function()
     local s = read_file(self.exitfile)
     return s and tonumber(s)
