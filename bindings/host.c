@@ -11,6 +11,7 @@
 #include "host/bindings.h"
 #include "host/host.h"
 #include "host/task.h"
+#include "jwt_hs256.h"
 
 #ifndef QC_VERSION
 #define QC_VERSION "0.0.0"
@@ -96,14 +97,18 @@ static int l_config(lua_State *L) {
     lua_setfield(L, -2, "admin_key_set");
     lua_pushstring(L, QC_VERSION);
     lua_setfield(L, -2, "version");
+    lua_pushstring(L, c->livekit_url);
+    lua_setfield(L, -2, "livekit_url");
+    lua_pushstring(L, c->livekit_api_key);
+    lua_setfield(L, -2, "livekit_api_key");
+    lua_pushstring(L, c->livekit_api_secret);
+    lua_setfield(L, -2, "livekit_api_secret");
+    lua_pushnumber(L, (double)c->livekit_timeout_ms / 1000.0);
+    lua_setfield(L, -2, "livekit_timeout");
+    /* API keys are not handed out; qc.host.check_api_key compares them. */
+    lua_pushboolean(L, c->api_keys[0] != 0);
+    lua_setfield(L, -2, "api_keys_set");
     return 1;
-}
-
-/* Constant time: the time taken does not depend on where the strings differ. */
-static int secure_equal(const char *a, size_t al, const char *b, size_t bl) {
-    unsigned char diff = (unsigned char)(al != bl);
-    for (size_t i = 0; i < al; i++) diff |= (unsigned char)(a[i] ^ b[i % (bl ? bl : 1)]);
-    return diff == 0 && bl > 0;
 }
 
 /* qc.host.is_admin(peer_ip, bearer_token_or_nil): loopback callers, or the admin key. */
@@ -114,8 +119,36 @@ static int l_is_admin(lua_State *L) {
     const qc_config *c = qc_host_config(qc_bindings_host(L));
     int loopback = strncmp(peer, "127.", 4) == 0 || strcmp(peer, "::1") == 0 ||
                    strcmp(peer, "::ffff:127.0.0.1") == 0;
-    int key_ok = token && c->admin_key[0] && secure_equal(token, tl, c->admin_key, strlen(c->admin_key));
+    int key_ok = token && c->admin_key[0] && qc_const_time_equal(token, tl, c->admin_key, strlen(c->admin_key));
     lua_pushboolean(L, loopback || key_ok);
+    return 1;
+}
+
+/* qc.host.check_api_key(token) -> key id | nil. Every configured key is compared, each in
+ * constant time, so timing tells nothing about which or how much matched. The id is a
+ * hash prefix: enough to record which key created a room, useless to an attacker. */
+static int l_check_api_key(lua_State *L) {
+    size_t tl;
+    const char *token = luaL_checklstring(L, 1, &tl);
+    const qc_config *c = qc_host_config(qc_bindings_host(L));
+    int matched = 0;
+    char match_id[45] = "";
+    const char *p = c->api_keys;
+    while (*p) {
+        const char *e = strchr(p, ',');
+        size_t l = e ? (size_t)(e - p) : strlen(p);
+        while (l && (*p == ' ')) p++, l--;
+        while (l && p[l - 1] == ' ') l--;
+        if (l && qc_const_time_equal(token, tl, p, l) && !matched) {
+            matched = 1;
+            qc_jwt_sha256_base64((const unsigned char *)p, l, match_id);
+        }
+        if (!e) break;
+        p = e + 1;
+    }
+    if (!matched) return 0;
+    match_id[12] = 0;
+    lua_pushfstring(L, "key:%s", match_id);
     return 1;
 }
 
@@ -165,6 +198,7 @@ int luaopen_qc_host(lua_State *L) {
     static const luaL_Reg fns[] = {{"reload", l_reload},     {"status", l_status},
                                    {"config", l_config},     {"is_admin", l_is_admin},
                                    {"list_dir", l_list_dir}, {"spawn", l_spawn},
+                                   {"check_api_key", l_check_api_key},
                                    {NULL, NULL}};
     luaL_newlib(L, fns);
     return 1;

@@ -5,13 +5,23 @@
 -- Each entry is { METHOD, "/path/with/{params}", handler }. A handler receives the request
 -- (req.method, req.path, req.params, req.args, req.headers, req.body, req.json, req.peer,
 -- req:header(name)) and returns status, headers, body; a table body is sent as JSON.
+-- auth.required(handler) lets only callers with a QC_API_KEYS key through (when keys are set).
 --
--- Example: { "GET", "/rooms/{room}/participants", rooms.participants }
+-- Example: { "GET", "/rooms/{room}/participants", auth.required(rooms.participants) }
 local service = require "qc.handlers.service"
 local admin = require "qc.handlers.admin"
+local rooms = require "qc.handlers.rooms"
+local webhooks = require "qc.handlers.webhooks"
+local auth = require "qc.auth"
 
 return {
   { "GET", "/", service.info },
   { "GET", "/health", service.health },
   { "POST", "/admin/reload", admin.reload },
+  { "POST", "/rooms/create", auth.required(rooms.create) },
+  { "POST", "/tokens/generate", auth.required(rooms.generate_token) },
+  { "GET", "/rooms", auth.required(rooms.list) },
+  { "GET", "/rooms/{room}/participants", auth.required(rooms.participants) },
+  { "DELETE", "/rooms/{room}", auth.required(rooms.delete) },
+  { "POST", "/webhooks/livekit", webhooks.livekit },
 }

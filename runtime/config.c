@@ -112,6 +112,11 @@ int qc_config_from_env(qc_config *cfg, char *err, size_t errlen) {
     env_str("QC_DATA", "./data", cfg->data_dir, sizeof cfg->data_dir);
     env_str("QC_CORS_ORIGINS", "*", cfg->cors_origins, sizeof cfg->cors_origins);
     env_str("QC_ADMIN_KEY", "", cfg->admin_key, sizeof cfg->admin_key);
+    env_str("QC_API_KEYS", "", cfg->api_keys, sizeof cfg->api_keys);
+    /* LiveKit's own dev-mode defaults (`livekit-server --dev`). */
+    env_str("LIVEKIT_URL", "ws://127.0.0.1:7880", cfg->livekit_url, sizeof cfg->livekit_url);
+    env_str("LIVEKIT_API_KEY", "devkey", cfg->livekit_api_key, sizeof cfg->livekit_api_key);
+    env_str("LIVEKIT_API_SECRET", "secret", cfg->livekit_api_secret, sizeof cfg->livekit_api_secret);
     long v;
     if (env_long("QC_MAX_BODY", 1024 * 1024, 1, &v, err, errlen) < 0) return -1;
     cfg->max_body_bytes = (size_t)v;
@@ -121,5 +126,7 @@ int qc_config_from_env(qc_config *cfg, char *err, size_t errlen) {
     cfg->lua_memory_bytes = (size_t)v * 1024 * 1024;
     if (env_long("QC_STOP_TIMEOUT", 10, 0, &v, err, errlen) < 0) return -1;
     cfg->stop_timeout_s = (double)v;
+    if (env_long("QC_LIVEKIT_TIMEOUT_MS", 10000, 100, &v, err, errlen) < 0) return -1;
+    cfg->livekit_timeout_ms = v;
     return 0;
 }

@@ -17,6 +17,11 @@ typedef struct {
     double stop_timeout_s;       /* QC_STOP_TIMEOUT: graceful stop waits this long at most */
     char cors_origins[1024];     /* QC_CORS_ORIGINS: "*" or a comma-separated list */
     char admin_key[256];         /* QC_ADMIN_KEY: lets /admin/reload be called off loopback */
+    char api_keys[2048];         /* QC_API_KEYS: comma-separated; empty = open (dev mode) */
+    char livekit_url[512];       /* LIVEKIT_URL */
+    char livekit_api_key[256];   /* LIVEKIT_API_KEY */
+    char livekit_api_secret[512];/* LIVEKIT_API_SECRET */
+    long livekit_timeout_ms;     /* QC_LIVEKIT_TIMEOUT_MS: every LiveKit API call, bounded */
 } qc_config;
 
 /* Loads a .env file into the environment (KEY=VALUE lines, # comments, optional quotes,

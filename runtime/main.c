@@ -231,6 +231,9 @@ static int cmd_serve(qc_config *cfg) {
 
     qc_log(QC_LOG_INFO, "server", "listening", " address=%s port=%d version=%s pid=%ld", cfg->listen_host,
            qc_http_server_port(s.srv), QC_VERSION, (long)uv_os_getpid());
+    if (!cfg->api_keys[0])
+        qc_log(QC_LOG_WARN, "server", "open: no QC_API_KEYS, room and token endpoints need no key (dev mode)",
+               " address=%s", cfg->listen_host);
     qc_log_set_buffered(1);
     uv_run(&loop, UV_RUN_DEFAULT);
     qc_log_set_buffered(0);

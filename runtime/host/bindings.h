@@ -17,5 +17,6 @@ int luaopen_qc_time(lua_State *L);
 int luaopen_qc_fetch(lua_State *L);
 int luaopen_qc_host(lua_State *L);
 int luaopen_qc_jwt(lua_State *L);
+int luaopen_qc_store(lua_State *L);
 
 #endif

@@ -210,17 +210,29 @@ static void cors_headers(qc_host *h, const char *origin, qc_http_header *out, si
     }
 }
 
-static void respond_json_error(qc_task *t, int status, const char *code, const char *message,
-                               const char *origin) {
-    char body[2048], qcode[128], qmsg[1800];
+static void respond_json_error_field(qc_task *t, int status, const char *code, const char *message,
+                                     const char *field, const char *origin) {
+    char body[2400], qcode[128], qmsg[1800], qfield[200];
     json_quote(qcode, sizeof qcode, code);
     json_quote(qmsg, sizeof qmsg, message);
-    int n = snprintf(body, sizeof body, "{\"error\":{\"code\":%s,\"message\":%s}}", qcode, qmsg);
+    int n;
+    if (field) {
+        json_quote(qfield, sizeof qfield, field);
+        n = snprintf(body, sizeof body, "{\"error\":{\"code\":%s,\"message\":%s,\"field\":%s}}", qcode,
+                     qmsg, qfield);
+    } else {
+        n = snprintf(body, sizeof body, "{\"error\":{\"code\":%s,\"message\":%s}}", qcode, qmsg);
+    }
     qc_http_header hs[4] = {{"content-type", "application/json"}};
     size_t nh = 1;
     cors_headers(t->host, origin, hs, &nh);
     qc_http_exchange_respond(t->ex, status, hs, nh, body, (size_t)n);
     t->ex = NULL;
+}
+
+static void respond_json_error(qc_task *t, int status, const char *code, const char *message,
+                               const char *origin) {
+    respond_json_error_field(t, status, code, message, NULL, origin);
 }
 
 /* The request task ended normally: its results are status, headers, body. */
@@ -262,12 +274,14 @@ static void finish_request_error(qc_task *t, int st, const char *origin, const c
         lua_getfield(co, -1, "status");
         lua_getfield(co, -2, "code");
         lua_getfield(co, -3, "message");
-        int status = lua_isinteger(co, -3) ? (int)lua_tointeger(co, -3) : 500;
-        const char *code = lua_isstring(co, -2) ? lua_tostring(co, -2) : "ERROR";
-        const char *msg = lua_isstring(co, -1) ? lua_tostring(co, -1) : "request failed";
+        lua_getfield(co, -4, "field");
+        int status = lua_isinteger(co, -4) ? (int)lua_tointeger(co, -4) : 500;
+        const char *code = lua_isstring(co, -3) ? lua_tostring(co, -3) : "ERROR";
+        const char *msg = lua_isstring(co, -2) ? lua_tostring(co, -2) : "request failed";
+        const char *field = lua_isstring(co, -1) ? lua_tostring(co, -1) : NULL;
         if (status < 400 || status > 599) status = 500;
-        respond_json_error(t, status, code, msg, origin);
-        lua_pop(co, 3);
+        respond_json_error_field(t, status, code, msg, field, origin);
+        lua_pop(co, 4);
         return;
     }
     const char *msg = lua_tostring(co, -1);
@@ -546,7 +560,7 @@ qc_host *qc_host_new(uv_loop_t *loop, const qc_config *cfg, qc_host_mode mode, c
 
     /* The host's Lua half is trusted code shipped with the binary. */
     char path[1200];
-    snprintf(path, sizeof path, "%s/lib/qc/host.lua", cfg->scripts_dir);
+    snprintf(path, sizeof path, "%s/lib/qc/generation.lua", cfg->scripts_dir);
     if (luaL_loadfilex(h->L, path, "t") != LUA_OK || lua_pcall(h->L, 0, 1, 0) != LUA_OK) {
         snprintf(err, errlen, "%s", lua_tostring(h->L, -1));
         lua_close(h->L);

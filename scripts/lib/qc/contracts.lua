@@ -3,10 +3,54 @@
 local M = {}
 
 -- Policies a server cannot run without.
-M.required = { routes = true }
+M.required = { routes = true, roles = true, speakers = true }
+
+local ROLES = { "interviewer", "candidate", "agent" }
+local GRANT_KEYS = {
+  roomCreate = true, roomList = true, roomRecord = true, roomAdmin = true, roomJoin = true,
+  canPublish = true, canSubscribe = true, canPublishData = true, canUpdateOwnMetadata = true,
+  ingressAdmin = true, hidden = true, recorder = true, agent = true, canSubscribeMetrics = true,
+}
 
 -- name -> function(policy, path, generation). routes.lua is checked by compiling it
 -- (qc.router), which every generation does anyway.
 M.check = {}
+
+function M.check.roles(p, path)
+  if type(p.grants) ~= "table" then error(path .. ": grants must be a table", 0) end
+  for _, role in ipairs(ROLES) do
+    local g = p.grants[role]
+    if type(g) ~= "table" then error(("%s: grants.%s is missing"):format(path, role), 0) end
+    for k, v in pairs(g) do
+      if not GRANT_KEYS[k] then error(("%s: grants.%s.%s is not a LiveKit grant"):format(path, role, tostring(k)), 0) end
+      if type(v) ~= "boolean" then error(("%s: grants.%s.%s must be true or false"):format(path, role, k), 0) end
+    end
+  end
+  if math.type(p.ttl_seconds) ~= "integer" or p.ttl_seconds < 60 or p.ttl_seconds > 7 * 24 * 3600 then
+    error(path .. ": ttl_seconds must be an integer between 60 and 604800", 0)
+  end
+  if type(p.role_of) ~= "function" then error(path .. ": role_of must be a function", 0) end
+  for i, ex in ipairs(p.examples or {}) do
+    local got = p.role_of(ex.identity, ex.metadata)
+    if got ~= ex.role then
+      error(("%s: example %d: role_of(%q) returned %s, expected %s"):format(
+        path, i, ex.identity, tostring(got), tostring(ex.role)), 0)
+    end
+  end
+end
+
+function M.check.speakers(p, path, gen)
+  if type(p.role) ~= "function" then error(path .. ": role must be a function", 0) end
+  if type(p.transcribe) ~= "function" then error(path .. ": transcribe must be a function", 0) end
+  if not gen.policies.roles then return end -- roles.lua loads first (files load in name order)
+  for i, ex in ipairs(p.examples or {}) do
+    local role = p.role(ex.participant)
+    local got = p.transcribe(ex.participant, ex.track, role)
+    if type(got) ~= "boolean" then error(("%s: example %d: transcribe must return true or false"):format(path, i), 0) end
+    if got ~= ex.transcribe then
+      error(("%s: example %d: transcribe returned %s, expected %s"):format(path, i, tostring(got), tostring(ex.transcribe)), 0)
+    end
+  end
+end
 
 return M

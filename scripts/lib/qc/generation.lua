@@ -2,6 +2,7 @@
 -- and dispatches each HTTP request through the live generation's routes.
 -- Called from C only: new_generation() on reload and check, dispatch() once per request.
 local cjson = require "cjson"
+local json = require "qc.json"
 local router = require "qc.router"
 local contracts = require "qc.contracts"
 local host = require "qc.host"
@@ -68,6 +69,8 @@ local function new_env(gen, allowed_qc)
       error(("require: bad module name %q"):format(tostring(name)), 2)
     end
     if name == "cjson" then return cjson end
+    if name == "qc.policies" then return gen.policies end -- this generation's, live or not
+    if name == "qc.json" then return json end -- shared: its array marks must reach dispatch
     local cname = name:match("^qc%.([%w_]+)$")
     if cname and package.preload[name] then
       if not allowed_qc[cname] then error(("%s is not available here"):format(name), 2) end
@@ -199,7 +202,7 @@ function M.dispatch(gen, req)
   headers = headers or {}
   local t = type(out)
   if t == "table" then
-    out = cjson.encode(out)
+    out = json.encode(out)
     if not headers["content-type"] then headers["content-type"] = JSON end
   elseif out == nil then
     out = ""

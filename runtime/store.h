@@ -1,0 +1,54 @@
+/* SQLite storage: one connection per qc_store, opened for durability (WAL, synchronous=FULL:
+ * a committed transaction survives a crash or power cut), with a small LRU cache of prepared
+ * statements keyed by SQL text. Knows nothing of Lua; bindings/store.c is its Lua face.
+ * Calls block (up to the 5 s busy timeout when another connection holds the write lock). */
+#ifndef QC_STORE_H
+#define QC_STORE_H
+
+#include <stddef.h>
+
+#include <sqlite3.h>
+
+/* How many distinct SQL texts keep a prepared statement. */
+#define QC_STORE_CACHE_SIZE 64
+#define QC_STORE_BUSY_TIMEOUT_MS 5000
+
+typedef struct qc_store qc_store;
+
+/* Opens (creating if missing) the database at path; its directory must exist. Sets
+ * journal_mode=WAL (fails unless SQLite accepts it; an in-memory database keeps "memory"),
+ * synchronous=FULL, busy timeout 5 s, foreign_keys=ON, extended result codes. NULL on
+ * failure, with the reason in err. */
+qc_store *qc_store_open(const char *path, char *err, size_t errlen);
+
+/* The connection, for stepping and reading statements. Owned by the store. */
+sqlite3 *qc_store_db(qc_store *s);
+
+/* A prepared statement for exactly one SQL statement (trailing whitespace, comments and
+ * semicolons allowed; a second statement is an error: use qc_store_exec), from the cache
+ * when this text was prepared before. It comes back reset with no bindings. Owned by the
+ * store: do not finalize it; it stays valid until the next qc_store_prepare or
+ * qc_store_close. Reset it once done, so it does not hold a read snapshot open.
+ * NULL on failure (err filled, qc_store_errcode tells the kind). */
+sqlite3_stmt *qc_store_prepare(qc_store *s, const char *sql, char *err, size_t errlen);
+
+/* Runs one or more statements with no parameters (schema, BEGIN/COMMIT); rows are
+ * discarded. 0 or -1 with err filled. */
+int qc_store_exec(qc_store *s, const char *sql, char *err, size_t errlen);
+
+/* The SQLite extended result code of the last failed qc_store_prepare/qc_store_exec
+ * (SQLITE_ERROR for "not exactly one statement", SQLITE_NOMEM for out of memory). */
+int qc_store_errcode(const qc_store *s);
+
+/* A stable name for an SQLite result code: "CONSTRAINT" (SQLITE_CONSTRAINT_*), "BUSY"
+ * (SQLITE_BUSY_*, SQLITE_LOCKED_*: another connection holds a lock), else "SQL_ERROR". */
+const char *qc_store_code_name(int rc);
+
+/* Statement cache counters since open: lookups answered from the cache, and prepares. */
+void qc_store_cache_stats(const qc_store *s, size_t *hits, size_t *misses);
+
+/* Finalizes cached statements and closes the connection (a transaction still open is
+ * rolled back). NULL is a no-op. */
+void qc_store_close(qc_store *s);
+
+#endif

@@ -1,0 +1,92 @@
+-- The local record of rooms, tokens, participants, tracks and webhook deliveries: one SQLite
+-- file in the data directory, opened once per process generation, schema created on open.
+local store = require "qc.store"
+local host = require "qc.host"
+
+local M = {}
+
+local SCHEMA = [[
+CREATE TABLE IF NOT EXISTS rooms (
+  name TEXT PRIMARY KEY,
+  sid TEXT,
+  created_at INTEGER NOT NULL,
+  created_by TEXT,
+  max_participants INTEGER,
+  empty_timeout INTEGER,
+  metadata TEXT,
+  ended_at INTEGER
+);
+CREATE TABLE IF NOT EXISTS tokens (
+  id INTEGER PRIMARY KEY,
+  room TEXT NOT NULL,
+  identity TEXT NOT NULL,
+  role TEXT NOT NULL,
+  issued_at INTEGER NOT NULL,
+  expires_at INTEGER NOT NULL,
+  issued_by TEXT
+);
+CREATE INDEX IF NOT EXISTS tokens_room ON tokens(room);
+CREATE TABLE IF NOT EXISTS participants (
+  room TEXT NOT NULL,
+  identity TEXT NOT NULL,
+  sid TEXT,
+  name TEXT,
+  role TEXT,
+  joined_at INTEGER,
+  left_at INTEGER,
+  PRIMARY KEY (room, identity)
+);
+CREATE TABLE IF NOT EXISTS tracks (
+  sid TEXT PRIMARY KEY,
+  room TEXT NOT NULL,
+  identity TEXT,
+  kind TEXT,
+  source TEXT,
+  transcribe INTEGER NOT NULL DEFAULT 0,
+  published_at INTEGER,
+  unpublished_at INTEGER
+);
+CREATE TABLE IF NOT EXISTS webhook_events (
+  id TEXT PRIMARY KEY,
+  event TEXT NOT NULL,
+  room TEXT,
+  created_at INTEGER,
+  received_at INTEGER NOT NULL,
+  body TEXT NOT NULL
+);
+]]
+
+local db
+
+---The open database (opened and migrated on first use).
+function M.get()
+  if db then return db end
+  local path = host.config().data_dir .. "/quantcoach.db"
+  local handle, err = store.open(path)
+  if not handle then error({ status = 503, code = "STORE_UNAVAILABLE", message = tostring(err) }) end
+  local ok, serr = handle:exec(SCHEMA)
+  if not ok then error({ status = 503, code = "STORE_UNAVAILABLE", message = tostring(serr) }) end
+  db = handle
+  return db
+end
+
+---Runs a statement; raises a 500 error table on failure (our SQL is not supposed to fail).
+function M.run(sql, ...)
+  local changes, rowid_or_err, code = M.get():run(sql, ...)
+  if not changes then
+    error({ status = 500, code = "STORE_ERROR", message = tostring(rowid_or_err) .. " (" .. tostring(code) .. ")" })
+  end
+  return changes, rowid_or_err
+end
+
+function M.query(sql, ...)
+  local rows, err = M.get():query(sql, ...)
+  if not rows then error({ status = 500, code = "STORE_ERROR", message = tostring(err) }) end
+  return rows
+end
+
+function M.first(sql, ...)
+  return M.query(sql, ...)[1]
+end
+
+return M
