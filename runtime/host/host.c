@@ -558,10 +558,11 @@ qc_host *qc_host_new(uv_loop_t *loop, const qc_config *cfg, qc_host_mode mode, c
     qc_bindings_preload(h->L, h);
     set_package_path(h->L, cfg->scripts_dir);
 
-    /* The host's Lua half is trusted code shipped with the binary. */
-    char path[1200];
-    snprintf(path, sizeof path, "%s/lib/qc/generation.lua", cfg->scripts_dir);
-    if (luaL_loadfilex(h->L, path, "t") != LUA_OK || lua_pcall(h->L, 0, 1, 0) != LUA_OK) {
+    /* The host's Lua half is trusted code shipped with the binary; required (not loaded
+     * by path) so scripts that require it share the same instance. */
+    lua_getglobal(h->L, "require");
+    lua_pushstring(h->L, "qc.generation");
+    if (lua_pcall(h->L, 1, 1, 0) != LUA_OK) {
         snprintf(err, errlen, "%s", lua_tostring(h->L, -1));
         lua_close(h->L);
         free(h);

@@ -29,7 +29,7 @@ end
 -- The string metatable is shared by every string: lock it against getmetatable("").
 do
   local mt = getmetatable("")
-  mt.__metatable = false
+  if type(mt) == "table" then mt.__metatable = false end
 end
 
 local function strict(env)

@@ -1,0 +1,91 @@
+-- Small pieces of our own where no library fits: CSV, the route matcher, JSON arrays.
+local csv = require "qc.csv"
+local router = require "qc.router"
+local json = require "qc.json"
+
+describe("qc.csv", function()
+  it("parses quoted fields with commas, quotes and line breaks", function()
+    local rows = csv.parse('a,b,c\r\n"x, y","say ""hi""","two\nlines"\r\nlast,,\n')
+    assert.equal(3, #rows)
+    assert.same({ "x, y", 'say "hi"', "two\nlines" }, { rows[2][1], rows[2][2], rows[2][3] })
+    assert.same({ "last", "", "" }, { rows[3][1], rows[3][2], rows[3][3] })
+  end)
+
+  it("numbers each record by the line it starts on", function()
+    local rows = csv.parse('h\n"multi\nline"\nnext\n')
+    assert.equal(1, rows[1].line)
+    assert.equal(2, rows[2].line)
+    assert.equal(4, rows[3].line)
+  end)
+
+  it("skips blank lines, a byte order mark and a missing final newline", function()
+    local rows = csv.parse("\239\187\191h1,h2\n\na,b")
+    assert.equal(2, #rows)
+    assert.equal("h1", rows[1][1])
+    assert.same({ "a", "b" }, { rows[2][1], rows[2][2] })
+  end)
+
+  it("rejects an unclosed quote with its line number", function()
+    assert.has_error(function() csv.parse('h\nok\n"open,\nmore') end, 'line 3: a quoted field is not closed')
+  end)
+
+  it("rejects a stray quote inside a field", function()
+    assert.has_error(function() csv.parse('a b"c\n') end, "line 1: a quote inside an unquoted field")
+  end)
+
+  it("writes what it reads", function()
+    local line = csv.format_row({ "plain", "with, comma", 'q"uote', nil, "nl\n" }, 5)
+    assert.equal('plain,"with, comma","q""uote",,"nl\n"\r\n', line)
+    local back = csv.parse(line)[1]
+    assert.same({ "plain", "with, comma", 'q"uote', "", "nl\n" }, { back[1], back[2], back[3], back[4], back[5] })
+  end)
+end)
+
+describe("qc.router", function()
+  local function h() end
+  local function h2() end
+
+  it("prefers exact paths and binds parameters", function()
+    local r = router.compile({ { "GET", "/rooms/{room}", h }, { "GET", "/rooms/new", h2 } }, "t")
+    assert.equal(h2, (r:match("GET", "/rooms/new")))
+    local f, params = r:match("GET", "/rooms/x-1")
+    assert.equal(h, f)
+    assert.same({ room = "x-1" }, params)
+  end)
+
+  it("ignores a trailing slash", function()
+    local r = router.compile({ { "GET", "/health", h } }, "t")
+    assert.equal(h, (r:match("GET", "/health/")))
+  end)
+
+  it("reports the allowed methods for a known path", function()
+    local r = router.compile({ { "GET", "/rooms/{room}", h }, { "DELETE", "/rooms/{room}", h2 } }, "t")
+    local f, _, allow = r:match("PUT", "/rooms/a")
+    assert.is_nil(f)
+    assert.equal("DELETE, GET, OPTIONS", allow)
+    assert.is_nil(select(3, r:match("PUT", "/nothing")))
+  end)
+
+  it("rejects duplicates, bad methods, bad parameters and missing handlers", function()
+    assert.has_error(function() router.compile({ { "GET", "/a", h }, { "GET", "/a", h } }, "f") end,
+      "f: route 2 (GET /a): declared twice (first as route 1)")
+    assert.has_error(function() router.compile({ { "BREW", "/a", h } }, "f") end)
+    assert.has_error(function() router.compile({ { "GET", "/a/{b", h } }, "f") end)
+    assert.has_error(function() router.compile({ { "GET", "/a/{x}/{x}", h } }, "f") end)
+    assert.has_error(function() router.compile({ { "GET", "/a", nil } }, "f") end)
+    assert.has_error(function() router.compile({}, "f") end, "f: declares no routes")
+  end)
+end)
+
+describe("qc.json", function()
+  it("encodes a marked empty table as an array and others as objects", function()
+    assert.equal('{"a":[]}', json.encode({ a = json.array() }))
+    assert.equal('{"a":{}}', json.encode({ a = {} }))
+  end)
+
+  it("leaves a string that looks like the marker alone", function()
+    local s = json.encode({ a = json.array(), b = "qc-empty-array" })
+    assert.matches('"b":"qc%-empty%-array"', s)
+    assert.matches('"a":%[%]', s)
+  end)
+end)
