@@ -47,6 +47,7 @@ struct qc_http_exchange {
 
 struct pss {
     qc_http_exchange *ex;
+    char peer[64]; /* looked up once per connection: getpeername is a syscall */
 };
 
 static void exchange_free(qc_http_exchange *ex) {
@@ -75,39 +76,53 @@ static int is_method_token(int tok) {
     return tok == WSI_TOKEN_HTTP_URI_ARGS;
 }
 
-/* Copies every known request header into ex (names lowercase, no colon). */
+/* Copies every known request header into ex (names lowercase, no colon), in one pass
+ * over lws' token table: one allocation, sized after the copy. */
 static int collect_headers(struct lws *wsi, qc_http_exchange *ex) {
-    size_t total = 0;
-    for (int t = 0; t < WSI_TOKEN_COUNT; t++) {
-        if (is_method_token(t)) continue;
-        int len = lws_hdr_total_length(wsi, (enum lws_token_indexes)t);
-        if (len <= 0) continue;
-        const unsigned char *name = lws_token_to_string((enum lws_token_indexes)t);
-        if (!name) continue;
-        total += strlen((const char *)name) + (size_t)len + 2;
-    }
-    if (!total) return 0;
-    ex->hdr_store = malloc(total);
-    if (!ex->hdr_store) return -1;
-    char *p = ex->hdr_store, *end = ex->hdr_store + total;
+    char stack[4096];
+    char *buf = stack;
+    size_t cap = sizeof stack, used = 0;
+    size_t name_off[MAX_HEADERS], value_off[MAX_HEADERS];
     for (int t = 0; t < WSI_TOKEN_COUNT && ex->nheaders < MAX_HEADERS; t++) {
-        if (is_method_token(t)) continue;
         int len = lws_hdr_total_length(wsi, (enum lws_token_indexes)t);
-        if (len <= 0) continue;
+        if (len <= 0 || is_method_token(t)) continue;
         const char *name = (const char *)lws_token_to_string((enum lws_token_indexes)t);
-        if (!name) continue;
+        if (!name || name[0] == ':') continue; /* h2 pseudo headers */
         size_t nl = strlen(name);
         if (nl && name[nl - 1] == ':') nl--;
-        if (nl == 0 || name[0] == ':') continue; /* h2 pseudo headers */
-        memcpy(p, name, nl);
-        p[nl] = 0;
-        ex->headers[ex->nheaders].name = p;
-        p += nl + 1;
-        int got = lws_hdr_copy(wsi, p, (int)(end - p), (enum lws_token_indexes)t);
+        if (nl == 0) continue;
+        size_t need = nl + 1 + (size_t)len + 1;
+        if (used + need > cap) {
+            size_t ncap = cap * 2;
+            while (ncap < used + need) ncap *= 2;
+            char *nb = buf == stack ? malloc(ncap) : realloc(buf, ncap);
+            if (!nb) {
+                if (buf != stack) free(buf);
+                return -1;
+            }
+            if (buf == stack) memcpy(nb, stack, used);
+            buf = nb;
+            cap = ncap;
+        }
+        memcpy(buf + used, name, nl);
+        buf[used + nl] = 0;
+        int got = lws_hdr_copy(wsi, buf + used + nl + 1, len + 1, (enum lws_token_indexes)t);
         if (got < 0) continue;
-        ex->headers[ex->nheaders].value = p;
-        p += got + 1;
+        name_off[ex->nheaders] = used;
+        value_off[ex->nheaders] = used + nl + 1;
         ex->nheaders++;
+        used += nl + 1 + (size_t)got + 1;
+    }
+    if (!ex->nheaders) {
+        if (buf != stack) free(buf);
+        return 0;
+    }
+    ex->hdr_store = buf == stack ? malloc(used) : buf;
+    if (!ex->hdr_store) return -1;
+    if (buf == stack) memcpy(ex->hdr_store, stack, used);
+    for (size_t i = 0; i < ex->nheaders; i++) {
+        ex->headers[i].name = ex->hdr_store + name_off[i];
+        ex->headers[i].value = ex->hdr_store + value_off[i];
     }
     return 0;
 }
@@ -143,9 +158,9 @@ static qc_http_exchange *exchange_new(qc_http_server *srv, struct lws *wsi, cons
         ex->query[0] = 0;
         if (qlen > 0) lws_hdr_copy(wsi, ex->query, qlen + 1, WSI_TOKEN_HTTP_URI_ARGS);
     }
-    char peer[64] = "";
-    lws_get_peer_simple(wsi, peer, sizeof peer);
-    ex->peer = strdup(peer);
+    struct pss *pss = lws_wsi_user(wsi);
+    if (!pss->peer[0]) lws_get_peer_simple(wsi, pss->peer, sizeof pss->peer);
+    ex->peer = strdup(pss->peer);
     if (!ex->path || !ex->query || !ex->peer || collect_headers(wsi, ex) < 0) {
         exchange_free(ex);
         return NULL;
@@ -218,9 +233,11 @@ static int build_response(qc_http_exchange *ex, int status, const qc_http_header
 }
 
 static void access_log(qc_http_exchange *ex, int status) {
-    double ms = (double)(uv_hrtime() - ex->start_ns) / 1e6;
-    qc_log(QC_LOG_INFO, "http", "request", " method=%s path=%s status=%d duration_ms=%.2f", ex->method,
-           ex->path, status, ms);
+    if (!qc_log_enabled(QC_LOG_INFO)) return;
+    /* Integer arithmetic: formatting a double costs more than the rest of the line. */
+    unsigned long long us = (uv_hrtime() - ex->start_ns) / 1000;
+    qc_log(QC_LOG_INFO, "http", "request", " method=%s path=%s status=%d duration_ms=%llu.%02llu", ex->method,
+           ex->path, status, us / 1000, (us % 1000) / 10);
 }
 
 /* Writes the prepared answer; returns what the lws callback should return. */

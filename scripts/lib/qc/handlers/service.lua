@@ -4,9 +4,13 @@ local time = require "qc.time"
 
 local M = {}
 
+-- /health is polled often and the reload time rarely changes: format it once.
+local iso_cache_t, iso_cache_s
 local function iso(t)
   if not t or t == 0 then return nil end
-  return os.date("!%Y-%m-%dT%H:%M:%SZ", math.floor(t))
+  t = math.floor(t)
+  if t ~= iso_cache_t then iso_cache_t, iso_cache_s = t, os.date("!%Y-%m-%dT%H:%M:%SZ", t) end
+  return iso_cache_s
 end
 
 ---@param req table

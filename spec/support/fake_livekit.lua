@@ -1,0 +1,134 @@
+-- The fake LiveKit server (fake_livekit.js) and the Node SDK oracles (lk_verify.js, lk_webhook.js),
+-- driven from a spec.
+--   local lk = require "support.fake_livekit"
+--   local fake = lk.start { key = "devkey", secret = "secret" }   -- fake.port, fake.url (ws://...)
+--   fake:calls()  fake:reset()  fake:mode("slow", 3000)  fake:add_participant { room = "r", identity = "i" }
+--   fake:stop()
+--   local results = lk.verify { tok1, tok2 }      -- { {ok=true, claims={...}}, {ok=false, error="..."} }
+--   local header = lk.sign_webhook(body)          -- Authorization value, as LiveKit sends it
+--   local ok, res = lk.receive_webhook(body, header)
+-- The fake's stdin is a pipe held by this process: if the spec dies, the fake exits on its own.
+local cjson = require "cjson"
+local fetch = require "qc.fetch"
+local server = require "support.server"
+
+local M = {}
+
+local SUPPORT = server.source .. "/spec/support"
+local quote = server.quote
+
+local Fake = {}
+Fake.__index = Fake
+
+---@param opts { key: string|nil, secret: string|nil, mode: string|nil, delay_ms: integer|nil }|nil
+function M.start(opts)
+  opts = opts or {}
+  local dir = server.tmpdir()
+  local self = setmetatable({ dir = dir, out = dir .. "/fake.out", pidfile = dir .. "/fake.pid" }, Fake)
+  local args = { "--port", "0", "--key", opts.key or "devkey", "--secret", opts.secret or "secret" }
+  if opts.mode then args[#args + 1] = "--mode"; args[#args + 1] = opts.mode end
+  if opts.delay_ms then args[#args + 1] = "--delay-ms"; args[#args + 1] = tostring(opts.delay_ms) end
+  for i, a in ipairs(args) do args[i] = quote(a) end
+  -- `exec` keeps the shell's pid, so $$ is node's pid.
+  local cmd = ("echo $$ > %s; exec node %s %s > %s 2>&1"):format(quote(self.pidfile),
+    quote(SUPPORT .. "/fake_livekit.js"), table.concat(args, " "), quote(self.out))
+  self.stdin = assert(io.popen(cmd, "w"))
+  self.port = server.wait_for(function()
+    local out = server.read_file(self.out) or ""
+    if out:find("fake_livekit:") then error("fake LiveKit failed to start:\n" .. out, 0) end
+    return tonumber(out:match("listening (%d+)"))
+  end, 20, "the fake LiveKit to listen")
+  self.pid = tonumber(server.read_file(self.pidfile))
+  self.http = "http://127.0.0.1:" .. self.port
+  self.url = "ws://127.0.0.1:" .. self.port
+  return self
+end
+
+---The env a quantcoach server needs to talk to this fake.
+function Fake:env(extra)
+  local env = { LIVEKIT_URL = self.url, LIVEKIT_API_KEY = "devkey", LIVEKIT_API_SECRET = "secret" }
+  for k, v in pairs(extra or {}) do env[k] = v end
+  return env
+end
+
+function Fake:request(method, path, body)
+  local status, _, raw = fetch { method = method, url = self.http .. path, timeout = 10,
+    body = body and cjson.encode(body) or nil,
+    headers = body and { ["Content-Type"] = "application/json" } or nil }
+  assert(status == 200, ("fake LiveKit %s %s: %s %s"):format(method, path, tostring(status), tostring(raw)))
+  return cjson.decode(raw)
+end
+
+---Every Twirp call the fake saw: {seq, method, path, body, grants, claims, status, error, ...}.
+function Fake:calls(method)
+  local all = self:request("GET", "/_fake/calls")
+  if not method then return all end
+  local out = {}
+  for _, c in ipairs(all) do
+    if c.method == method then out[#out + 1] = c end
+  end
+  return out
+end
+
+function Fake:clear_calls() return self:request("DELETE", "/_fake/calls") end
+function Fake:reset() return self:request("POST", "/_fake/reset", {}) end
+function Fake:mode(mode, delay_ms) return self:request("POST", "/_fake/mode", { mode = mode, delay_ms = delay_ms or 0 }) end
+function Fake:add_participant(p) return self:request("POST", "/_fake/participants", p) end
+function Fake:rooms() return self:request("GET", "/_fake/rooms").rooms end
+
+function Fake:stop()
+  if self.stopped then return end
+  self.stopped = true
+  if self.pid then os.execute(("kill -TERM %d 2>/dev/null"):format(self.pid)) end
+  self.stdin:close() -- waits for node to exit
+end
+
+local function write_tmp(text)
+  local path = server.tmpdir() .. "/in"
+  server.write_file(path, text)
+  return path
+end
+
+---Verifies tokens with the SDK's TokenVerifier; one result per token, in order.
+---@param tokens string[]
+---@param opts { key: string|nil, secret: string|nil }|nil
+function M.verify(tokens, opts)
+  opts = opts or {}
+  local lines = {}
+  for i, t in ipairs(tokens) do lines[i] = cjson.encode { token = t } end
+  local input = write_tmp(table.concat(lines, "\n") .. "\n")
+  local code, out = server.run(("node %s --key %s --secret %s < %s"):format(quote(SUPPORT .. "/lk_verify.js"),
+    quote(opts.key or "devkey"), quote(opts.secret or "secret"), quote(input)))
+  assert(code == 0, "lk_verify.js failed: " .. out)
+  local results = {}
+  for line in out:gmatch("[^\n]+") do results[#results + 1] = cjson.decode(line) end
+  assert(#results == #tokens, "lk_verify.js answered " .. #results .. " lines for " .. #tokens .. " tokens: " .. out)
+  return results
+end
+
+---The Authorization header LiveKit would send with this body (raw JWT, no "Bearer ").
+---@param body string exact bytes
+---@param opts { key: string|nil, secret: string|nil, ttl: string|nil }|nil
+function M.sign_webhook(body, opts)
+  opts = opts or {}
+  local code, out = server.run(("node %s --key %s --secret %s --ttl %s --body-file %s"):format(
+    quote(SUPPORT .. "/lk_webhook.js"), quote(opts.key or "devkey"), quote(opts.secret or "secret"),
+    quote(opts.ttl or "5m"), quote(write_tmp(body))))
+  assert(code == 0, "lk_webhook.js failed: " .. out)
+  return (out:match("^%s*(%S+)%s*$") or error("lk_webhook.js printed: " .. out))
+end
+
+---The SDK's WebhookReceiver verdict: ok (boolean), and the event or the error message.
+---@param body string
+---@param auth string|nil
+function M.receive_webhook(body, auth, opts)
+  opts = opts or {}
+  local cmd = ("node %s --receive --key %s --secret %s --body-file %s"):format(quote(SUPPORT .. "/lk_webhook.js"),
+    quote(opts.key or "devkey"), quote(opts.secret or "secret"), quote(write_tmp(body)))
+  if auth then cmd = cmd .. " --auth " .. quote(auth) end
+  local _, out = server.run(cmd)
+  local res = cjson.decode(out:match("[^\n]+"))
+  return res.ok, res.ok and res.event or res.error
+end
+
+return M
