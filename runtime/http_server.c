@@ -4,7 +4,9 @@
 #define _POSIX_C_SOURCE 200809L
 #include "http_server.h"
 
+#include <arpa/inet.h>
 #include <libwebsockets.h>
+#include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,6 +16,15 @@
 
 #define MAX_HEADERS 96
 
+/* Peer addresses by socket, written when lws accepts the connection (its filter callback
+ * carries the address), so no request pays for a getpeername. Per-session data cannot hold
+ * it: lws re-creates that for every keep-alive transaction. */
+#define PEER_SLOTS 1024
+typedef struct {
+    int fd; /* -1: empty */
+    char addr[48];
+} peer_slot;
+
 struct qc_http_server {
     struct lws_context *ctx;
     struct lws_vhost *vhost;
@@ -21,6 +32,7 @@ struct qc_http_server {
     size_t inflight;
     int stopping;
     int shut;
+    peer_slot peers[PEER_SLOTS];
 };
 
 struct qc_http_exchange {
@@ -47,8 +59,9 @@ struct qc_http_exchange {
 
 struct pss {
     qc_http_exchange *ex;
-    char peer[64]; /* looked up once per connection: getpeername is a syscall */
 };
+
+
 
 static void exchange_free(qc_http_exchange *ex) {
     if (!ex) return;
@@ -158,9 +171,15 @@ static qc_http_exchange *exchange_new(qc_http_server *srv, struct lws *wsi, cons
         ex->query[0] = 0;
         if (qlen > 0) lws_hdr_copy(wsi, ex->query, qlen + 1, WSI_TOKEN_HTTP_URI_ARGS);
     }
-    struct pss *pss = lws_wsi_user(wsi);
-    if (!pss->peer[0]) lws_get_peer_simple(wsi, pss->peer, sizeof pss->peer);
-    ex->peer = strdup(pss->peer);
+    int fd = (int)lws_get_socket_fd(wsi);
+    peer_slot *slot = &srv->peers[(unsigned)fd % PEER_SLOTS];
+    if (fd < 0 || slot->fd != fd) { /* slot taken by another socket: ask the kernel */
+        char addr[48] = "";
+        lws_get_peer_simple(wsi, addr, sizeof addr);
+        ex->peer = strdup(addr);
+    } else {
+        ex->peer = strdup(slot->addr);
+    }
     if (!ex->path || !ex->query || !ex->peer || collect_headers(wsi, ex) < 0) {
         exchange_free(ex);
         return NULL;
@@ -340,6 +359,23 @@ static int callback_http(struct lws *wsi, enum lws_callback_reasons reason, void
     struct pss *pss = user;
     qc_http_server *srv = lws_context_user(lws_get_context(wsi));
 
+    if (reason == LWS_CALLBACK_FILTER_NETWORK_CONNECTION) {
+        /* Every accepted socket overwrites its slot, so an address never outlives its
+         * connection into the next one that gets the same descriptor. */
+        const struct lws_filter_network_conn_args *f = user;
+        int fd = (int)(lws_intptr_t)in;
+        if (fd < 0) return 0;
+        peer_slot *slot = &srv->peers[(unsigned)fd % PEER_SLOTS];
+        slot->fd = fd;
+        slot->addr[0] = 0;
+        if (f && f->cli_addr.ss_family == AF_INET)
+            inet_ntop(AF_INET, &((const struct sockaddr_in *)&f->cli_addr)->sin_addr, slot->addr, sizeof slot->addr);
+        else if (f && f->cli_addr.ss_family == AF_INET6)
+            inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)&f->cli_addr)->sin6_addr, slot->addr, sizeof slot->addr);
+        else
+            slot->fd = -1;
+        return 0;
+    }
     if (!pss) return lws_callback_http_dummy(wsi, reason, user, in, len);
     switch (reason) {
     case LWS_CALLBACK_HTTP: {
@@ -440,6 +476,7 @@ qc_http_server *qc_http_server_new(uv_loop_t *loop, const qc_http_server_options
         return NULL;
     }
     s->opts = *opts;
+    for (int i = 0; i < PEER_SLOTS; i++) s->peers[i].fd = -1;
     lws_set_log_level(LLL_ERR | LLL_WARN, lws_log_bridge);
 
     struct lws_context_creation_info info;
