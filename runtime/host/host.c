@@ -555,6 +555,9 @@ qc_host *qc_host_new(uv_loop_t *loop, const qc_config *cfg, qc_host_mode mode, c
     lua_atpanic(h->L, host_panic);
     *(qc_task **)lua_getextraspace(h->L) = NULL;
     luaL_openlibs(h->L);
+    /* Requests make many short-lived tables and strings: the generational collector
+     * reclaims those young objects without walking the long-lived policy generations. */
+    lua_gc(h->L, LUA_GCGEN, 0, 0);
     qc_bindings_preload(h->L, h);
     set_package_path(h->L, cfg->scripts_dir);
 
