@@ -316,3 +316,105 @@ describe("graceful stop", function()
     assert.matches("info server stopping signal=TERM inflight=1", s:log_text())
   end)
 end)
+
+describe("quantcoach run", function()
+  local dir
+  setup(function() dir = server.tmpdir() end)
+
+  local function script(name, text)
+    local path = dir .. "/" .. name
+    server.write_file(path, text)
+    return path
+  end
+
+  it("exits with the script's integer return value and passes arguments", function()
+    local path = script("ret.lua", "local a, b = ...\nassert(arg[1] == a and arg[2] == b)\nreturn tonumber(a) + tonumber(b)")
+    local code = server.run(("%s run %s 2 5"):format(server.bin, path))
+    assert.equal(7, code)
+  end)
+
+  it("exits 0 when the script returns nothing", function()
+    assert.equal(0, (server.run(("%s run %s"):format(server.bin, script("nothing.lua", "local x = 1")))))
+  end)
+
+  it("prints a traceback and exits 1 on an uncaught error", function()
+    local code, out = server.run(("%s run %s"):format(server.bin, script("err.lua", "local function f()\n  error('kaput')\nend\nf()")))
+    assert.equal(1, code)
+    assert.matches("err%.lua:2: kaput", out)
+    assert.matches("stack traceback", out)
+  end)
+
+  it("runs qc.fetch and qc.time.sleep from the script's task", function()
+    local s = server.start { policies = fixture_policies() }
+    local path = script("fetch.lua", ([[
+      local fetch = require "qc.fetch"
+      require("qc.time").sleep(0.05)
+      local status, headers, body = fetch { url = %q }
+      assert(status == 200 and headers["content-type"] == "application/json", tostring(status))
+      return body:find('"v1"') and 0 or 3
+    ]]):format(s.url .. "/version"))
+    assert.equal(0, (server.run(("%s run %s"):format(server.bin, path))))
+    s:stop()
+  end)
+
+  it("exits 1 with a message when the script file is missing", function()
+    local code, out = server.run(("%s run %s/none.lua"):format(server.bin, dir))
+    assert.equal(1, code)
+    assert.matches("none%.lua", out)
+  end)
+
+  it("shows its usage with --help", function()
+    local code, out = server.run(("%s run --help"):format(server.bin))
+    assert.equal(0, code)
+    assert.matches("usage: quantcoach run SCRIPT", out)
+  end)
+end)
+
+describe("quantcoach check", function()
+  it("passes the shipped policies", function()
+    local code, out = server.run(("%s check --policies %s/policies"):format(server.bin, server.source))
+    assert.equal(0, code, out)
+    assert.matches("^ok: policies in", out)
+  end)
+
+  it("fails a broken policy directory with file and line", function()
+    local dir = fixture_policies()
+    edit(dir .. "/routes.lua", 'local VERSION = "v1"', 'local VERSION = "v1" +')
+    local code, out = server.run(("%s check --policies %s"):format(server.bin, dir))
+    assert.equal(1, code)
+    assert.matches("routes%.lua:%d+:", out)
+  end)
+
+  it("fails a directory without the policies a server needs", function()
+    local dir = server.tmpdir()
+    local code, out = server.run(("%s check --policies %s"):format(server.bin, dir))
+    assert.equal(1, code)
+    assert.matches("missing", out)
+  end)
+end)
+
+describe("the command line", function()
+  it("prints its version", function()
+    local code, out = server.run(server.bin .. " --version")
+    assert.equal(0, code)
+    assert.matches("^quantcoach %d+%.%d+%.%d+", out)
+  end)
+
+  it("refuses an unknown command or option with a one-line message", function()
+    local code, out = server.run(server.bin .. " frobnicate")
+    assert.equal(2, code)
+    assert.matches('unknown command "frobnicate"', out)
+    code, out = server.run(server.bin .. " serve --bogus")
+    assert.equal(2, code)
+    assert.matches("unknown option %-%-bogus", out)
+  end)
+
+  it("reads settings from the .env file", function()
+    local dir = server.tmpdir()
+    server.write_file(dir .. "/.env", "QC_CORS_ORIGINS=http://from-dotenv.example\n")
+    local s = server.start { policies = fixture_policies(), env = { QC_ENV_FILE = dir .. "/.env" } }
+    local _, _, h = s:request("GET", "/health", nil, { Origin = "http://from-dotenv.example" })
+    assert.equal("http://from-dotenv.example", h["access-control-allow-origin"])
+    s:stop()
+  end)
+end)
