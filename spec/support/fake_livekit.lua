@@ -83,10 +83,15 @@ function Fake:stop()
   self.stdin:close() -- waits for node to exit
 end
 
-local function write_tmp(text)
-  local path = server.tmpdir() .. "/in"
+-- Runs cmd_fmt with %s = a temporary file holding text; removes the file afterwards.
+local function run_with_file(text, cmd_fmt)
+  local dir = server.tmpdir()
+  local path = dir .. "/in"
   server.write_file(path, text)
-  return path
+  local code, out = server.run(cmd_fmt:format(quote(path)))
+  os.remove(path)
+  os.remove(dir)
+  return code, out
 end
 
 ---Verifies tokens with the SDK's TokenVerifier; one result per token, in order.
@@ -96,9 +101,8 @@ function M.verify(tokens, opts)
   opts = opts or {}
   local lines = {}
   for i, t in ipairs(tokens) do lines[i] = cjson.encode { token = t } end
-  local input = write_tmp(table.concat(lines, "\n") .. "\n")
-  local code, out = server.run(("node %s --key %s --secret %s < %s"):format(quote(SUPPORT .. "/lk_verify.js"),
-    quote(opts.key or "devkey"), quote(opts.secret or "secret"), quote(input)))
+  local code, out = run_with_file(table.concat(lines, "\n") .. "\n", ("node %s --key %s --secret %s < %%s"):format(
+    quote(SUPPORT .. "/lk_verify.js"), quote(opts.key or "devkey"), quote(opts.secret or "secret")))
   assert(code == 0, "lk_verify.js failed: " .. out)
   local results = {}
   for line in out:gmatch("[^\n]+") do results[#results + 1] = cjson.decode(line) end
@@ -111,9 +115,9 @@ end
 ---@param opts { key: string|nil, secret: string|nil, ttl: string|nil }|nil
 function M.sign_webhook(body, opts)
   opts = opts or {}
-  local code, out = server.run(("node %s --key %s --secret %s --ttl %s --body-file %s"):format(
+  local code, out = run_with_file(body, ("node %s --key %s --secret %s --ttl %s --body-file %%s"):format(
     quote(SUPPORT .. "/lk_webhook.js"), quote(opts.key or "devkey"), quote(opts.secret or "secret"),
-    quote(opts.ttl or "5m"), quote(write_tmp(body))))
+    quote(opts.ttl or "5m")))
   assert(code == 0, "lk_webhook.js failed: " .. out)
   return (out:match("^%s*(%S+)%s*$") or error("lk_webhook.js printed: " .. out))
 end
@@ -123,10 +127,10 @@ end
 ---@param auth string|nil
 function M.receive_webhook(body, auth, opts)
   opts = opts or {}
-  local cmd = ("node %s --receive --key %s --secret %s --body-file %s"):format(quote(SUPPORT .. "/lk_webhook.js"),
-    quote(opts.key or "devkey"), quote(opts.secret or "secret"), quote(write_tmp(body)))
-  if auth then cmd = cmd .. " --auth " .. quote(auth) end
-  local _, out = server.run(cmd)
+  local cmd = ("node %s --receive --key %s --secret %s --body-file %%s"):format(quote(SUPPORT .. "/lk_webhook.js"),
+    quote(opts.key or "devkey"), quote(opts.secret or "secret"))
+  if auth then cmd = cmd .. " --auth " .. quote(auth):gsub("%%", "%%%%") end
+  local _, out = run_with_file(body, cmd)
   local res = cjson.decode(out:match("[^\n]+"))
   return res.ok, res.ok and res.event or res.error
 end

@@ -131,9 +131,14 @@ function M.participants(room, roles)
   return list
 end
 
+---Ends the room on LiveKit and here. A room LiveKit no longer has is marked ended here
+---too, and the caller still gets the 404.
 function M.delete(room)
-  livekit.delete_room(room)
-  db.run("UPDATE rooms SET ended_at = ? WHERE name = ? AND ended_at IS NULL", math.floor(time.now()), room)
+  local ok, err = pcall(livekit.delete_room, room)
+  if ok or (type(err) == "table" and err.status == 404) then
+    db.run("UPDATE rooms SET ended_at = ? WHERE name = ? AND ended_at IS NULL", math.floor(time.now()), room)
+  end
+  if not ok then error(err, 0) end
 end
 
 return M
