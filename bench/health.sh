@@ -70,12 +70,13 @@ start_server() {
 }
 
 # utime + stime of the whole process (every thread), in clock ticks. Field 2 may hold spaces,
-# so count fields after the closing parenthesis: utime and stime are the 12th and 13th there.
+# so count fields after the closing parenthesis: state is the 1st there, utime and stime the
+# 12th and 13th. Fails for a process that is gone or a zombie (its times read as zero).
 cpu_ticks() {
     local stat
-    stat=$(<"/proc/$1/stat")
+    stat=$(<"/proc/$1/stat") || return 1
     stat=${stat##*) }
-    awk '{ print $12 + $13 }' <<<"$stat"
+    awk '$1 == "Z" || $1 == "X" { exit 1 } { print $12 + $13 }' <<<"$stat"
 }
 
 # p99 from wrk's --latency table, in milliseconds.
@@ -96,7 +97,14 @@ measure() {
     local t0 t1
     t0=$(cpu_ticks "$SERVER_PID")
     wrk -t1 -c"$CONNECTIONS" -d"${DURATION}s" --latency "http://127.0.0.1:$PORT/health" >"$out"
-    t1=$(cpu_ticks "$SERVER_PID")
+    if ! t1=$(cpu_ticks "$SERVER_PID" 2>/dev/null); then
+        # Died under load: say so, show its last log lines, and leave this round out of the medians.
+        echo "warning: $name round $round: server exited during the run; last log lines:" >&2
+        grep -v ' request ' "$TMP/$name.log" | tail -n 5 | sed 's/^/    /' >&2
+        wait "$SERVER_PID" 2>/dev/null || echo "    exit status $?" >&2
+        SERVER_PID=
+        return 0
+    fi
     stop_server
     local reqs
     reqs=$(awk '/requests in/ { print $1 }' "$out")
@@ -113,7 +121,9 @@ measure() {
 
 median() { tr ' ' '\n' | sort -g | awk '{ a[NR] = $1 } END { printf "%s", (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2 }'; }
 
-echo "GET /health: wrk -t1 -c$CONNECTIONS -d${DURATION}s, $ROUNDS rounds, $(nproc) cores, $(date -u +%F)" >&2
+COMMIT=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
+[[ -z $(git status --porcelain -- runtime bindings scripts bench CMakeLists.txt 2>/dev/null) ]] || COMMIT+="+dirty"
+echo "GET /health: wrk -t1 -c$CONNECTIONS -d${DURATION}s, $ROUNDS rounds, $(nproc) cores, $(date -u +%F), commit $COMMIT" >&2
 # Interleave: round r runs every server once, in an order rotated by r, so slow drifts of a
 # noisy machine fall on all servers alike.
 for ((r = 1; r <= ROUNDS; r++)); do
@@ -126,8 +136,10 @@ declare -A MRPS MP99 MCPU
 for s in "${SERVERS[@]}"; do
     rps= p99= cpu=
     for ((r = 1; r <= ROUNDS; r++)); do
+        [[ -n ${CPU[$s $r]:-} ]] || continue
         rps+="${RPS[$s $r]} " p99+="${P99[$s $r]} " cpu+="${CPU[$s $r]} "
     done
+    [[ -n $cpu ]] || die "$s: no round completed"
     MRPS[$s]=$(median <<<"${rps% }") MP99[$s]=$(median <<<"${p99% }") MCPU[$s]=$(median <<<"${cpu% }")
 done
 
@@ -138,7 +150,7 @@ for s in "${SERVERS[@]}"; do
     ratio=$(awk -v n="${MCPU[node]}" -v c="${MCPU[$s]}" 'BEGIN { printf "%.2fx", n / c }')
     printf '| %-8s | %8.0f | %11.2f | %13.1f | %14s |\n' "$s" "${MRPS[$s]}" "${MP99[$s]}" "${MCPU[$s]}" "$ratio"
 done
-echo "(medians of $ROUNDS rounds; 'vs Node' = Node's CPU per request / this server's: 2x = half the CPU)"
+echo "(medians of the completed rounds out of $ROUNDS; 'vs Node' = Node's CPU per request / this server's: 2x = half the CPU)"
 
 # ---- optional: syscalls per request for ours ------------------------------------------------
 if [[ $STRACE == 1 ]]; then

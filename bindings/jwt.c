@@ -78,7 +78,8 @@ static int fail(lua_State *L, const char *msg, const char *code) {
  * failures raise rather than return nil. */
 static int l_sign(lua_State *L) {
     const char *payload;
-    if (lua_type(L, 1) == LUA_TTABLE) {
+    int from_table = lua_type(L, 1) == LUA_TTABLE;
+    if (from_table) {
         lua_pushvalue(L, ENCODE_UPVALUE);
         lua_pushvalue(L, 1);
         lua_call(L, 1, 1); /* cjson raises on what JSON cannot hold (functions, sparse arrays) */
@@ -90,7 +91,11 @@ static int l_sign(lua_State *L) {
     const char *secret = check_cstring(L, 2);
     char err[256];
     char *token = NULL;
-    if (qc_jwt_sign(payload, secret, &token, err, sizeof err) < 0) return luaL_error(L, "%s", err);
+    /* cjson's encoding of a table needs no second parse; text from the caller does. An
+     * array-like table encodes as [...] and is refused by the brace check. */
+    int rc = from_table ? qc_jwt_sign_object(payload, lua_rawlen(L, 1), secret, &token, err, sizeof err)
+                        : qc_jwt_sign(payload, secret, &token, err, sizeof err);
+    if (rc < 0) return luaL_error(L, "%s", err);
     push_owned_string(L, token);
     return 1;
 }

@@ -15,7 +15,8 @@
 #include <jwt.h> /* libjwt */
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
-#include <openssl/hmac.h>
+#include <openssl/core_names.h>
+#include <openssl/params.h>
 
 #define SHA256_LEN 32
 /* base64url of a 32-byte MAC, unpadded. */
@@ -34,6 +35,51 @@ static int fail(char *err, size_t errlen, const char **code, const char *c, cons
     }
     if (code) *code = c;
     return -1;
+}
+
+/* base64url without padding of n bytes into out (room for 4 * ((n + 2) / 3) + 1 bytes);
+ * returns the length written. */
+static size_t b64url_encode(const unsigned char *in, size_t n, char *out) {
+    int len = EVP_EncodeBlock((unsigned char *)out, in, (int)n);
+    size_t l = len < 0 ? 0 : (size_t)len;
+    while (l && out[l - 1] == '=') l--;
+    for (size_t i = 0; i < l; i++) out[i] = out[i] == '+' ? '-' : out[i] == '/' ? '_' : out[i];
+    out[l] = 0;
+    return l;
+}
+
+
+/* HMAC-SHA256 with a keyed context kept for the last secret used. OpenSSL 3's one-shot
+ * HMAC() fetches the digest and builds a context on every call, which measured 2 us per
+ * token; re-initialising a keyed EVP_MAC context (key NULL keeps the key) costs a tenth. */
+static int hmac_sha256(const char *secret, const unsigned char *data, size_t len,
+                       unsigned char out[SHA256_LEN]) {
+    static EVP_MAC *mac;
+    static EVP_MAC_CTX *ctx;
+    static char *ctx_secret;
+    size_t outlen = 0;
+    if (!mac && !(mac = EVP_MAC_fetch(NULL, "HMAC", NULL))) return -1;
+    if (!ctx || strcmp(ctx_secret, secret) != 0) {
+        char *copy = strdup(secret);
+        EVP_MAC_CTX *fresh = copy ? EVP_MAC_CTX_new(mac) : NULL;
+        OSSL_PARAM params[] = {OSSL_PARAM_construct_utf8_string("digest", (char *)"SHA256", 0),
+                               OSSL_PARAM_construct_end()};
+        if (!fresh || !EVP_MAC_init(fresh, (const unsigned char *)secret, strlen(secret), params)) {
+            EVP_MAC_CTX_free(fresh);
+            free(copy);
+            return -1;
+        }
+        EVP_MAC_CTX_free(ctx);
+        if (ctx_secret) OPENSSL_clear_free(ctx_secret, strlen(ctx_secret));
+        ctx = fresh;
+        ctx_secret = copy;
+    } else if (!EVP_MAC_init(ctx, NULL, 0, NULL)) {
+        return -1;
+    }
+    if (!EVP_MAC_update(ctx, data, len) || !EVP_MAC_final(ctx, out, &outlen, SHA256_LEN) ||
+        outlen != SHA256_LEN)
+        return -1;
+    return 0;
 }
 
 static int is_b64url_char(unsigned char c) {
@@ -181,17 +227,12 @@ static int verify_token(const char *tok, size_t toklen, const char *expected_iss
      * right MAC passes. The length is public (always 43), so checking it first leaks
      * nothing. */
     unsigned char mac[EVP_MAX_MD_SIZE];
-    unsigned int maclen = 0;
-    if (!HMAC(EVP_sha256(), secret, (int)strlen(secret), (const unsigned char *)tok,
-              hlen + 1 + plen, mac, &maclen) ||
-        maclen != SHA256_LEN) {
+    if (hmac_sha256(secret, (const unsigned char *)tok, hlen + 1 + plen, mac) < 0) {
         fail(err, errlen, code, "INTERNAL", "jwt: HMAC failed");
         goto out;
     }
-    unsigned char want[4 * ((SHA256_LEN + 2) / 3) + 1];
-    EVP_EncodeBlock(want, mac, SHA256_LEN);
-    for (size_t i = 0; i < MAC_B64URL_LEN; i++)
-        want[i] = want[i] == '+' ? '-' : want[i] == '/' ? '_' : want[i];
+    char want[4 * ((SHA256_LEN + 2) / 3) + 1];
+    b64url_encode(mac, SHA256_LEN, want);
     OPENSSL_cleanse(mac, sizeof mac);
     if (slen != MAC_B64URL_LEN || CRYPTO_memcmp(want, spart, MAC_B64URL_LEN) != 0) {
         fail(err, errlen, code, "BAD_SIGNATURE", "jwt: signature does not match");
@@ -346,6 +387,45 @@ int qc_const_time_equal(const char *a, size_t alen, const char *b, size_t blen) 
     return (diff == 0) & (alen == blen);
 }
 
+/* base64url of {"alg":"HS256","typ":"JWT"}, the header libjwt and the Go SDK write. */
+static const char HS256_HEADER_B64[] = "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9";
+
+/* header.payload.signature over the payload bytes as given. One HMAC and two base64
+ * encodings: no JSON parsing, which cost more than the signature under libjwt. */
+static int sign_raw(const char *payload, size_t plen, const char *secret, char **out_token, char *err,
+                    size_t errlen) {
+    size_t hlen = sizeof HS256_HEADER_B64 - 1;
+    size_t b64len = 4 * ((plen + 2) / 3);
+    char *tok = malloc(hlen + 1 + b64len + 1 + 4 * ((SHA256_LEN + 2) / 3) + 1);
+    if (!tok) return fail(err, errlen, NULL, NULL, "jwt: out of memory");
+    memcpy(tok, HS256_HEADER_B64, hlen);
+    tok[hlen] = '.';
+    size_t n = hlen + 1 + b64url_encode((const unsigned char *)payload, plen, tok + hlen + 1);
+    unsigned char mac[EVP_MAX_MD_SIZE];
+    if (hmac_sha256(secret, (const unsigned char *)tok, n, mac) < 0) {
+        free(tok);
+        return fail(err, errlen, NULL, NULL, "jwt: HMAC failed");
+    }
+    tok[n++] = '.';
+    b64url_encode(mac, SHA256_LEN, tok + n);
+    OPENSSL_cleanse(mac, sizeof mac);
+    *out_token = tok;
+    return 0;
+}
+
+int qc_jwt_sign_object(const char *payload_json, size_t len, const char *secret, char **out_token,
+                       char *err, size_t errlen) {
+    if (!out_token) return fail(err, errlen, NULL, NULL, "jwt: no place for the token");
+    *out_token = NULL;
+    if (!payload_json || len < 2 || payload_json[0] != '{' || payload_json[len - 1] != '}')
+        return fail(err, errlen, NULL, NULL, "jwt: payload is not a JSON object");
+    if (len == 2) return fail(err, errlen, NULL, NULL, "jwt: payload has no claims");
+    if (len > QC_JWT_MAX_PAYLOAD)
+        return fail(err, errlen, NULL, NULL, "jwt: payload longer than %d bytes", QC_JWT_MAX_PAYLOAD);
+    if (!secret || !*secret || strlen(secret) > INT_MAX) return fail(err, errlen, NULL, NULL, "jwt: empty secret");
+    return sign_raw(payload_json, len, secret, out_token, err, errlen);
+}
+
 int qc_jwt_sign(const char *payload_json, const char *secret, char **out_token, char *err,
                 size_t errlen) {
     if (!out_token) return fail(err, errlen, NULL, NULL, "jwt: no place for the token");
@@ -386,18 +466,9 @@ int qc_jwt_sign(const char *payload_json, const char *secret, char **out_token, 
         fail(err, errlen, NULL, NULL, "jwt: payload longer than %d bytes", QC_JWT_MAX_PAYLOAD);
         goto out;
     }
-    int e = jwt_set_alg(j, JWT_ALG_HS256, (const unsigned char *)secret, (int)strlen(secret));
-    if (e != 0) {
-        fail(err, errlen, NULL, NULL, "jwt: set_alg: %s", strerror(e));
-        goto out;
-    }
-    errno = 0;
-    *out_token = jwt_encode_str(j);
-    if (!*out_token) {
-        fail(err, errlen, NULL, NULL, "jwt: encode: %s", strerror(errno ? errno : ENOMEM));
-        goto out;
-    }
-    rc = 0;
+    /* Validated by jansson above; what is signed is its canonical re-serialization, as
+     * libjwt would have done. */
+    rc = sign_raw(dump, strlen(dump), secret, out_token, err, errlen);
 out:
     free(dump);
     jwt_free(j); /* also scrubs its copy of the secret */

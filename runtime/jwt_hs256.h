@@ -15,6 +15,11 @@
 /* Signs a JSON object (any claims, nested objects included; at least one member, no
  * duplicate keys) as HS256 with header {"alg":"HS256","typ":"JWT"}. Keys come out sorted.
  * The caller frees *out_token with free(). Fails only on bad arguments or out of memory. */
+/* Signs payload bytes that the caller vouches are one JSON object (lua-cjson's encoding of a
+ * table): only the outer braces are checked. The fast path for tokens we mint. */
+int qc_jwt_sign_object(const char *payload_json, size_t len, const char *secret, char **out_token,
+                       char *err, size_t errlen);
+
 int qc_jwt_sign(const char *payload_json, const char *secret, char **out_token, char *err,
                 size_t errlen);
 

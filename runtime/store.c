@@ -90,8 +90,16 @@ qc_store *qc_store_open(const char *path, char *err, size_t errlen) {
         goto fail;
     }
     char *msg = NULL;
-    /* FULL, not WAL's usual NORMAL: NORMAL may lose the last commits on power loss. */
-    rc = sqlite3_exec(s->db, "PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON", NULL, NULL, &msg);
+    /* WAL with synchronous=NORMAL: a commit survives a crash of the process (it is in the
+     * WAL, in the page cache) and costs no fsync; only a power loss may take the last
+     * commits. FULL fsyncs every commit on the loop thread: measured here, 170 us of CPU
+     * and a 0.3 ms stall of every connection per token issued. QC_STORE_SYNC=full restores
+     * it for deployments that must survive power loss at that price. */
+    const char *sync = getenv("QC_STORE_SYNC");
+    int full = sync && strcmp(sync, "full") == 0;
+    rc = sqlite3_exec(s->db, full ? "PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON"
+                                  : "PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON",
+                      NULL, NULL, &msg);
     if (rc != SQLITE_OK) {
         set_err(err, errlen, "store: cannot open %s: %s", path, msg ? msg : sqlite3_errstr(rc));
         sqlite3_free(msg);

@@ -29,9 +29,9 @@ describe("qc.store", function()
     os.execute("rm -rf '" .. dir .. "'")
   end)
 
-  it("opens the database in WAL mode with full sync and foreign keys", function()
+  it("opens the database in WAL mode with normal sync and foreign keys", function()
     assert.equal("wal", db:first("PRAGMA journal_mode").journal_mode)
-    assert.equal(2, db:first("PRAGMA synchronous").synchronous)
+    assert.equal(1, db:first("PRAGMA synchronous").synchronous)
     assert.equal(1, db:first("PRAGMA foreign_keys").foreign_keys)
   end)
 

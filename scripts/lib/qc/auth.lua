@@ -6,12 +6,15 @@ local errors = require "qc.errors"
 
 local M = {}
 
+-- Configuration is fixed for the life of the process; read it once per generation.
+local keys_set = host.config().api_keys_set
+
 ---The id of the caller's key ("key:<hash prefix>"), "dev" when no keys are configured.
 ---Raises a 401 error otherwise.
 ---@param req table
 ---@return string
 function M.caller(req)
-  if not host.config().api_keys_set then return "dev" end
+  if not keys_set then return "dev" end
   local auth = req.headers.authorization
   local token = auth and auth:match("^[Bb]earer%s+(%S+)%s*$")
   if not token then errors.raise(401, "UNAUTHORIZED", "missing API key: send Authorization: Bearer <key>") end

@@ -2,6 +2,7 @@
 -- file in the data directory, opened once per process generation, schema created on open.
 local store = require "qc.store"
 local host = require "qc.host"
+local log = require "qc.log"
 
 local M = {}
 
@@ -87,6 +88,37 @@ end
 
 function M.first(sql, ...)
   return M.query(sql, ...)[1]
+end
+
+-- Group commit for records nobody reads back within the request (issued tokens): the
+-- statements queue up and one task writes them in a single transaction on the next turn
+-- of the loop, so a burst of requests costs one commit instead of one each.
+local pending, flush_scheduled = {}, false
+
+local function flush()
+  local batch = pending
+  pending, flush_scheduled = {}, false
+  local ok, err = pcall(function()
+    local done, terr = M.get():transaction(function(tx)
+      for _, st in ipairs(batch) do
+        local changes, rerr = tx:run(st[1], table.unpack(st, 2, st.n))
+        if not changes then error(rerr, 0) end
+      end
+    end)
+    if not done then error(terr, 0) end
+  end)
+  if not ok then
+    log.error("store", "deferred write failed", { rows = #batch, error = type(err) == "table" and err.message or tostring(err) })
+  end
+end
+
+---Queues a write for the next group commit (a few milliseconds at most).
+function M.defer(sql, ...)
+  pending[#pending + 1] = table.pack(sql, ...)
+  if not flush_scheduled then
+    flush_scheduled = true
+    host.spawn(flush)
+  end
 end
 
 return M

@@ -44,7 +44,8 @@ end
 ---@param v any
 ---@return string
 function M.encode(v)
-  if not has_empty_marked(v, 0) then return cjson.encode(v) end
+  -- Most answers hold no marked array at all: skip the walk then.
+  if next(marked) == nil or not has_empty_marked(v, 0) then return cjson.encode(v) end
   local out = cjson.encode(substitute(v, {}))
   return (out:gsub(ENCODED_TOKEN:gsub("%p", "%%%0"), "[]"))
 end

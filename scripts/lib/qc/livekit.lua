@@ -10,11 +10,17 @@ local errors = require "qc.errors"
 
 local M = {}
 
+-- Configuration is fixed for the life of the process: read once per generation.
+local settings
+do
+  local c = host.config()
+  settings = { url = c.livekit_url, key = c.livekit_api_key, secret = c.livekit_api_secret,
+               timeout = c.livekit_timeout or 10 }
+end
+
 ---@return { url: string, key: string, secret: string, timeout: number }
 function M.settings()
-  local c = host.config()
-  return { url = c.livekit_url, key = c.livekit_api_key, secret = c.livekit_api_secret,
-           timeout = c.livekit_timeout or 10 }
+  return settings
 end
 
 ---The HTTP origin of the server API for a LIVEKIT_URL: ws -> http, wss -> https, path dropped.

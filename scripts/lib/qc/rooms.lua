@@ -55,7 +55,12 @@ function M.generated_name(now)
   return os.date("!interview-%Y%m%d-%H%M%S", math.floor(now or time.now()))
 end
 
-local function iso(t) return os.date("!%Y-%m-%dT%H:%M:%SZ", t) end
+-- Tokens issued in the same second share an expiry: format it once.
+local iso_t, iso_s
+local function iso(t)
+  if t ~= iso_t then iso_t, iso_s = t, os.date("!%Y-%m-%dT%H:%M:%SZ", t) end
+  return iso_s
+end
 
 ---Issues a token for a role and records it.
 ---@param o { room: string, identity: string, name: string|nil, role: string, roles: table, caller: string|nil, metadata: string|nil }
@@ -65,7 +70,7 @@ function M.issue_token(o)
     identity = o.identity, name = o.name, room = o.room, metadata = o.metadata,
     grants = o.roles.grants[o.role], ttl = o.roles.ttl_seconds,
   }
-  db.run("INSERT INTO tokens (room, identity, role, issued_at, expires_at, issued_by) VALUES (?, ?, ?, ?, ?, ?)",
+  db.defer("INSERT INTO tokens (room, identity, role, issued_at, expires_at, issued_by) VALUES (?, ?, ?, ?, ?, ?)",
     o.room, o.identity, o.role, math.floor(time.now()), exp, o.caller)
   return { token = token, expires_at = iso(exp), expires_at_unix = exp }
 end
