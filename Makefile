@@ -33,6 +33,7 @@ check: build
 	./$(BUILD)/quantcoach check
 
 bench: build
+	@./.ci/install-deps --bench
 	./bench/run
 
 clean:

@@ -133,18 +133,13 @@ static int l_check_api_key(lua_State *L) {
     const qc_config *c = qc_host_config(qc_bindings_host(L));
     int matched = 0;
     char match_id[45] = "";
-    const char *p = c->api_keys;
-    while (*p) {
-        const char *e = strchr(p, ',');
-        size_t l = e ? (size_t)(e - p) : strlen(p);
-        while (l && (*p == ' ')) p++, l--;
-        while (l && p[l - 1] == ' ') l--;
-        if (l && qc_const_time_equal(token, tl, p, l) && !matched) {
+    const char *cursor = c->api_keys, *key;
+    size_t kl;
+    while (qc_config_list_next(&cursor, &key, &kl)) {
+        if (qc_const_time_equal(token, tl, key, kl) && !matched) {
             matched = 1;
-            qc_jwt_sha256_base64((const unsigned char *)p, l, match_id);
+            qc_jwt_sha256_base64((const unsigned char *)key, kl, match_id);
         }
-        if (!e) break;
-        p = e + 1;
     }
     if (!matched) return 0;
     match_id[12] = 0;

@@ -130,3 +130,23 @@ int qc_config_from_env(qc_config *cfg, char *err, size_t errlen) {
     cfg->livekit_timeout_ms = v;
     return 0;
 }
+
+int qc_config_list_next(const char **cursor, const char **item, size_t *len) {
+    const char *p = *cursor;
+    while (*p) {
+        const char *e = strchr(p, ',');
+        size_t l = e ? (size_t)(e - p) : strlen(p);
+        const char *start = p;
+        p = e ? e + 1 : p + l;
+        while (l && *start == ' ') start++, l--;
+        while (l && start[l - 1] == ' ') l--;
+        if (l) {
+            *cursor = p;
+            *item = start;
+            *len = l;
+            return 1;
+        }
+    }
+    *cursor = p;
+    return 0;
+}

@@ -31,6 +31,10 @@ int qc_config_load_dotenv(const char *path, char *err, size_t errlen);
 /* Fills cfg from defaults and the environment. */
 int qc_config_from_env(qc_config *cfg, char *err, size_t errlen);
 
+/* Walks a comma-separated setting (QC_API_KEYS, QC_CORS_ORIGINS): each call yields the
+ * next item, trimmed of spaces, and returns 0 when there is none left. */
+int qc_config_list_next(const char **cursor, const char **item, size_t *len);
+
 /* Parses "host:port", ":port" or "port" into cfg. */
 int qc_config_set_listen(qc_config *cfg, const char *value, char *err, size_t errlen);
 

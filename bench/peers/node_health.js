@@ -8,7 +8,7 @@
 
 const http = require('node:http');
 const { parseArgs } = require('node:util');
-const { exitWithStdin, onTermSignals } = require('./lifecycle');
+const { exitWithStdin, onTermSignals } = require('../../spec/support/lib/lifecycle');
 
 const opts = parseArgs({
   options: { port: { type: 'string', default: '0' }, host: { type: 'string', default: '127.0.0.1' } },

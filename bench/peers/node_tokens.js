@@ -13,7 +13,7 @@
 const http = require('node:http');
 const { parseArgs } = require('node:util');
 const { AccessToken } = require('livekit-server-sdk');
-const { exitWithStdin, onTermSignals } = require('./lifecycle');
+const { exitWithStdin, onTermSignals } = require('../../spec/support/lib/lifecycle');
 
 const opts = parseArgs({
   options: {

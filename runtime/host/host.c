@@ -194,19 +194,14 @@ static void cors_headers(qc_host *h, const char *origin, qc_http_header *out, si
         return;
     }
     /* A listed origin is echoed back; anything else gets no CORS headers at all. */
-    size_t ol = strlen(origin);
-    for (const char *p = h->cfg.cors_origins; *p;) {
-        const char *e = strchr(p, ',');
-        size_t l = e ? (size_t)(e - p) : strlen(p);
-        while (l && *p == ' ') p++, l--;
-        while (l && p[l - 1] == ' ') l--;
-        if (l == ol && strncmp(p, origin, l) == 0) {
+    size_t ol = strlen(origin), l;
+    const char *cursor = h->cfg.cors_origins, *item;
+    while (qc_config_list_next(&cursor, &item, &l)) {
+        if (l == ol && strncmp(item, origin, l) == 0) {
             out[(*n)++] = (qc_http_header){"access-control-allow-origin", origin};
             out[(*n)++] = (qc_http_header){"vary", "Origin"};
             return;
         }
-        if (!e) break;
-        p = e + 1;
     }
 }
 

@@ -61,6 +61,16 @@ int main(void) {
     setenv("QC_MAX_BODY", "abc", 1);
     ok(qc_config_from_env(&cfg, err, sizeof err) == -1 && strstr(err, "QC_MAX_BODY"), "bad number names the variable");
     unsetenv("QC_MAX_BODY");
+    {
+        const char *cursor = " a , ,b,, c ", *item;
+        size_t len;
+        char got[64] = "";
+        while (qc_config_list_next(&cursor, &item, &len)) {
+            strncat(got, item, len);
+            strcat(got, "|");
+        }
+        ok(strcmp(got, "a|b|c|") == 0, "a comma list yields trimmed, non-empty items");
+    }
     printf("%d passed, %d failed\n", count - failures, failures);
     return failures ? 1 : 0;
 }
