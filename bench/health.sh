@@ -134,7 +134,7 @@ done
 
 declare -A MRPS MP99 MCPU
 for s in "${SERVERS[@]}"; do
-    rps= p99= cpu=
+    rps='' p99='' cpu=''
     for ((r = 1; r <= ROUNDS; r++)); do
         [[ -n ${CPU[$s $r]:-} ]] || continue
         rps+="${RPS[$s $r]} " p99+="${P99[$s $r]} " cpu+="${CPU[$s $r]} "
