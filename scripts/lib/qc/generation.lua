@@ -134,6 +134,10 @@ function M.new_generation(policies_dir, scripts_dir, id)
 end
 
 local JSON = "application/json"
+-- Plain tables the C side only reads (with lua_next): shared by every answer that has no
+-- headers of its own.
+local JSON_HEADERS = { ["content-type"] = JSON }
+local NO_HEADERS = {}
 
 local function error_body(code, message)
   return cjson.encode({ error = { code = code, message = message } })
@@ -150,6 +154,14 @@ end
 
 local REQUEST = {}
 REQUEST.__index = REQUEST
+
+-- Shared by every request without a query string / without headers of its own: no table
+-- is made per request for them. Read-only, so one handler cannot leak into the next.
+local function frozen(t)
+  return setmetatable({}, { __index = t, __newindex = function() error("read-only table", 2) end,
+                            __pairs = function() return next, t, nil end })
+end
+local NO_ARGS = frozen({})
 
 ---A request header by name, case-insensitive.
 ---@param name string
@@ -182,7 +194,7 @@ function M.dispatch(gen, req)
     return 404, { ["content-type"] = JSON }, error_body("NOT_FOUND", "no route for " .. req.path)
   end
   req.params = params
-  req.args = req.query ~= "" and parse_query(req.query) or {}
+  req.args = req.query ~= "" and parse_query(req.query) or NO_ARGS
   local body = req.body
   if body ~= "" then
     local ctype = req.headers["content-type"] or ""
@@ -199,17 +211,20 @@ function M.dispatch(gen, req)
   if math.type(status) ~= "integer" then
     error(("handler for %s %s returned status %s, not an integer"):format(req.method, req.path, tostring(status)))
   end
-  headers = headers or {}
   local t = type(out)
   if t == "table" then
     out = json.encode(out)
-    if not headers["content-type"] then headers["content-type"] = JSON end
+    if not headers then
+      headers = JSON_HEADERS
+    elseif not headers["content-type"] then
+      headers["content-type"] = JSON
+    end
   elseif out == nil then
     out = ""
   elseif t ~= "string" then
     out = tostring(out)
   end
-  return status, headers, out
+  return status, headers or NO_HEADERS, out
 end
 
 return M
