@@ -2,7 +2,7 @@
 # POST /tokens/generate under wrk: our server against Node (node:http + livekit-server-sdk) and the
 # seed's stack (FastAPI + PyJWT on uvicorn). Same method as bench/health.sh: CPU per request is read
 # from /proc/PID/stat around the wrk run, rounds are interleaved, figures are medians.
-#   bench/tokens.sh                      DURATION=10 ROUNDS=2 CONNECTIONS=32
+#   bench/tokens.sh                      DURATION=10 ROUNDS=2 CONNECTIONS=32 FASTAPI_PEER=bench/peers/fastapi_tokens.py
 # Goals: ours >= 2.5x Node and >= 15x FastAPI in CPU per request. Exits 1 when a server answered
 # anything but 2xx; a goal not met is reported, not an error.
 set -euo pipefail
@@ -18,6 +18,7 @@ GOAL_NODE=2.5
 GOAL_FASTAPI=15
 BODY='{"room_name":"interview-7","participant_identity":"cand-42","participant_type":"candidate"}'
 PYTHON=/usr/bin/python3
+FASTAPI_PEER=${FASTAPI_PEER:-bench/peers/fastapi_tokens.py}
 
 die() { echo "tokens.sh: $*" >&2; exit 1; }
 command -v wrk >/dev/null || die "wrk not found (apt-get install -y wrk)"
@@ -69,7 +70,7 @@ start_server() {
             "$BUILD/quantcoach" serve --listen 127.0.0.1:0 </dev/null >"$out" 2>"$log" &
         ;;
     node) node bench/peers/node_tokens.js --port 0 </dev/null >"$out" 2>"$log" & ;;
-    fastapi) "$PYTHON" bench/peers/fastapi_tokens.py --port 0 </dev/null >"$out" 2>"$log" & ;;
+    fastapi) "$PYTHON" "$FASTAPI_PEER" --port 0 </dev/null >"$out" 2>"$log" & ;;
     esac
     SERVER_PID=$!
     PORT=
@@ -180,4 +181,4 @@ for s in "${SERVERS[@]}"; do
     printf '| %-8s | %8.0f | %9.2f | %10.1f | %18s | %-28s |\n' "${LABEL[$s]}" "${MRPS[$s]}" "${MP99[$s]}" "${MCPU[$s]}" \
         "$([[ $s == ours ]] && echo - || echo "${LABEL[$s]}/ours $ratio")" "$goal"
 done
-echo "(medians of the completed rounds out of $ROUNDS; 'peer/ours' = the peer's CPU per request / ours: 2x = we use half)"
+echo "(medians of the completed rounds out of $ROUNDS; 'vs ours' = the peer's CPU per request / ours: 2x = we use half)"

@@ -107,7 +107,10 @@ def exit_with_stdin() -> None:
     threading.Thread(target=watch, daemon=True).start()
 
 
-sock = socket.socket(socket.AF_INET6 if ":" in args.host else socket.AF_INET, socket.SOCK_STREAM)
+# IPPROTO_TCP explicitly: asyncio sets TCP_NODELAY only on sockets whose proto says TCP;
+# without it every answer waits ~40 ms for a delayed ACK and the peer looks idle, not slow.
+sock = socket.socket(socket.AF_INET6 if ":" in args.host else socket.AF_INET, socket.SOCK_STREAM,
+                     socket.IPPROTO_TCP)
 sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
 sock.bind((args.host, args.port))
 sock.listen(2048)
