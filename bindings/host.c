@@ -80,6 +80,19 @@ static int l_status(lua_State *L) {
     return 1;
 }
 
+/* qc.host.health() -> generation, reloaded_at, reload_error|nil, started_at: what /health
+ * reports, as values rather than a table (it is polled often). */
+static int l_health(lua_State *L) {
+    qc_host *h = qc_bindings_host(L);
+    lua_pushinteger(L, qc_host_generation(h));
+    lua_pushnumber(L, qc_host_reloaded_at(h));
+    const char *e = qc_host_reload_error(h);
+    if (*e) lua_pushstring(L, e);
+    else lua_pushnil(L);
+    lua_pushnumber(L, qc_host_started_at(h));
+    return 4;
+}
+
 static int l_config(lua_State *L) {
     const qc_config *c = qc_host_config(qc_bindings_host(L));
     lua_createtable(L, 0, 8);
@@ -194,6 +207,7 @@ int luaopen_qc_host(lua_State *L) {
                                    {"config", l_config},     {"is_admin", l_is_admin},
                                    {"list_dir", l_list_dir}, {"spawn", l_spawn},
                                    {"check_api_key", l_check_api_key},
+                                   {"health", l_health},
                                    {NULL, NULL}};
     luaL_newlib(L, fns);
     return 1;

@@ -1,37 +1,40 @@
 -- GET / and GET /health: what this service is and whether it is well.
 local host = require "qc.host"
 local time = require "qc.time"
+local json = require "qc.json"
 
 local M = {}
 
--- /health is polled often and the reload time rarely changes: format it once.
-local iso_cache_t, iso_cache_s
+local VERSION = host.config().version
+local JSON_HEADERS = { ["content-type"] = "application/json" }
+
 local function iso(t)
   if not t or t == 0 then return nil end
-  t = math.floor(t)
-  if t ~= iso_cache_t then iso_cache_t, iso_cache_s = t, os.date("!%Y-%m-%dT%H:%M:%SZ", t) end
-  return iso_cache_s
+  return os.date("!%Y-%m-%dT%H:%M:%SZ", math.floor(t))
 end
 
 ---@param req table
 function M.info(req)
-  local s = host.status()
-  return 200, nil, { service = "quantcoach", version = s.version, docs = "/docs", health = "/health" }
+  return 200, nil, { service = "quantcoach", version = VERSION, docs = "/docs", health = "/health" }
 end
+
+-- /health is polled by load balancers and monitors: the part that changes only on a reload
+-- is encoded once per reload, and the rest is put together as text.
+local seen_generation, seen_at, seen_error, policies_json, status_json
 
 ---@param req table
 function M.health(req)
-  local s = host.status()
-  return 200, nil, {
-    status = s.reload_error and "degraded" or "ok",
-    version = s.version,
-    uptime_s = math.floor((time.now() - s.started_at) * 1000) / 1000,
-    policies = {
-      generation = s.generation,
-      reloaded_at = iso(s.reloaded_at),
-      reload_error = s.reload_error,
-    },
-  }
+  local generation, reloaded_at, reload_error, started_at = host.health()
+  if generation ~= seen_generation or reloaded_at ~= seen_at or reload_error ~= seen_error then
+    seen_generation, seen_at, seen_error = generation, reloaded_at, reload_error
+    policies_json = json.encode { generation = generation, reloaded_at = iso(reloaded_at), reload_error = reload_error }
+    status_json = json.encode(reload_error and "degraded" or "ok")
+  end
+  local ms = math.floor((time.now() - started_at) * 1000)
+  local frac = ms % 1000
+  return 200, JSON_HEADERS, '{"status":' .. status_json .. ',"version":"' .. VERSION .. '","uptime_s":'
+    .. (ms // 1000) .. (frac < 10 and ".00" or frac < 100 and ".0" or ".") .. frac
+    .. ',"policies":' .. policies_json .. "}"
 end
 
 return M
