@@ -143,6 +143,19 @@ describe("batch room creation", function()
     assert.matches("missing%.csv", err)
   end)
 
+  it("draws a progress bar when stderr is a terminal", function()
+    local vars = { "QC_ENV_FILE=/nonexistent", "QC_DATA=" .. server.quote(dir .. "/data") }
+    for k, v in pairs(fake:env()) do vars[#vars + 1] = k .. "=" .. server.quote(v) end
+    -- script(1) runs the command on a pseudo-terminal.
+    local inner = ("env %s %s run %s %s --out %s"):format(table.concat(vars, " "), server.bin, SCRIPT,
+      input(GOOD), dir .. "/result.csv")
+    local code, out = server.run("script -qec " .. server.quote(inner) .. " /dev/null")
+    assert.equal(0, code, out)
+    assert.matches("\r%[#+%.*%] 1/2", out)
+    assert.matches("\r%[#+%] 2/2", out)
+    assert.equal(3, #csv.parse(server.read_file(dir .. "/result.csv")))
+  end)
+
   it("documents its columns with --help", function()
     local code, out = batch("--help")
     assert.equal(0, code)

@@ -500,3 +500,28 @@ describe("quantcoach token", function()
     assert.is_nil(out:find("eyJ", 1, true), "no token printed")
   end)
 end)
+
+describe("the RoomService client from a script", function()
+  it("removes a participant, and reports one that is not there as 404", function()
+    local fake = lk.start()
+    fake:add_participant { room = "interview-9", identity = "cand-1" }
+    local dir = server.tmpdir()
+    local path = dir .. "/remove.lua"
+    server.write_file(path, [[
+      local livekit = require "qc.livekit"
+      livekit.create_room { name = "interview-9" }
+      livekit.remove_participant("interview-9", "cand-1")
+      local ok, err = pcall(livekit.remove_participant, "interview-9", "cand-1")
+      assert(not ok and err.status == 404, "second removal: " .. tostring(type(err) == "table" and err.message or err))
+      return 0
+    ]])
+    local vars = { "QC_ENV_FILE=/nonexistent", "QC_DATA=" .. dir }
+    for k, v in pairs(fake:env()) do vars[#vars + 1] = k .. "=" .. v end
+    local code, out = server.run(("env %s %s run %s"):format(table.concat(vars, " "), server.bin, path))
+    assert.equal(0, code, out)
+    local calls = fake:calls("RemoveParticipant")
+    assert.equal(2, #calls)
+    assert.same({ roomAdmin = true, room = "interview-9" }, calls[1].grants)
+    fake:stop()
+  end)
+end)
