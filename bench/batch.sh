@@ -6,47 +6,25 @@
 #   bench/batch.sh                       ROOMS=1000 CONCURRENCY="1 4 16"
 set -euo pipefail
 
-ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-cd "$ROOT"
-BUILD=${BUILD:-build}
+# shellcheck source=bench/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 ROOMS=${ROOMS:-1000}
 CONCURRENCY=${CONCURRENCY:-1 4 16}
 
-die() { echo "batch.sh: $*" >&2; exit 1; }
-command -v node >/dev/null || die "node not found"
-command -v curl >/dev/null || die "curl not found (apt-get install -y curl)"
+need node curl
 [[ -x /usr/bin/time ]] || die "/usr/bin/time not found (apt-get install -y time)"
 
-[[ -f $BUILD/CMakeCache.txt ]] || cmake -S . -B "$BUILD" -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
-cmake --build "$BUILD" -j2 --target quantcoach >/dev/null || die "build failed"
+build quantcoach
 [[ -d spec/support/node_modules ]] || npm ci --prefix spec/support --no-audit --no-fund >/dev/null
 
-TMP=$(mktemp -d)
-FAKE_PID=
-cleanup() {
-    if [[ -n $FAKE_PID ]]; then
-        kill -TERM "$FAKE_PID" 2>/dev/null || true
-        wait "$FAKE_PID" 2>/dev/null || true
-    fi
-    rm -rf "$TMP"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
 # The fake reads its stdin from a fifo this shell holds open: should this script die without its
-# trap, the fifo closes and the fake leaves by itself.
+# trap, the fifo closes and the fake leaves by itself. It is the SERVER_PID that lib.sh stops on exit.
 mkfifo "$TMP/fake.in"
 node spec/support/fake_livekit.js --port 0 --key devkey --secret secret <"$TMP/fake.in" >"$TMP/fake.out" 2>"$TMP/fake.log" &
-FAKE_PID=$!
+SERVER_PID=$!
 exec {FAKE_IN}>"$TMP/fake.in"
-PORT=
-for _ in $(seq 100); do
-    PORT=$(sed -n 's/^listening \([0-9]*\)$/\1/p' "$TMP/fake.out" | head -n1)
-    [[ -n $PORT ]] && break
-    kill -0 "$FAKE_PID" 2>/dev/null || break
-    sleep 0.1
-done
-[[ -n $PORT ]] || { cat "$TMP/fake.log" >&2; die "fake LiveKit did not start"; }
+await_port "$SERVER_PID" "$TMP/fake.out" 's/^listening \([0-9]*\)$/\1/p' ||
+    { cat "$TMP/fake.log" >&2; die "fake LiveKit did not start"; }
 
 CSV=$TMP/rooms.csv
 {
@@ -57,9 +35,7 @@ CSV=$TMP/rooms.csv
     done
 } >"$CSV"
 
-COMMIT=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
-[[ -z $(git status --porcelain -- runtime bindings scripts bench CMakeLists.txt 2>/dev/null) ]] || COMMIT+="+dirty"
-echo "batch_rooms.lua: $ROOMS rooms against the fake LiveKit, $(nproc) cores, $(date -u +%F), commit $COMMIT" >&2
+echo "batch_rooms.lua: $ROOMS rooms against the fake LiveKit, $(machine_line)" >&2
 
 declare -A SECS RPS RSS
 for c in $CONCURRENCY; do
