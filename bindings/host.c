@@ -57,29 +57,6 @@ static int l_reload(lua_State *L) {
     return qc_task_yield(L);
 }
 
-static int l_status(lua_State *L) {
-    qc_host *h = qc_bindings_host(L);
-    lua_createtable(L, 0, 8);
-    lua_pushstring(L, QC_VERSION);
-    lua_setfield(L, -2, "version");
-    lua_pushinteger(L, qc_host_generation(h));
-    lua_setfield(L, -2, "generation");
-    lua_pushnumber(L, qc_host_reloaded_at(h));
-    lua_setfield(L, -2, "reloaded_at");
-    const char *e = qc_host_reload_error(h);
-    if (*e) {
-        lua_pushstring(L, e);
-        lua_setfield(L, -2, "reload_error");
-    }
-    lua_pushnumber(L, qc_host_started_at(h));
-    lua_setfield(L, -2, "started_at");
-    lua_pushinteger(L, (lua_Integer)qc_host_tasks(h));
-    lua_setfield(L, -2, "tasks");
-    lua_pushinteger(L, (lua_Integer)lua_gc(L, LUA_GCCOUNT, 0) * 1024);
-    lua_setfield(L, -2, "lua_memory_bytes");
-    return 1;
-}
-
 /* qc.host.health() -> generation, reloaded_at, reload_error|nil, started_at: what /health
  * reports, as values rather than a table (it is polled often). */
 static int l_health(lua_State *L) {
@@ -203,7 +180,7 @@ static int l_spawn(lua_State *L) {
 }
 
 int luaopen_qc_host(lua_State *L) {
-    static const luaL_Reg fns[] = {{"reload", l_reload},     {"status", l_status},
+    static const luaL_Reg fns[] = {{"reload", l_reload},
                                    {"config", l_config},     {"is_admin", l_is_admin},
                                    {"list_dir", l_list_dir}, {"spawn", l_spawn},
                                    {"check_api_key", l_check_api_key},

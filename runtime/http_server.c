@@ -15,6 +15,7 @@
 #include "log.h"
 
 #define MAX_HEADERS 96
+#define MAX_ARGS 64
 
 /* Peer addresses by socket, written when lws accepts the connection (its filter callback
  * carries the address), so no request pays for a getpeername. Per-session data cannot hold
@@ -51,6 +52,9 @@ struct qc_http_exchange {
     qc_http_header headers[MAX_HEADERS];
     size_t nheaders;
     char *hdr_store; /* one allocation holding every header name/value */
+    qc_http_header args[MAX_ARGS]; /* query arguments, name/value, already %-decoded */
+    size_t nargs;
+    char *args_store;
     char *body;
     size_t body_len, body_cap;
     unsigned char *out; /* LWS_PRE + response */
@@ -69,6 +73,7 @@ static void exchange_free(qc_http_exchange *ex) {
     free(ex->query);
     free(ex->peer);
     free(ex->hdr_store);
+    free(ex->args_store);
     free(ex->body);
     free(ex->out);
     free(ex);
@@ -151,6 +156,41 @@ const char *qc_http_exchange_header(const qc_http_exchange *ex, const char *name
     return header_value(ex, name);
 }
 
+/* The query: lws splits it at '&' into fragments and %-decodes each, so the pairs are
+ * taken fragment by fragment (an encoded '&' or '=' inside a value stays inside it), and
+ * req.query is those fragments joined with '&' again, for logs. */
+static int collect_args(struct lws *wsi, qc_http_exchange *ex) {
+    int total = lws_hdr_total_length(wsi, WSI_TOKEN_HTTP_URI_ARGS);
+    size_t cap = total > 0 ? (size_t)total + MAX_ARGS + 1 : 1;
+    ex->query = malloc(cap);
+    ex->args_store = total > 0 ? malloc(cap + MAX_ARGS) : NULL;
+    if (!ex->query || (total > 0 && !ex->args_store)) return -1;
+    ex->query[0] = 0;
+    size_t q = 0, a = 0;
+    for (int f = 0; total > 0 && ex->nargs < MAX_ARGS; f++) {
+        int len = lws_hdr_fragment_length(wsi, WSI_TOKEN_HTTP_URI_ARGS, f);
+        if (len <= 0) break;
+        if (q + (size_t)len + 2 > cap) break;
+        char *frag = ex->args_store + a;
+        if (lws_hdr_copy_fragment(wsi, frag, len + 1, WSI_TOKEN_HTTP_URI_ARGS, f) < 0) break;
+        if (q) ex->query[q++] = '&';
+        memcpy(ex->query + q, frag, (size_t)len);
+        q += (size_t)len;
+        ex->query[q] = 0;
+        char *eq = memchr(frag, '=', (size_t)len);
+        if (eq) {
+            *eq = 0;
+            ex->args[ex->nargs].value = eq + 1;
+        } else {
+            ex->args[ex->nargs].value = frag + len; /* "flag" alone: empty value */
+        }
+        ex->args[ex->nargs].name = frag;
+        if (*frag) ex->nargs++;
+        a += (size_t)len + 1;
+    }
+    return 0;
+}
+
 static qc_http_exchange *exchange_new(qc_http_server *srv, struct lws *wsi, const char *uri) {
     qc_http_exchange *ex = calloc(1, sizeof *ex);
     if (!ex) return NULL;
@@ -165,11 +205,9 @@ static qc_http_exchange *exchange_new(qc_http_server *srv, struct lws *wsi, cons
         }
     }
     ex->path = strdup(uri && *uri ? uri : "/");
-    int qlen = lws_hdr_total_length(wsi, WSI_TOKEN_HTTP_URI_ARGS);
-    ex->query = malloc(qlen > 0 ? (size_t)qlen + 1 : 1);
-    if (ex->query) {
-        ex->query[0] = 0;
-        if (qlen > 0) lws_hdr_copy(wsi, ex->query, qlen + 1, WSI_TOKEN_HTTP_URI_ARGS);
+    if (collect_args(wsi, ex) < 0) {
+        exchange_free(ex);
+        return NULL;
     }
     int fd = (int)lws_get_socket_fd(wsi);
     peer_slot *slot = &srv->peers[(unsigned)fd % PEER_SLOTS];
@@ -180,7 +218,7 @@ static qc_http_exchange *exchange_new(qc_http_server *srv, struct lws *wsi, cons
     } else {
         ex->peer = strdup(slot->addr);
     }
-    if (!ex->path || !ex->query || !ex->peer || collect_headers(wsi, ex) < 0) {
+    if (!ex->path || !ex->peer || collect_headers(wsi, ex) < 0) {
         exchange_free(ex);
         return NULL;
     }
@@ -192,6 +230,8 @@ static void dispatch(qc_http_exchange *ex) {
         .method = ex->method,
         .path = ex->path,
         .query = ex->query,
+        .args = ex->args,
+        .nargs = ex->nargs,
         .headers = ex->headers,
         .nheaders = ex->nheaders,
         .body = ex->body ? ex->body : "",

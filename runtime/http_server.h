@@ -18,7 +18,9 @@ typedef struct qc_http_exchange qc_http_exchange;
 typedef struct {
     const char *method;
     const char *path;  /* decoded path, no query */
-    const char *query; /* raw query string without '?', "" when none */
+    const char *query; /* the query's arguments joined with '&', "" when none (decoded, for logs) */
+    const qc_http_header *args; /* the query's name/value pairs, %-decoded, in order */
+    size_t nargs;
     const qc_http_header *headers;
     size_t nheaders;
     const char *body;

@@ -435,6 +435,18 @@ void qc_host_handle_http(void *ud, qc_http_exchange *ex, const qc_http_incoming 
     lua_setfield(co, -2, "path");
     lua_pushstring(co, req->query);
     lua_setfield(co, -2, "query");
+    if (req->nargs) {
+        lua_createtable(co, 0, (int)req->nargs);
+        for (size_t i = 0; i < req->nargs; i++) {
+            lua_getfield(co, -1, req->args[i].name);
+            int seen = !lua_isnil(co, -1);
+            lua_pop(co, 1);
+            if (seen) continue; /* the first of a repeated name wins */
+            lua_pushstring(co, req->args[i].value);
+            lua_setfield(co, -2, req->args[i].name);
+        }
+        lua_setfield(co, -2, "args");
+    }
     lua_pushlstring(co, req->body, req->body_len);
     lua_setfield(co, -2, "body");
     lua_pushstring(co, req->peer);

@@ -143,15 +143,6 @@ local function error_body(code, message)
   return cjson.encode({ error = { code = code, message = message } })
 end
 
-local function parse_query(q)
-  local args = {}
-  for pair in q:gmatch("[^&]+") do
-    local k, v = pair:match("^([^=]*)=?(.*)$")
-    if k and k ~= "" and args[k] == nil then args[k] = v end
-  end
-  return args
-end
-
 local REQUEST = {}
 REQUEST.__index = REQUEST
 
@@ -194,7 +185,7 @@ function M.dispatch(gen, req)
     return 404, { ["content-type"] = JSON }, error_body("NOT_FOUND", "no route for " .. req.path)
   end
   req.params = params
-  req.args = req.query ~= "" and parse_query(req.query) or NO_ARGS
+  req.args = req.args or NO_ARGS -- set by the server from lws' decoded query fragments
   local body = req.body
   if body ~= "" then
     local ctype = req.headers["content-type"] or ""

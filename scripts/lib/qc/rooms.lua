@@ -64,7 +64,7 @@ end
 
 ---Issues a token for a role and records it.
 ---@param o { room: string, identity: string, name: string|nil, role: string, roles: table, caller: string|nil, metadata: string|nil }
----@return { token: string, expires_at: string, expires_at_unix: integer }
+---@return { token: string, expires_at: string }
 function M.issue_token(o)
   local token, exp = livekit.access_token {
     identity = o.identity, name = o.name, room = o.room, metadata = o.metadata,
@@ -72,7 +72,7 @@ function M.issue_token(o)
   }
   db.defer("INSERT INTO tokens (room, identity, role, issued_at, expires_at, issued_by) VALUES (?, ?, ?, ?, ?, ?)",
     o.room, o.identity, o.role, math.floor(time.now()), exp, o.caller)
-  return { token = token, expires_at = iso(exp), expires_at_unix = exp }
+  return { token = token, expires_at = iso(exp) }
 end
 
 ---Is there a live room of this name on LiveKit?
