@@ -214,7 +214,6 @@ static int cmd_serve(qc_config *cfg) {
         uv_loop_close(&loop);
         return 1;
     }
-    qc_host_set_server(s.host, s.srv);
 
     uv_signal_init(&loop, &s.sigint);
     uv_signal_init(&loop, &s.sigterm);

@@ -1,6 +1,6 @@
 /* The Lua host. C owns lua_resume: every request or script is a task (a coroutine); a
  * binding that waits on I/O yields, and its libuv callback resumes the task through
- * qc_task_resume. Policies live in generations built by scripts/lib/qc/host.lua; the live
+ * qc_task_resume. Policies live in generations built by scripts/lib/qc/generation.lua; the live
  * one is swapped only after a complete, checked build, between events. */
 #define _POSIX_C_SOURCE 200809L
 #include "host.h"
@@ -53,11 +53,9 @@ struct qc_host {
     double started_at;
     char reload_error[2048];
     qc_task *tasks;
-    size_t ntasks;
     qc_task *pool[POOL_MAX];
     int npool;
     qc_http_client *http;
-    qc_http_server *srv;
 };
 
 static double wall_now(void) {
@@ -145,7 +143,6 @@ static qc_task *task_new(qc_host *h) {
     t->next = h->tasks;
     if (h->tasks) h->tasks->prev = t;
     h->tasks = t;
-    h->ntasks++;
     return t;
 }
 
@@ -154,7 +151,6 @@ static void task_release(qc_task *t, int reusable) {
     if (t->prev) t->prev->next = t->next;
     else h->tasks = t->next;
     if (t->next) t->next->prev = t->prev;
-    h->ntasks--;
     if (reusable && h->npool < POOL_MAX && lua_status(t->co) == LUA_OK) {
         lua_settop(t->co, 0);
         h->pool[h->npool++] = t;
@@ -164,7 +160,6 @@ static void task_release(qc_task *t, int reusable) {
     free(t);
 }
 
-size_t qc_host_tasks(qc_host *h) { return h->ntasks; }
 
 /* Appends s as a JSON string (with quotes) to buf. */
 static size_t json_quote(char *buf, size_t cap, const char *s) {
@@ -510,9 +505,7 @@ long qc_host_generation(qc_host *h) { return h->generation; }
 double qc_host_reloaded_at(qc_host *h) { return h->reloaded_at; }
 const char *qc_host_reload_error(qc_host *h) { return h->reload_error; }
 double qc_host_started_at(qc_host *h) { return h->started_at; }
-uv_loop_t *qc_host_loop(qc_host *h) { return h->loop; }
 const qc_config *qc_host_config(qc_host *h) { return &h->cfg; }
-void qc_host_set_server(qc_host *h, qc_http_server *srv) { h->srv = srv; }
 
 qc_http_client *qc_host_http_client(qc_host *h) {
     if (!h->http) {

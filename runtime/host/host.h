@@ -19,7 +19,6 @@ typedef enum {
 qc_host *qc_host_new(uv_loop_t *loop, const qc_config *cfg, qc_host_mode mode, char *err, size_t errlen);
 void qc_host_free(qc_host *h);
 
-uv_loop_t *qc_host_loop(qc_host *h);
 const qc_config *qc_host_config(qc_host *h);
 
 /* Builds a fresh policy generation and, if every check passes, makes it the live one.
@@ -47,17 +46,11 @@ int qc_host_run_script(qc_host *h, const char *path, int argc, char **argv, int 
 typedef struct lua_State lua_State;
 int qc_host_spawn(qc_host *h, lua_State *L, int first);
 
-/* Tasks started and not finished (requests, scripts). */
-size_t qc_host_tasks(qc_host *h);
-
 /* Closes the handles bindings own (sleep timers and such) so none can fire into a freed
  * task; call right after qc_host_free when the loop keeps running. */
 void qc_host_close_owned_handles(uv_loop_t *loop);
 
 /* Closes every handle left on the loop and runs it until libuv has released them. */
 void qc_host_drain_loop(uv_loop_t *loop);
-
-/* Set by the server so that `qc.host` can report on it and the stop can be graceful. */
-void qc_host_set_server(qc_host *h, qc_http_server *srv);
 
 #endif
