@@ -55,6 +55,16 @@ end
 local Server = {}
 Server.__index = Server
 
+-- Every server a spec starts, so none outlives the run when a spec fails before its stop.
+local started = {}
+
+---Stops every server still running (the runner calls this before it exits).
+function M.stop_all()
+  for _, s in ipairs(started) do
+    if not s.stopped then pcall(Server.stop, s, 5) end
+  end
+end
+
 --- Waits until pred() is true, polling every 20 ms; gives up after `timeout` seconds.
 function M.wait_for(pred, timeout, what)
   local deadline = time.monotonic() + (timeout or 10)
@@ -93,6 +103,7 @@ function M.start(opts)
   end, 20, "the server to listen")
   self.pid = tonumber(read_file(self.pidfile))
   self.url = "http://127.0.0.1:" .. self.port
+  started[#started + 1] = self
   return self
 end
 
