@@ -132,11 +132,8 @@ local function process(row)
     local out
     if exists then
       row.status = "exists"
-      out = { url = require("qc.livekit").settings().url }
-      for _, role in ipairs(rooms.ROLES) do
-        out[role .. "_token"] = rooms.issue_token { room = row.room_name, identity = role, name = names[role],
-                                                    role = role, roles = policies.roles, caller = "batch" }.token
-      end
+      out = rooms.role_tokens(row.room_name, names, policies.roles, "batch",
+                              { url = require("qc.livekit").settings().url })
     else
       out = rooms.create { room_name = row.room_name, max_participants = row.max_participants,
                            empty_timeout = row.empty_timeout, metadata = metadata, names = names,

@@ -9,14 +9,21 @@ local M = {}
 -- Configuration is fixed for the life of the process; read it once per generation.
 local keys_set = host.config().api_keys_set
 
+---The token of an `Authorization: Bearer <token>` header, or nil.
+---@param req table
+---@return string|nil
+function M.bearer(req)
+  local auth = req.headers.authorization
+  return auth and auth:match("^[Bb]earer%s+(%S+)%s*$")
+end
+
 ---The id of the caller's key ("key:<hash prefix>"), "dev" when no keys are configured.
 ---Raises a 401 error otherwise.
 ---@param req table
 ---@return string
 function M.caller(req)
   if not keys_set then return "dev" end
-  local auth = req.headers.authorization
-  local token = auth and auth:match("^[Bb]earer%s+(%S+)%s*$")
+  local token = M.bearer(req)
   if not token then errors.raise(401, "UNAUTHORIZED", "missing API key: send Authorization: Bearer <key>") end
   local id = host.check_api_key(token)
   if not id then errors.raise(401, "UNAUTHORIZED", "invalid API key") end

@@ -136,7 +136,7 @@ end
 local JSON = "application/json"
 -- Plain tables the C side only reads (with lua_next): shared by every answer that has no
 -- headers of its own.
-local JSON_HEADERS = { ["content-type"] = JSON }
+local JSON_HEADERS = json.HEADERS
 local NO_HEADERS = {}
 
 local function error_body(code, message)

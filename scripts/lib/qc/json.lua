@@ -52,4 +52,8 @@ end
 
 M.decode = cjson.decode
 
+-- Headers of a JSON answer. Shared by every such answer, so nobody may change it: the C
+-- side only reads it.
+M.HEADERS = { ["content-type"] = "application/json" }
+
 return M

@@ -75,6 +75,22 @@ function M.issue_token(o)
   return { token = token, expires_at = iso(exp) }
 end
 
+---Issues a token for each role of a room into out.<role>_token.
+---@param room string
+---@param names table|nil display names by role
+---@param roles table the roles policy
+---@param caller string|nil
+---@param out table
+---@return table out
+function M.role_tokens(room, names, roles, caller, out)
+  names = names or {}
+  for _, role in ipairs(M.ROLES) do
+    out[role .. "_token"] = M.issue_token { room = room, identity = role, name = names[role], role = role,
+                                            roles = roles, caller = caller }.token
+  end
+  return out
+end
+
 ---Is there a live room of this name on LiveKit?
 function M.exists(name)
   return #livekit.list_rooms({ name }) > 0
@@ -99,13 +115,7 @@ function M.create(o)
     sid = room.sid, name = room.name, max_participants = room.max_participants,
     creation_time = room.creation_time, url = livekit.settings().url,
   }
-  local names = o.names or {}
-  for _, role in ipairs(M.ROLES) do
-    local t = M.issue_token { room = room.name, identity = role, name = names[role], role = role,
-                              roles = o.roles, caller = o.caller }
-    out[role .. "_token"] = t.token
-  end
-  return out
+  return M.role_tokens(room.name, o.names, o.roles, o.caller, out)
 end
 
 ---Rooms LiveKit knows (active) and rooms we created that it has forgotten (ended).

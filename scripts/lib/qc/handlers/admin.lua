@@ -1,16 +1,12 @@
 -- POST /admin/reload: reload the policies now. Loopback callers, or the QC_ADMIN_KEY bearer.
 local host = require "qc.host"
+local auth = require "qc.auth"
 
 local M = {}
 
-local function bearer(req)
-  local auth = req.headers.authorization
-  return auth and auth:match("^[Bb]earer%s+(.+)$")
-end
-
 ---@param req table
 function M.reload(req)
-  if not host.is_admin(req.peer, bearer(req)) then
+  if not host.is_admin(req.peer, auth.bearer(req)) then
     return 403, nil, { error = { code = "FORBIDDEN", message = "admin endpoints need loopback or the admin key" } }
   end
   local generation, err, code = host.reload()

@@ -9,7 +9,7 @@ local policies = require "qc.policies"
 
 local M = {}
 
-local JSON_HEADERS = { ["content-type"] = "application/json" }
+local JSON_HEADERS = json.HEADERS
 local URL_JSON = cjson.encode(livekit.settings().url)
 
 local function present(v)

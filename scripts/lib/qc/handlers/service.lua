@@ -6,7 +6,7 @@ local json = require "qc.json"
 local M = {}
 
 local VERSION = host.config().version
-local JSON_HEADERS = { ["content-type"] = "application/json" }
+local JSON_HEADERS = json.HEADERS
 
 local function iso(t)
   if not t or t == 0 then return nil end
