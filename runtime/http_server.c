@@ -575,8 +575,7 @@ qc_http_server *qc_http_server_new(uv_loop_t *loop, const qc_http_server_options
 
     struct lws_context_creation_info vinfo;
     memset(&vinfo, 0, sizeof vinfo);
-    vinfo.port = opts->port == 0 ? CONTEXT_PORT_NO_LISTEN_SERVER : opts->port;
-    if (opts->port == 0) vinfo.port = 0;
+    vinfo.port = opts->port; /* 0: lws binds an ephemeral port (qc_http_server_port tells) */
     vinfo.iface = (opts->host && strcmp(opts->host, "0.0.0.0") != 0) ? opts->host : NULL;
     vinfo.protocols = protocols;
     vinfo.keepalive_timeout = 30;
