@@ -120,8 +120,12 @@ int qc_config_from_env(qc_config *cfg, char *err, size_t errlen) {
     long v;
     if (env_long("QC_MAX_BODY", 1024 * 1024, 1, &v, err, errlen) < 0) return -1;
     cfg->max_body_bytes = (size_t)v;
-    if (env_long("QC_LUA_BUDGET", 50 * 1000 * 1000, 1000, &v, err, errlen) < 0) return -1;
-    cfg->lua_budget = v;
+    if (getenv("QC_LUA_BUDGET")) { /* the former instruction count: say so rather than ignore it */
+        snprintf(err, errlen, "QC_LUA_BUDGET is now QC_LUA_BUDGET_MS: CPU milliseconds per call into Lua");
+        return -1;
+    }
+    if (env_long("QC_LUA_BUDGET_MS", 1000, 1, &v, err, errlen) < 0) return -1;
+    cfg->lua_budget_ms = v;
     if (env_long("QC_LUA_MEMORY_MB", 512, 8, &v, err, errlen) < 0) return -1;
     cfg->lua_memory_bytes = (size_t)v * 1024 * 1024;
     if (env_long("QC_STOP_TIMEOUT", 10, 0, &v, err, errlen) < 0) return -1;

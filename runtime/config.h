@@ -12,7 +12,7 @@ typedef struct {
     char scripts_dir[1024];
     char data_dir[1024];
     size_t max_body_bytes;       /* QC_MAX_BODY, bytes */
-    long lua_budget;             /* QC_LUA_BUDGET, VM instructions per call into Lua */
+    long lua_budget_ms;          /* QC_LUA_BUDGET_MS, CPU milliseconds per call into Lua */
     size_t lua_memory_bytes;     /* QC_LUA_MEMORY_MB */
     double stop_timeout_s;       /* QC_STOP_TIMEOUT: graceful stop waits this long at most */
     char cors_origins[1024];     /* QC_CORS_ORIGINS: "*" or a comma-separated list */

@@ -1,5 +1,5 @@
-/* SQLite storage: one connection per qc_store, opened for durability (WAL, synchronous=FULL:
- * a committed transaction survives a crash or power cut), with a small LRU cache of prepared
+/* SQLite storage: one connection per qc_store, opened in WAL mode (synchronous=NORMAL, or FULL
+ * with QC_STORE_SYNC=full), used from one thread, with a small LRU cache of prepared
  * statements keyed by SQL text. Knows nothing of Lua; bindings/store.c is its Lua face.
  * Calls block (up to the 5 s busy timeout when another connection holds the write lock). */
 #ifndef QC_STORE_H
@@ -17,7 +17,7 @@ typedef struct qc_store qc_store;
 
 /* Opens (creating if missing) the database at path; its directory must exist. Sets
  * journal_mode=WAL (fails unless SQLite accepts it; an in-memory database keeps "memory"),
- * synchronous=FULL, busy timeout 5 s, foreign_keys=ON, extended result codes. NULL on
+ * synchronous NORMAL (FULL with QC_STORE_SYNC=full), busy timeout 5 s, foreign_keys=ON, extended result codes. NULL on
  * failure, with the reason in err. */
 qc_store *qc_store_open(const char *path, char *err, size_t errlen);
 

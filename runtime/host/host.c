@@ -15,10 +15,10 @@
 
 #include "../http_client.h"
 #include "../log.h"
+#include "../watchdog.h"
 #include "bindings.h"
 #include "task.h"
 
-#define HOOK_STEP 1000 /* instructions between budget checks */
 #define POOL_MAX 64    /* finished coroutines kept for reuse */
 
 struct qc_task {
@@ -42,9 +42,14 @@ struct qc_host {
     lua_State *L;
     size_t mem_used;
     int cap_active; /* the memory cap applies while Lua code runs, not to host bookkeeping */
-    long budget_used;
-    int budget_on;
-    int budget_tripped;
+    /* The time budget (serve mode): the watchdog measures each call into Lua; past its
+     * budget it arms a count hook on the thread running then, and the hook raises. */
+    qc_watchdog *watchdog;
+    struct qc_watchdog_section *section;
+    lua_State *volatile running;      /* the thread of the current call into Lua */
+    int depth;                        /* calls into Lua open, nested */
+    volatile sig_atomic_t budget_tripped;
+    volatile sig_atomic_t hook_armed;
     int hostlib_ref;
     int dispatch_ref;
     int gen_ref;
@@ -88,25 +93,50 @@ static void budget_hook(lua_State *L, lua_Debug *ar) {
     void *ud;
     lua_getallocf(L, &ud);
     qc_host *h = ud;
-    if (!h->budget_on) return;
-    h->budget_used += HOOK_STEP;
-    if (h->budget_used > h->cfg.lua_budget) {
-        h->budget_tripped = 1;
-        luaL_error(L, "instruction budget exceeded (%d instructions)", (int)h->cfg.lua_budget);
+    if (!h->budget_tripped) { /* armed for a call that has ended: stand down */
+        lua_sethook(L, NULL, 0, 0);
+        return;
     }
+    luaL_error(L, "time budget exceeded (%d ms of CPU)", (int)h->cfg.lua_budget_ms);
 }
 
-/* Brackets every entry into Lua code. */
-static void lua_enter(qc_host *h) {
-    h->budget_used = 0;
-    h->budget_tripped = 0;
-    h->budget_on = h->mode == QC_HOST_SERVE;
-    h->cap_active = h->mode == QC_HOST_SERVE;
+/* From the watchdog's signal, on the loop thread, while the overrunning call is still in
+ * Lua or in a C function it called: the hook fires at its next VM instruction. lua_sethook
+ * is the one Lua call meant for signal handlers (lua.c stops scripts on Ctrl-C this way). */
+static void budget_overrun(void *ud) {
+    qc_host *h = ud;
+    lua_State *L = h->running;
+    if (!L) return;
+    h->budget_tripped = 1;
+    h->hook_armed = 1;
+    lua_sethook(L, budget_hook, LUA_MASKCOUNT, 1);
 }
 
-static void lua_leave(qc_host *h) {
-    h->budget_on = 0;
-    h->cap_active = 0;
+/* Brackets every call into Lua code (a resume, or a pcall on the main thread). Calls nest
+ * (a handler's qc.host.reload builds a generation): the budget covers the outermost one,
+ * and lua_leave gets back what lua_enter returned. */
+static lua_State *lua_enter(qc_host *h, lua_State *L) {
+    lua_State *outer = h->running;
+    if (h->depth++ == 0) {
+        h->budget_tripped = 0;
+        h->cap_active = h->mode == QC_HOST_SERVE;
+        if (h->section) qc_watchdog_enter(h->section);
+    }
+    h->running = L;
+    return outer;
+}
+
+static void lua_leave(qc_host *h, lua_State *outer) {
+    /* Close the section first: a signal arriving after this point is ignored. */
+    if (--h->depth == 0 && h->section) qc_watchdog_leave(h->section);
+    atomic_signal_fence(memory_order_seq_cst);
+    if (h->hook_armed) {
+        lua_sethook(h->running, NULL, 0, 0);
+        if (h->depth > 0) lua_sethook(outer, budget_hook, LUA_MASKCOUNT, 1); /* it overran too */
+        else h->hook_armed = 0;
+    }
+    h->running = outer;
+    if (h->depth == 0) h->cap_active = 0;
 }
 
 /* ---- tasks -------------------------------------------------------------------------- */
@@ -134,7 +164,6 @@ static qc_task *task_new(qc_host *h) {
         t->co = lua_newthread(h->L);
         t->co_ref = luaL_ref(h->L, LUA_REGISTRYINDEX);
         *(qc_task **)lua_getextraspace(t->co) = t;
-        if (h->mode == QC_HOST_SERVE) lua_sethook(t->co, budget_hook, LUA_MASKCOUNT, HOOK_STEP);
     }
     t->waiting = t->running = t->done = t->is_script = t->is_detached = 0;
     t->ex = NULL;
@@ -296,7 +325,7 @@ static void finish_request_error(qc_task *t, int st, const char *origin, const c
         public_msg = "the handler ran out of its memory allowance";
     } else if (h->budget_tripped) {
         code = "BUDGET_EXCEEDED";
-        public_msg = "the handler ran past its instruction budget";
+        public_msg = "the handler ran past its time budget";
     }
     qc_log(QC_LOG_ERROR, "host", "handler failed", " path=%s code=%s error=\"%s\"", path, code, line);
     respond_json_error(t, 500, code, public_msg, origin);
@@ -324,10 +353,10 @@ static void task_step(qc_task *t, int nargs) {
     qc_host *h = t->host;
     t->waiting = 0;
     t->running = 1;
-    lua_enter(h);
+    lua_State *outer = lua_enter(h, t->co);
     int nres = 0;
     int st = lua_resume(t->co, NULL, nargs, &nres);
-    lua_leave(h);
+    lua_leave(h, outer);
     t->running = 0;
     if (st == LUA_YIELD) {
         if (t->waiting) {
@@ -467,9 +496,9 @@ static int build_generation(qc_host *h, const char *fname, char *err, size_t err
     lua_pushstring(L, h->cfg.policies_dir);
     lua_pushstring(L, h->cfg.scripts_dir);
     lua_pushinteger(L, h->generation + 1);
-    lua_enter(h);
+    lua_State *outer = lua_enter(h, L);
     int st = lua_pcall(L, 3, 1, 0);
-    lua_leave(h);
+    lua_leave(h, outer);
     if (st != LUA_OK) {
         const char *m = lua_tostring(L, -1);
         snprintf(err, errlen, "%s", m ? m : (st == LUA_ERRMEM ? "not enough memory" : "policy load failed"));
@@ -574,6 +603,16 @@ qc_host *qc_host_new(uv_loop_t *loop, const qc_config *cfg, qc_host_mode mode, c
     lua_getfield(h->L, -1, "dispatch");
     h->dispatch_ref = luaL_ref(h->L, LUA_REGISTRYINDEX);
     h->hostlib_ref = luaL_ref(h->L, LUA_REGISTRYINDEX);
+    /* Scripts (`quantcoach run`) may run as long as they like; served calls may not. */
+    if (mode == QC_HOST_SERVE) {
+        h->watchdog = qc_watchdog_new(cfg->lua_budget_ms, budget_overrun, h, err, errlen);
+        if (!h->watchdog) {
+            lua_close(h->L);
+            free(h);
+            return NULL;
+        }
+        h->section = qc_watchdog_section(h->watchdog);
+    }
     return h;
 }
 
@@ -602,6 +641,7 @@ void qc_host_free(qc_host *h) {
         if (t->ex) respond_json_error(t, 503, "STOPPING", "the server stopped before this request finished", NULL);
         task_release(t, 0);
     }
+    qc_watchdog_free(h->watchdog); /* before the state it would hook goes */
     lua_close(h->L);
     for (int i = 0; i < h->npool; i++) free(h->pool[i]);
     free(h);

@@ -52,6 +52,7 @@ int main(void) {
     ok(qc_config_from_env(&cfg, err, sizeof err) == 0, "defaults load");
     ok(strcmp(cfg.listen_host, "127.0.0.1") == 0 && cfg.listen_port == 8000, "default listen is 127.0.0.1:8000");
     ok(cfg.max_body_bytes == 1024 * 1024, "default body limit is 1 MiB");
+    ok(cfg.lua_budget_ms == 1000, "default Lua time budget is 1000 ms");
     ok(qc_config_set_listen(&cfg, "0.0.0.0:9001", err, sizeof err) == 0 && cfg.listen_port == 9001 &&
            strcmp(cfg.listen_host, "0.0.0.0") == 0,
        "host:port parses");
@@ -61,6 +62,13 @@ int main(void) {
     setenv("QC_MAX_BODY", "abc", 1);
     ok(qc_config_from_env(&cfg, err, sizeof err) == -1 && strstr(err, "QC_MAX_BODY"), "bad number names the variable");
     unsetenv("QC_MAX_BODY");
+    setenv("QC_LUA_BUDGET", "50000000", 1);
+    ok(qc_config_from_env(&cfg, err, sizeof err) == -1 && strstr(err, "QC_LUA_BUDGET_MS"),
+       "the former QC_LUA_BUDGET is refused, naming its successor");
+    unsetenv("QC_LUA_BUDGET");
+    setenv("QC_LUA_BUDGET_MS", "0", 1);
+    ok(qc_config_from_env(&cfg, err, sizeof err) == -1, "a zero time budget is refused");
+    unsetenv("QC_LUA_BUDGET_MS");
     {
         const char *cursor = " a , ,b,, c ", *item;
         size_t len;

@@ -1,6 +1,6 @@
 -- Starts a real quantcoach server on a loopback port for a spec, and talks to it.
 --   local server = require "support.server"
---   local s = server.start { policies = dir, env = { QC_LUA_BUDGET = "1000000" } }
+--   local s = server.start { policies = dir, env = { QC_LUA_BUDGET_MS = "200" } }
 --   local status, body = s:request("GET", "/health")
 --   s:stop()
 local fetch = require "qc.fetch"
