@@ -225,7 +225,7 @@ static int l_transaction(lua_State *L) {
     lua_settop(L, 2);
     int nested = !sqlite3_get_autocommit(qc_store_db(s));
     char err[512];
-    if (qc_store_exec(s, nested ? "SAVEPOINT " TX_SAVEPOINT : "BEGIN IMMEDIATE", err, sizeof err) < 0)
+    if (qc_store_run_cached(s, nested ? "SAVEPOINT " TX_SAVEPOINT : "BEGIN IMMEDIATE", err, sizeof err) < 0)
         return fail(L, err, qc_store_code_name(qc_store_errcode(s)));
     lua_pushvalue(L, 2);
     lua_pushvalue(L, 1);
@@ -240,7 +240,7 @@ static int l_transaction(lua_State *L) {
         rollback(s, nested);
         return lua_error(L);
     }
-    if (qc_store_exec(s, nested ? "RELEASE " TX_SAVEPOINT : "COMMIT", err, sizeof err) < 0) {
+    if (qc_store_run_cached(s, nested ? "RELEASE " TX_SAVEPOINT : "COMMIT", err, sizeof err) < 0) {
         /* e.g. a deferred foreign key still violated: the transaction stays open. */
         const char *code = qc_store_code_name(qc_store_errcode(s));
         rollback(s, nested);

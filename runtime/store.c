@@ -1,6 +1,6 @@
 /* SQLite storage: open with durable settings, a prepared-statement cache keyed by SQL text
- * (linear scan of 64 entries with a hash in front: cheaper than any table at this size),
- * least recently used entry evicted. */
+ * (linear scan of 64 entries comparing lengths first, the last hit tried before the rest:
+ * cheaper than hashing the text on every call), least recently used entry evicted. */
 #include "store.h"
 
 #include <stdarg.h>
@@ -11,7 +11,7 @@
 
 struct entry {
     char *sql;
-    uint32_t hash;
+    size_t len;
     uint64_t used; /* s->clock at the last lookup; 0 = empty slot */
     sqlite3_stmt *stmt;
 };
@@ -20,6 +20,7 @@ struct qc_store {
     sqlite3 *db;
     uint64_t clock;
     size_t hits, misses;
+    size_t last; /* index of the last hit: a batch runs one statement many times over */
     int errcode;
     struct entry cache[QC_STORE_CACHE_SIZE];
 };
@@ -36,12 +37,6 @@ static int fail(qc_store *s, int rc, char *err, size_t errlen, const char *msg) 
     s->errcode = rc;
     set_err(err, errlen, "store: %s", msg);
     return -1;
-}
-
-static uint32_t fnv1a(const char *p, size_t n) {
-    uint32_t h = 2166136261u;
-    for (size_t i = 0; i < n; i++) h = (h ^ (unsigned char)p[i]) * 16777619u;
-    return h;
 }
 
 /* The one-row answer of a pragma, as text, into out. */
@@ -156,6 +151,22 @@ static int tail_is_empty(sqlite3 *db, const char *tail) {
     return 1;
 }
 
+static int holds(const struct entry *e, const char *sql, size_t len) {
+    return e->stmt && e->len == len && memcmp(e->sql, sql, len) == 0;
+}
+
+/* The entry holding sql, or NULL with *victim set to the least recently used one. */
+static struct entry *lookup(qc_store *s, const char *sql, size_t len, struct entry **victim) {
+    if (holds(&s->cache[s->last], sql, len)) return &s->cache[s->last];
+    *victim = &s->cache[0];
+    for (size_t i = 0; i < QC_STORE_CACHE_SIZE; i++) {
+        struct entry *c = &s->cache[i];
+        if (holds(c, sql, len)) return c;
+        if (c->used < (*victim)->used) *victim = c;
+    }
+    return NULL;
+}
+
 sqlite3_stmt *qc_store_prepare(qc_store *s, const char *sql, char *err, size_t errlen) {
     if (!s || !sql) {
         if (s) fail(s, SQLITE_MISUSE, err, errlen, "no SQL");
@@ -163,18 +174,14 @@ sqlite3_stmt *qc_store_prepare(qc_store *s, const char *sql, char *err, size_t e
         return NULL;
     }
     size_t len = strlen(sql);
-    uint32_t hash = fnv1a(sql, len);
-    struct entry *victim = &s->cache[0];
-    for (size_t i = 0; i < QC_STORE_CACHE_SIZE; i++) {
-        struct entry *e = &s->cache[i];
-        if (e->stmt && e->hash == hash && strcmp(e->sql, sql) == 0) {
-            e->used = ++s->clock;
-            s->hits++;
-            sqlite3_reset(e->stmt);
-            sqlite3_clear_bindings(e->stmt);
-            return e->stmt;
-        }
-        if (e->used < victim->used) victim = e;
+    struct entry *victim = NULL, *e = lookup(s, sql, len, &victim);
+    if (e) {
+        e->used = ++s->clock;
+        s->hits++;
+        s->last = (size_t)(e - s->cache);
+        sqlite3_reset(e->stmt);
+        sqlite3_clear_bindings(e->stmt);
+        return e->stmt;
     }
 
     s->misses++;
@@ -203,7 +210,8 @@ sqlite3_stmt *qc_store_prepare(qc_store *s, const char *sql, char *err, size_t e
     memcpy(copy, sql, len + 1);
     if (victim->stmt) sqlite3_finalize(victim->stmt);
     free(victim->sql);
-    *victim = (struct entry){.sql = copy, .hash = hash, .used = ++s->clock, .stmt = st};
+    *victim = (struct entry){.sql = copy, .len = len, .used = ++s->clock, .stmt = st};
+    s->last = (size_t)(victim - s->cache);
     return st;
 }
 
@@ -220,6 +228,15 @@ int qc_store_exec(qc_store *s, const char *sql, char *err, size_t errlen) {
         sqlite3_free(msg);
         return -1;
     }
+    return 0;
+}
+
+int qc_store_run_cached(qc_store *s, const char *sql, char *err, size_t errlen) {
+    sqlite3_stmt *st = qc_store_prepare(s, sql, err, errlen);
+    if (!st) return -1;
+    int rc = sqlite3_step(st);
+    sqlite3_reset(st);
+    if (rc != SQLITE_DONE && rc != SQLITE_ROW) return fail(s, rc, err, errlen, sqlite3_errmsg(s->db));
     return 0;
 }
 

@@ -36,6 +36,11 @@ sqlite3_stmt *qc_store_prepare(qc_store *s, const char *sql, char *err, size_t e
  * discarded. 0 or -1 with err filled. */
 int qc_store_exec(qc_store *s, const char *sql, char *err, size_t errlen);
 
+/* Runs one statement with no parameters and no rows through the statement cache:
+ * for BEGIN and COMMIT, which every group commit runs, and which qc_store_exec would parse
+ * each time. 0 or -1 with err filled. */
+int qc_store_run_cached(qc_store *s, const char *sql, char *err, size_t errlen);
+
 /* The SQLite extended result code of the last failed qc_store_prepare/qc_store_exec
  * (SQLITE_ERROR for "not exactly one statement", SQLITE_NOMEM for out of memory). */
 int qc_store_errcode(const qc_store *s);
