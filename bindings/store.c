@@ -53,7 +53,9 @@ static int bind_value(lua_State *L, sqlite3_stmt *st, int i, int idx, int arg) {
     case LUA_TSTRING: {
         size_t len;
         const char *s = lua_tolstring(L, idx, &len);
-        return sqlite3_bind_text64(st, i, s, len, SQLITE_TRANSIENT, SQLITE_UTF8);
+        /* STATIC: the string stays on the Lua stack until the statement is stepped, reset
+         * and cleared (do_statement; qc_store_prepare clears too), so no copy is needed. */
+        return sqlite3_bind_text64(st, i, s, len, SQLITE_STATIC, SQLITE_UTF8);
     }
     default:
         return luaL_argerror(L, arg, lua_pushfstring(L, "cannot bind a %s", luaL_typename(L, idx)));
@@ -136,35 +138,41 @@ struct step_ctx {
     enum mode mode;
 };
 
-/* Steps the statement and pushes the results. Run under lua_pcall so that a memory error
- * while building rows still lets the caller reset the statement. */
+/* Steps a query and pushes its rows (ALL) or first row (FIRST). Run under lua_pcall so that
+ * a memory error while building rows still lets the caller reset the statement. */
 static int step_p(lua_State *L) {
     struct step_ctx *c = lua_touserdata(L, 1);
-    sqlite3_int64 before = sqlite3_total_changes64(c->db);
     lua_Integer n = 0;
     if (c->mode == ALL) lua_newtable(L);
     for (;;) {
         int rc = sqlite3_step(c->st);
         if (rc == SQLITE_DONE) break;
         if (rc != SQLITE_ROW) return fail_rc(L, c->db, rc);
-        if (c->mode == RUN) continue;
         push_row(L, c->st);
         if (c->mode == FIRST) return 1;
         lua_rawseti(L, -2, ++n);
     }
-    if (c->mode == FIRST) {
-        lua_pushnil(L);
-        return 1;
-    }
-    if (c->mode == RUN) {
-        /* sqlite3_changes keeps the last INSERT/UPDATE/DELETE's count, so a statement that
-         * changed nothing (a SELECT, DDL) would report an older one. */
-        int changed = sqlite3_total_changes64(c->db) != before;
-        lua_pushinteger(L, changed ? sqlite3_changes64(c->db) : 0);
-        lua_pushinteger(L, sqlite3_last_insert_rowid(c->db));
-        return 2;
-    }
+    if (c->mode == FIRST) lua_pushnil(L);
     return 1;
+}
+
+/* db:run: steps to the end with no Lua call in between, so the statement is reset before
+ * anything is pushed (a memory error then cannot leave it mid-step) and no pcall is needed. */
+static int run_statement(lua_State *L, sqlite3 *db, sqlite3_stmt *st) {
+    sqlite3_int64 before = sqlite3_total_changes64(db);
+    int rc;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) continue;
+    char msg[512];
+    if (rc != SQLITE_DONE) snprintf(msg, sizeof msg, "store: %s", sqlite3_errmsg(db));
+    sqlite3_reset(st);
+    sqlite3_clear_bindings(st);
+    if (rc != SQLITE_DONE) return fail(L, msg, qc_store_code_name(rc));
+    /* sqlite3_changes keeps the last INSERT/UPDATE/DELETE's count, so a statement that
+     * changed nothing (a SELECT, DDL) would report an older one. */
+    int changed = sqlite3_total_changes64(db) != before;
+    lua_pushinteger(L, changed ? sqlite3_changes64(db) : 0);
+    lua_pushinteger(L, sqlite3_last_insert_rowid(db));
+    return 2;
 }
 
 static int do_statement(lua_State *L, enum mode mode) {
@@ -177,6 +185,7 @@ static int do_statement(lua_State *L, enum mode mode) {
     /* Nothing is stepped before binding succeeds, so raising here leaves no reader open. */
     int rc = bind_params(L, st, 3);
     if (rc != SQLITE_OK) return fail_rc(L, c.db, rc);
+    if (mode == RUN) return run_statement(L, c.db, st);
     int top = lua_gettop(L);
     lua_pushcfunction(L, step_p);
     lua_pushlightuserdata(L, &c);

@@ -7,6 +7,7 @@
 #include <arpa/inet.h>
 #include <libwebsockets.h>
 #include <netinet/in.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -26,6 +27,18 @@ typedef struct {
     char addr[48];
 } peer_slot;
 
+/* Finished exchanges kept for the next request, with their buffers: a request then
+ * allocates nothing of ours unless it is larger than any before it. */
+#define EXCHANGE_POOL 64
+#define KEEP_BUFFER_MAX (64 * 1024) /* larger buffers go back to malloc with the exchange */
+
+/* The request headers worth knowing by name, from lws' token table once per process. */
+typedef struct {
+    enum lws_token_indexes tok;
+    const char *name;
+    size_t len;
+} header_token;
+
 struct qc_http_server {
     struct lws_context *ctx;
     struct lws_vhost *vhost;
@@ -33,10 +46,15 @@ struct qc_http_server {
     size_t inflight;
     int stopping;
     int shut;
+    qc_http_exchange *pool[EXCHANGE_POOL];
+    size_t npool;
+    header_token tokens[WSI_TOKEN_COUNT];
+    size_t ntokens;
     peer_slot peers[PEER_SLOTS];
 };
 
 struct qc_http_exchange {
+    /* Reset for every request (zeroed up to `text`). */
     qc_http_server *srv;
     struct lws *wsi;   /* NULL once the connection is gone */
     int dispatched;    /* handed to on_request, answer owed */
@@ -45,20 +63,23 @@ struct qc_http_exchange {
     int too_large;
     int close_after;
     int chunked; /* body framed with Transfer-Encoding: chunked, decoded by us */
+    int answer_ready; /* out holds the whole answer */
     qc_chunked dechunk;
     uint64_t start_ns;
     char method[8];
-    char *path, *query, *peer;
-    qc_http_header headers[MAX_HEADERS];
-    size_t nheaders;
-    char *hdr_store; /* one allocation holding every header name/value */
-    qc_http_header args[MAX_ARGS]; /* query arguments, name/value, already %-decoded */
-    size_t nargs;
-    char *args_store;
+    const char *path, *query, *peer;
+    const char *origin, *content_length, *transfer_encoding; /* headers we read ourselves */
+    size_t nheaders, nargs;
+    size_t text_len, body_len, out_len;
+    /* Kept across requests when the exchange is pooled. */
+    char *text; /* path, query, peer, every header and argument, NUL-terminated, one buffer */
+    size_t text_cap;
     char *body;
-    size_t body_len, body_cap;
+    size_t body_cap;
     unsigned char *out; /* LWS_PRE + response */
-    size_t out_len;
+    size_t out_cap;
+    qc_http_header headers[MAX_HEADERS];
+    qc_http_header args[MAX_ARGS]; /* query arguments, name/value, already %-decoded */
 };
 
 struct pss {
@@ -67,16 +88,59 @@ struct pss {
 
 
 
-static void exchange_free(qc_http_exchange *ex) {
-    if (!ex) return;
-    free(ex->path);
-    free(ex->query);
-    free(ex->peer);
-    free(ex->hdr_store);
-    free(ex->args_store);
+static void exchange_destroy(qc_http_exchange *ex) {
+    free(ex->text);
     free(ex->body);
     free(ex->out);
     free(ex);
+}
+
+/* Back to the pool, or to malloc when the pool is full or a buffer grew past the limit. */
+static void exchange_free(qc_http_exchange *ex) {
+    if (!ex) return;
+    qc_http_server *srv = ex->srv;
+    if (ex->text_cap > KEEP_BUFFER_MAX) {
+        free(ex->text);
+        ex->text = NULL;
+        ex->text_cap = 0;
+    }
+    if (ex->body_cap > KEEP_BUFFER_MAX) {
+        free(ex->body);
+        ex->body = NULL;
+        ex->body_cap = 0;
+    }
+    if (ex->out_cap > KEEP_BUFFER_MAX) {
+        free(ex->out);
+        ex->out = NULL;
+        ex->out_cap = 0;
+    }
+    if (srv && !srv->shut && srv->npool < EXCHANGE_POOL) {
+        srv->pool[srv->npool++] = ex;
+        return;
+    }
+    exchange_destroy(ex);
+}
+
+static qc_http_exchange *exchange_get(qc_http_server *srv) {
+    qc_http_exchange *ex = srv->npool ? srv->pool[--srv->npool] : calloc(1, sizeof *ex);
+    if (!ex) return NULL;
+    memset(ex, 0, offsetof(qc_http_exchange, text));
+    ex->srv = srv;
+    return ex;
+}
+
+/* Grows buf to hold n bytes (contents not kept); 0 or -1. */
+static int reserve(void *bufp, size_t *cap, size_t n) {
+    char **buf = bufp;
+    if (n <= *cap) return 0;
+    size_t c = *cap ? *cap : 1024;
+    while (c < n) c *= 2;
+    char *nb = malloc(c);
+    if (!nb) return -1;
+    free(*buf);
+    *buf = nb;
+    *cap = c;
+    return 0;
 }
 
 static const struct {
@@ -94,89 +158,70 @@ static int is_method_token(int tok) {
     return tok == WSI_TOKEN_HTTP_URI_ARGS;
 }
 
-/* Copies every known request header into ex (names lowercase, no colon), in one pass
- * over lws' token table: one allocation, sized after the copy. */
-static int collect_headers(struct lws *wsi, qc_http_exchange *ex) {
-    char stack[4096];
-    char *buf = stack;
-    size_t cap = sizeof stack, used = 0;
-    size_t name_off[MAX_HEADERS], value_off[MAX_HEADERS];
-    for (int t = 0; t < WSI_TOKEN_COUNT && ex->nheaders < MAX_HEADERS; t++) {
-        int len = lws_hdr_total_length(wsi, (enum lws_token_indexes)t);
-        if (len <= 0 || is_method_token(t)) continue;
+/* The headers lws knows by name, lowercase, without the colon: built once per server. */
+static int header_tokens_init(qc_http_server *srv) {
+    for (int t = 0; t < WSI_TOKEN_COUNT; t++) {
+        if (is_method_token(t)) continue;
         const char *name = (const char *)lws_token_to_string((enum lws_token_indexes)t);
         if (!name || name[0] == ':') continue; /* h2 pseudo headers */
         size_t nl = strlen(name);
         if (nl && name[nl - 1] == ':') nl--;
         if (nl == 0) continue;
-        size_t need = nl + 1 + (size_t)len + 1;
-        if (used + need > cap) {
-            size_t ncap = cap * 2;
-            while (ncap < used + need) ncap *= 2;
-            char *nb = buf == stack ? malloc(ncap) : realloc(buf, ncap);
-            if (!nb) {
-                if (buf != stack) free(buf);
-                return -1;
-            }
-            if (buf == stack) memcpy(nb, stack, used);
-            buf = nb;
-            cap = ncap;
-        }
-        memcpy(buf + used, name, nl);
-        buf[used + nl] = 0;
-        int got = lws_hdr_copy(wsi, buf + used + nl + 1, len + 1, (enum lws_token_indexes)t);
-        if (got < 0) continue;
-        name_off[ex->nheaders] = used;
-        value_off[ex->nheaders] = used + nl + 1;
-        ex->nheaders++;
-        used += nl + 1 + (size_t)got + 1;
-    }
-    if (!ex->nheaders) {
-        if (buf != stack) free(buf);
-        return 0;
-    }
-    ex->hdr_store = buf == stack ? malloc(used) : buf;
-    if (!ex->hdr_store) return -1;
-    if (buf == stack) memcpy(ex->hdr_store, stack, used);
-    for (size_t i = 0; i < ex->nheaders; i++) {
-        ex->headers[i].name = ex->hdr_store + name_off[i];
-        ex->headers[i].value = ex->hdr_store + value_off[i];
+        char *copy = malloc(nl + 1);
+        if (!copy) return -1;
+        memcpy(copy, name, nl);
+        copy[nl] = 0;
+        srv->tokens[srv->ntokens++] = (header_token){(enum lws_token_indexes)t, copy, nl};
     }
     return 0;
 }
 
-static const char *header_value(const qc_http_exchange *ex, const char *name) {
-    for (size_t i = 0; i < ex->nheaders; i++)
-        if (strcmp(ex->headers[i].name, name) == 0) return ex->headers[i].value;
-    return NULL;
-}
+/* Copies path, query, arguments, peer and every known request header into the exchange's
+ * one text buffer, sized first so that no pointer into it moves. The query: lws splits it
+ * at '&' into fragments and %-decodes each, so pairs are taken fragment by fragment (an
+ * encoded '&' or '=' inside a value stays inside it), and req.query is those fragments
+ * joined with '&' again, for logs. */
+static int collect_request(struct lws *wsi, qc_http_exchange *ex, const char *uri, const char *peer) {
+    qc_http_server *srv = ex->srv;
+    struct {
+        unsigned short token; /* index into srv->tokens */
+        int len;
+    } present[MAX_HEADERS];
+    size_t npresent = 0;
+    if (!uri || !*uri) uri = "/";
+    size_t path_len = strlen(uri), peer_len = strlen(peer);
+    int query_total = lws_hdr_total_length(wsi, WSI_TOKEN_HTTP_URI_ARGS);
+    size_t query_cap = query_total > 0 ? (size_t)query_total + MAX_ARGS + 1 : 1;
+    size_t need = path_len + 1 + peer_len + 1 + 2 * query_cap;
+    for (size_t i = 0; i < srv->ntokens && npresent < MAX_HEADERS; i++) {
+        int len = lws_hdr_total_length(wsi, srv->tokens[i].tok);
+        if (len <= 0) continue;
+        present[npresent].token = (unsigned short)i;
+        present[npresent++].len = len;
+        need += (size_t)len + 1;
+    }
+    if (reserve(&ex->text, &ex->text_cap, need) < 0) return -1;
+    char *p = ex->text;
 
-const char *qc_http_exchange_path(const qc_http_exchange *ex) { return ex->path; }
-const char *qc_http_exchange_header(const qc_http_exchange *ex, const char *name) {
-    return header_value(ex, name);
-}
+    memcpy(p, uri, path_len + 1);
+    ex->path = p;
+    p += path_len + 1;
+    memcpy(p, peer, peer_len + 1);
+    ex->peer = p;
+    p += peer_len + 1;
 
-/* The query: lws splits it at '&' into fragments and %-decodes each, so the pairs are
- * taken fragment by fragment (an encoded '&' or '=' inside a value stays inside it), and
- * req.query is those fragments joined with '&' again, for logs. */
-static int collect_args(struct lws *wsi, qc_http_exchange *ex) {
-    int total = lws_hdr_total_length(wsi, WSI_TOKEN_HTTP_URI_ARGS);
-    size_t cap = total > 0 ? (size_t)total + MAX_ARGS + 1 : 1;
-    ex->query = malloc(cap);
-    ex->args_store = total > 0 ? malloc(cap + MAX_ARGS) : NULL;
-    if (!ex->query || (total > 0 && !ex->args_store)) return -1;
-    ex->query[0] = 0;
+    char *query = p, *args = p + query_cap;
     size_t q = 0, a = 0;
-    for (int f = 0; total > 0 && ex->nargs < MAX_ARGS; f++) {
+    query[0] = 0;
+    for (int f = 0; query_total > 0 && ex->nargs < MAX_ARGS; f++) {
         int len = lws_hdr_fragment_length(wsi, WSI_TOKEN_HTTP_URI_ARGS, f);
-        if (len <= 0) break;
-        if (q + (size_t)len + 2 > cap) break;
-        char *frag = ex->args_store + a;
+        if (len <= 0 || q + (size_t)len + 2 > query_cap) break;
+        char *frag = args + a;
         if (lws_hdr_copy_fragment(wsi, frag, len + 1, WSI_TOKEN_HTTP_URI_ARGS, f) < 0) break;
-        if (q) ex->query[q++] = '&';
-        memcpy(ex->query + q, frag, (size_t)len);
+        if (q) query[q++] = '&';
+        memcpy(query + q, frag, (size_t)len);
         q += (size_t)len;
-        ex->query[q] = 0;
+        query[q] = 0;
         char *eq = memchr(frag, '=', (size_t)len);
         if (eq) {
             *eq = 0;
@@ -188,37 +233,55 @@ static int collect_args(struct lws *wsi, qc_http_exchange *ex) {
         if (*frag) ex->nargs++;
         a += (size_t)len + 1;
     }
+    ex->query = query;
+    p += 2 * query_cap;
+
+    for (size_t i = 0; i < npresent; i++) {
+        const header_token *ht = &srv->tokens[present[i].token];
+        int got = lws_hdr_copy(wsi, p, present[i].len + 1, ht->tok);
+        if (got < 0) continue;
+        ex->headers[ex->nheaders].name = ht->name;
+        ex->headers[ex->nheaders++].value = p;
+        if (ht->tok == WSI_TOKEN_ORIGIN) ex->origin = p;
+        else if (ht->tok == WSI_TOKEN_HTTP_CONTENT_LENGTH) ex->content_length = p;
+        else if (ht->tok == WSI_TOKEN_HTTP_TRANSFER_ENCODING) ex->transfer_encoding = p;
+        p += (size_t)got + 1;
+    }
+    ex->text_len = (size_t)(p - ex->text);
     return 0;
 }
 
+static const char *header_value(const qc_http_exchange *ex, const char *name) {
+    if (strcmp(name, "origin") == 0) return ex->origin;
+    for (size_t i = 0; i < ex->nheaders; i++)
+        if (strcmp(ex->headers[i].name, name) == 0) return ex->headers[i].value;
+    return NULL;
+}
+
+const char *qc_http_exchange_path(const qc_http_exchange *ex) { return ex->path; }
+const char *qc_http_exchange_header(const qc_http_exchange *ex, const char *name) {
+    return header_value(ex, name);
+}
+
 static qc_http_exchange *exchange_new(qc_http_server *srv, struct lws *wsi, const char *uri) {
-    qc_http_exchange *ex = calloc(1, sizeof *ex);
+    qc_http_exchange *ex = exchange_get(srv);
     if (!ex) return NULL;
-    ex->srv = srv;
     ex->wsi = wsi;
     ex->start_ns = uv_hrtime();
-    snprintf(ex->method, sizeof ex->method, "GET");
+    const char *method = "GET";
     for (size_t i = 0; i < sizeof method_tokens / sizeof method_tokens[0]; i++) {
         if (lws_hdr_total_length(wsi, method_tokens[i].tok) > 0) {
-            snprintf(ex->method, sizeof ex->method, "%s", method_tokens[i].name);
+            method = method_tokens[i].name;
             break;
         }
     }
-    ex->path = strdup(uri && *uri ? uri : "/");
-    if (collect_args(wsi, ex) < 0) {
-        exchange_free(ex);
-        return NULL;
-    }
+    memcpy(ex->method, method, strlen(method) + 1); /* the longest, OPTIONS, fits */
     int fd = (int)lws_get_socket_fd(wsi);
     peer_slot *slot = &srv->peers[(unsigned)fd % PEER_SLOTS];
-    if (fd < 0 || slot->fd != fd) { /* slot taken by another socket: ask the kernel */
-        char addr[48] = "";
+    char addr[48] = "";
+    if (fd < 0 || slot->fd != fd) /* slot taken by another socket: ask the kernel */
         lws_get_peer_simple(wsi, addr, sizeof addr);
-        ex->peer = strdup(addr);
-    } else {
-        ex->peer = strdup(slot->addr);
-    }
-    if (!ex->path || !ex->peer || collect_headers(wsi, ex) < 0) {
+    if (collect_request(wsi, ex, uri, fd >= 0 && slot->fd == fd ? slot->addr : addr) < 0) {
         exchange_free(ex);
         return NULL;
     }
@@ -234,7 +297,7 @@ static void dispatch(qc_http_exchange *ex) {
         .nargs = ex->nargs,
         .headers = ex->headers,
         .nheaders = ex->nheaders,
-        .body = ex->body ? ex->body : "",
+        .body = ex->body_len ? ex->body : "",
         .body_len = ex->body_len,
         .peer = ex->peer,
     };
@@ -291,8 +354,7 @@ static int build_response(qc_http_exchange *ex, int status, const qc_http_header
     const char *why = reason(status);
     size_t hlen = 96 + strlen(why);
     for (size_t i = 0; i < nheaders; i++) hlen += strlen(headers[i].name) + strlen(headers[i].value) + 4;
-    ex->out = malloc(LWS_PRE + hlen + body_len);
-    if (!ex->out) return -1;
+    if (reserve(&ex->out, &ex->out_cap, LWS_PRE + hlen + body_len) < 0) return -1;
     char *start = (char *)ex->out + LWS_PRE, *p = start;
     if (status < 100 || status > 999) status = 500;
     p = put_str(p, "HTTP/1.1 ", 9);
@@ -315,6 +377,7 @@ static int build_response(qc_http_exchange *ex, int status, const qc_http_header
     p = put_str(p, "\r\n", 2);
     if (body_len) p = put_str(p, body, body_len);
     ex->out_len = (size_t)(p - start);
+    ex->answer_ready = 1;
     return 0;
 }
 
@@ -343,7 +406,7 @@ static void access_log(qc_http_exchange *ex, int status) {
 static int write_out(qc_http_exchange *ex) {
     struct lws *wsi = ex->wsi;
     int close_after = ex->close_after;
-    int w = lws_write(wsi, ex->out + LWS_PRE, ex->out_len, LWS_WRITE_HTTP_FINAL);
+    int w = ex->answer_ready ? lws_write(wsi, ex->out + LWS_PRE, ex->out_len, LWS_WRITE_HTTP_FINAL) : -1;
     struct pss *pss = lws_wsi_user(wsi);
     if (pss && pss->ex == ex) pss->ex = NULL;
     exchange_free(ex);
@@ -364,9 +427,7 @@ void qc_http_exchange_respond(qc_http_exchange *ex, int status, const qc_http_he
     if (ex->srv->stopping) ex->close_after = 1;
     if (build_response(ex, status, headers, nheaders, body, body_len) < 0) {
         qc_log(QC_LOG_ERROR, "http", "out of memory building response", NULL);
-        ex->close_after = 1;
-        ex->out = malloc(LWS_PRE + 1);
-        ex->out_len = 0;
+        ex->close_after = 1; /* nothing to send: the connection is closed */
     }
     if (!ex->in_callback) lws_callback_on_writable(ex->wsi);
 }
@@ -381,10 +442,10 @@ static void respond_error(qc_http_exchange *ex, int status, const char *code, co
 static int finish_in_callback(qc_http_exchange *ex);
 
 static int body_expected(qc_http_exchange *ex, long long *declared) {
-    const char *cl = header_value(ex, "content-length");
+    const char *cl = ex->content_length;
     *declared = cl ? atoll(cl) : -1;
     if (cl) return *declared > 0;
-    const char *te = header_value(ex, "transfer-encoding");
+    const char *te = ex->transfer_encoding;
     ex->chunked = te && strstr(te, "chunked") != NULL;
     return ex->chunked;
 }
@@ -395,9 +456,7 @@ static void body_append(void *ud, const char *p, size_t len) {
     if (ex->too_large) return;
     if (ex->body_len + len > ex->srv->opts.max_body_bytes) {
         ex->too_large = 1;
-        free(ex->body);
-        ex->body = NULL;
-        ex->body_len = ex->body_cap = 0;
+        ex->body_len = 0;
         return;
     }
     if (ex->body_len + len + 1 > ex->body_cap) {
@@ -430,7 +489,7 @@ static int body_complete(qc_http_exchange *ex) {
 
 /* After respond() inside our own callback: write now (the cheap path). */
 static int finish_in_callback(qc_http_exchange *ex) {
-    if (ex->responded && ex->wsi && ex->out) return write_out(ex);
+    if (ex->responded && ex->wsi) return write_out(ex);
     return 0;
 }
 
@@ -515,7 +574,7 @@ static int callback_http(struct lws *wsi, enum lws_callback_reasons reason, void
     }
     case LWS_CALLBACK_HTTP_WRITEABLE: {
         qc_http_exchange *ex = pss->ex;
-        if (!ex || !ex->responded || !ex->out) return 0;
+        if (!ex || !ex->responded) return 0;
         return write_out(ex);
     }
     case LWS_CALLBACK_CLOSED_HTTP: {
@@ -548,6 +607,13 @@ static void lws_log_bridge(int level, const char *line) {
     qc_log_line(level & LLL_ERR ? QC_LOG_ERROR : QC_LOG_WARN, "lws", msg, NULL);
 }
 
+/* What the server owns besides the lws context. */
+static void server_release(qc_http_server *s) {
+    for (size_t i = 0; i < s->npool; i++) exchange_destroy(s->pool[i]);
+    for (size_t i = 0; i < s->ntokens; i++) free((char *)s->tokens[i].name);
+    free(s);
+}
+
 qc_http_server *qc_http_server_new(uv_loop_t *loop, const qc_http_server_options *opts, char *err,
                                    size_t errlen) {
     qc_http_server *s = calloc(1, sizeof *s);
@@ -557,7 +623,13 @@ qc_http_server *qc_http_server_new(uv_loop_t *loop, const qc_http_server_options
     }
     s->opts = *opts;
     for (int i = 0; i < PEER_SLOTS; i++) s->peers[i].fd = -1;
-    lws_set_log_level(LLL_ERR | LLL_WARN, lws_log_bridge);
+    if (header_tokens_init(s) < 0) {
+        snprintf(err, errlen, "out of memory");
+        server_release(s);
+        return NULL;
+    }
+    _Static_assert(QC_LWS_LOG_LEVELS == (LLL_ERR | LLL_WARN), "QC_LWS_LOG_LEVELS is LLL_ERR | LLL_WARN");
+    lws_set_log_level(QC_LWS_LOG_LEVELS, lws_log_bridge);
 
     struct lws_context_creation_info info;
     memset(&info, 0, sizeof info);
@@ -569,7 +641,7 @@ qc_http_server *qc_http_server_new(uv_loop_t *loop, const qc_http_server_options
     s->ctx = lws_create_context(&info);
     if (!s->ctx) {
         snprintf(err, errlen, "libwebsockets: cannot create context (is libwebsockets-evlib-uv installed?)");
-        free(s);
+        server_release(s);
         return NULL;
     }
 
@@ -586,7 +658,7 @@ qc_http_server *qc_http_server_new(uv_loop_t *loop, const qc_http_server_options
         snprintf(err, errlen, "cannot listen on %s:%d (address in use or not available)",
                  opts->host ? opts->host : "0.0.0.0", opts->port);
         lws_context_destroy(s->ctx);
-        free(s);
+        server_release(s);
         return NULL;
     }
     return s;
@@ -614,5 +686,5 @@ void qc_http_server_free(qc_http_server *s) {
     if (!s) return;
     if (!s->shut) lws_context_destroy(s->ctx);
     lws_context_destroy(s->ctx);
-    free(s);
+    server_release(s);
 }

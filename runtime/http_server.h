@@ -15,6 +15,9 @@ typedef struct qc_http_exchange qc_http_exchange;
 
 #include "http_header.h"
 
+/* The libwebsockets log levels we print (LLL_ERR | LLL_WARN; checked in http_server.c). */
+#define QC_LWS_LOG_LEVELS 3
+
 typedef struct {
     const char *method;
     const char *path;  /* decoded path, no query */

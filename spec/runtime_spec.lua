@@ -23,7 +23,7 @@ describe("the HTTP server", function()
   local s
   setup(function()
     s = server.start { policies = fixture_policies(), env = {
-      QC_LUA_MEMORY_MB = "64", QC_LUA_BUDGET_MS = "200", QC_MAX_BODY = "65536",
+      QC_LUA_MEMORY_MB = "24", QC_LUA_BUDGET_MS = "600", QC_MAX_BODY = "65536",
     } }
   end)
   teardown(function() s:stop() end)
