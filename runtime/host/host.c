@@ -452,7 +452,8 @@ void qc_host_handle_http(void *ud, qc_http_exchange *ex, const qc_http_incoming 
     lua_State *co = t->co;
     lua_rawgeti(co, LUA_REGISTRYINDEX, h->dispatch_ref);
     lua_rawgeti(co, LUA_REGISTRYINDEX, h->gen_ref);
-    lua_createtable(co, 0, 8);
+    /* Room for what dispatch and handlers add (params, args, json, caller) without a rehash. */
+    lua_createtable(co, 0, 16);
     lua_pushstring(co, req->method);
     lua_setfield(co, -2, "method");
     lua_pushstring(co, req->path);

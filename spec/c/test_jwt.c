@@ -303,6 +303,28 @@ static void test_sign(void) {
     free(big);
 }
 
+/* The payload part of our tokens is encoded by our own base64url: it must equal libcrypto's
+ * (made URL-safe) for every length modulo 3 and for bytes that map to '-' and '_'. */
+static void test_payload_encoding(void) {
+    int all = 1;
+    for (int extra = 0; extra < 6; extra++) {
+        char json[64];
+        /* "\xfb\xff" ends up as the bytes that encode to '-' and '_' in base64url. */
+        int n = snprintf(json, sizeof json, "{\"k\":\"\xfb\xff\xfe?>%.*s\"}", extra, "abcdef");
+        char *tok = NULL, err[128];
+        if (qc_jwt_sign_object(json, (size_t)n, "secret", &tok, err, sizeof err) != 0) {
+            all = 0;
+            continue;
+        }
+        char want[128];
+        b64url((const unsigned char *)json, (size_t)n, want);
+        const char *dot = strchr(tok, '.');
+        all = all && dot && strncmp(dot + 1, want, strlen(want)) == 0 && dot[1 + strlen(want)] == '.';
+        free(tok);
+    }
+    ok(all, "encodes payloads of every length like libcrypto's base64, URL-safe, unpadded");
+}
+
 static void test_webhook(void) {
     size_t len = strlen(BODY);
     long now = 1767225700;
@@ -371,6 +393,7 @@ int main(void) {
     test_forged();
     test_malformed();
     test_sign();
+    test_payload_encoding();
     test_webhook();
     test_const_time_equal();
     printf("1..%d\n", count);
