@@ -1,19 +1,39 @@
 /* qc.store: Lua face of runtime/store.c. A db userdata ("qc.store.DB") owns one qc_store;
  * queries bind Lua values, step to completion in C and always reset the cached statement,
- * so no read snapshot outlives a call. Calls block the caller (SQLite has no async API). */
+ * so no read snapshot outlives a call. Calls block the caller (SQLite has no async API).
+ * db:defer queues a write for the group commit that a zero timer runs on the next turn of
+ * the loop. */
+#define _POSIX_C_SOURCE 200809L
 #include "store.h"
 
+#include <stdlib.h>
 #include <string.h>
 
 #include <lauxlib.h>
 #include <lua.h>
+#include <uv.h>
+
+#include "../runtime/host/bindings.h"
+#include "../runtime/host/host.h"
+#include "../runtime/log.h"
 
 #define DB_MT "qc.store.DB"
 #define TX_SAVEPOINT "qc_tx"
 
+/* The group commit's timer. Heap-allocated apart from the userdata: libuv owns it until
+ * its close callback, which may come after Lua collected the db. */
+typedef struct {
+    uv_timer_t timer; /* first: see task.h on handle ownership */
+    qc_store *s;      /* NULL once the db closed */
+    int scheduled;
+} flusher;
+
 typedef struct {
     qc_store *s; /* NULL once closed */
+    flusher *f;  /* created by the first db:defer */
 } ldb;
+
+#define MAX_DEFER_VALUES 64
 
 static const char *check_cstring(lua_State *L, int arg) {
     size_t len;
@@ -261,8 +281,74 @@ static int l_transaction(lua_State *L) {
 }
 
 /* The one close: db:close(), __gc and __close. Idempotent. */
+static void flush_now(uv_timer_t *timer) {
+    flusher *f = (flusher *)timer;
+    f->scheduled = 0;
+    if (!f->s) return;
+    size_t rows = 0;
+    char err[512];
+    if (qc_store_flush(f->s, &rows, err, sizeof err) < 0)
+        qc_log(QC_LOG_ERROR, "store", "deferred write failed", " rows=%zu error=\"%s\"", rows, err);
+}
+
+static void flusher_closed(uv_handle_t *h) { free(h); }
+
+/* db:defer(sql, ...) -> true | nil, msg, code. Queues the write (values as for db:run,
+ * positional only) for one transaction with everything else queued in this turn of the
+ * loop; a failure then is logged, not returned. A bad statement fails here. */
+static int l_defer(lua_State *L) {
+    qc_store *s = check_db(L);
+    ldb *d = lua_touserdata(L, 1);
+    const char *sql = check_cstring(L, 2);
+    int n = lua_gettop(L) - 2;
+    luaL_argcheck(L, n <= MAX_DEFER_VALUES, MAX_DEFER_VALUES + 3, "too many values");
+    qc_store_value v[MAX_DEFER_VALUES];
+    for (int i = 0; i < n; i++) {
+        int idx = i + 3;
+        switch (lua_type(L, idx)) {
+        case LUA_TNIL: v[i] = (qc_store_value){.type = QC_STORE_NULL}; break;
+        case LUA_TBOOLEAN: v[i] = (qc_store_value){.type = QC_STORE_INT, .i = lua_toboolean(L, idx)}; break;
+        case LUA_TNUMBER:
+            if (lua_isinteger(L, idx)) v[i] = (qc_store_value){.type = QC_STORE_INT, .i = lua_tointeger(L, idx)};
+            else v[i] = (qc_store_value){.type = QC_STORE_FLOAT, .d = lua_tonumber(L, idx)};
+            break;
+        case LUA_TSTRING: {
+            size_t len;
+            const char *t = lua_tolstring(L, idx, &len);
+            v[i] = (qc_store_value){.type = QC_STORE_TEXT, .text = t, .len = len};
+            break;
+        }
+        default:
+            return luaL_argerror(L, idx, lua_pushfstring(L, "cannot bind a %s", luaL_typename(L, idx)));
+        }
+    }
+    if (!d->f) {
+        flusher *f = calloc(1, sizeof *f);
+        if (!f) return luaL_error(L, "store: out of memory");
+        uv_timer_init(qc_host_loop(qc_bindings_host(L)), &f->timer);
+        f->timer.data = f;
+        f->s = s;
+        d->f = f;
+    }
+    char err[512];
+    if (qc_store_defer(s, sql, v, n, err, sizeof err) < 0)
+        return fail(L, err, qc_store_code_name(qc_store_errcode(s)));
+    if (!d->f->scheduled) {
+        d->f->scheduled = 1;
+        uv_timer_start(&d->f->timer, flush_now, 0, 0);
+    }
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
 static int l_close(lua_State *L) {
     ldb *d = luaL_checkudata(L, 1, DB_MT);
+    if (d->f) { /* what is queued is written by qc_store_close below */
+        d->f->s = NULL;
+        uv_timer_stop(&d->f->timer);
+        uv_close((uv_handle_t *)&d->f->timer, flusher_closed);
+        d->f = NULL;
+    }
     qc_store_close(d->s);
     d->s = NULL;
     return 0;
@@ -280,6 +366,7 @@ static int l_open(lua_State *L) {
     const char *path = check_cstring(L, 1);
     ldb *d = lua_newuserdatauv(L, sizeof *d, 0);
     d->s = NULL;
+    d->f = NULL;
     luaL_setmetatable(L, DB_MT);
     char err[512];
     d->s = qc_store_open(path, err, sizeof err);
@@ -289,7 +376,7 @@ static int l_open(lua_State *L) {
 
 static const luaL_Reg db_methods[] = {
     {"exec", l_exec},   {"query", l_query},       {"first", l_first}, {"run", l_run},
-    {"transaction", l_transaction}, {"close", l_close}, {NULL, NULL},
+    {"transaction", l_transaction}, {"defer", l_defer}, {"close", l_close}, {NULL, NULL},
 };
 
 static const luaL_Reg db_meta[] = {

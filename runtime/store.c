@@ -16,8 +16,28 @@ struct entry {
     sqlite3_stmt *stmt;
 };
 
+/* A deferred row: its SQL and values live in the queue's arena, as offsets (it grows). */
+struct deferred {
+    size_t sql_off, sql_len;
+    size_t first_value; /* index into values */
+    int nvalues;
+};
+
+struct deferred_value {
+    qc_store_value v; /* for text, v.text is unused: the bytes are at text_off */
+    size_t text_off;
+};
+
 struct qc_store {
     sqlite3 *db;
+    struct {
+        struct deferred *rows;
+        size_t nrows, rows_cap;
+        struct deferred_value *values;
+        size_t nvalues, values_cap;
+        char *arena;
+        size_t arena_len, arena_cap;
+    } q;
     uint64_t clock;
     size_t hits, misses;
     size_t last; /* index of the last hit: a batch runs one statement many times over */
@@ -240,8 +260,128 @@ int qc_store_run_cached(qc_store *s, const char *sql, char *err, size_t errlen) 
     return 0;
 }
 
+/* Grows an array or buffer to hold `need` items of `size` bytes; 0 or -1. */
+static int grow(void *ptr, size_t *cap, size_t need, size_t size) {
+    if (need <= *cap) return 0;
+    size_t c = *cap ? *cap * 2 : 64;
+    while (c < need) c *= 2;
+    void *p = realloc(*(void **)ptr, c * size);
+    if (!p) return -1;
+    *(void **)ptr = p;
+    *cap = c;
+    return 0;
+}
+
+static size_t arena_put(qc_store *s, const char *bytes, size_t len) {
+    size_t off = s->q.arena_len;
+    if (len) memcpy(s->q.arena + off, bytes, len);
+    s->q.arena_len += len;
+    return off;
+}
+
+int qc_store_defer(qc_store *s, const char *sql, const qc_store_value *values, int n, char *err,
+                   size_t errlen) {
+    if (!s || !sql || n < 0 || (n > 0 && !values)) {
+        set_err(err, errlen, "store: bad arguments to defer");
+        return -1;
+    }
+    sqlite3_stmt *st = qc_store_prepare(s, sql, err, errlen);
+    if (!st) return -1;
+    if (sqlite3_bind_parameter_count(st) != n)
+        return fail(s, SQLITE_RANGE, err, errlen, "deferred statement: the number of values does not match its parameters");
+    size_t sql_len = strlen(sql), bytes = sql_len;
+    for (int i = 0; i < n; i++)
+        if (values[i].type == QC_STORE_TEXT) bytes += values[i].len;
+    if (grow(&s->q.rows, &s->q.rows_cap, s->q.nrows + 1, sizeof *s->q.rows) < 0 ||
+        grow(&s->q.values, &s->q.values_cap, s->q.nvalues + (size_t)n, sizeof *s->q.values) < 0 ||
+        grow(&s->q.arena, &s->q.arena_cap, s->q.arena_len + bytes, 1) < 0)
+        return fail(s, SQLITE_NOMEM, err, errlen, "out of memory");
+    struct deferred *row = &s->q.rows[s->q.nrows++];
+    row->sql_len = sql_len;
+    row->sql_off = arena_put(s, sql, sql_len);
+    row->first_value = s->q.nvalues;
+    row->nvalues = n;
+    for (int i = 0; i < n; i++) {
+        struct deferred_value *dv = &s->q.values[s->q.nvalues++];
+        dv->v = values[i];
+        dv->v.text = NULL;
+        dv->text_off = values[i].type == QC_STORE_TEXT ? arena_put(s, values[i].text, values[i].len) : 0;
+    }
+    return 0;
+}
+
+size_t qc_store_pending(const qc_store *s) { return s ? s->q.nrows : 0; }
+
+static int bind_deferred(qc_store *s, sqlite3_stmt *st, int i, const struct deferred_value *dv) {
+    switch (dv->v.type) {
+    case QC_STORE_INT: return sqlite3_bind_int64(st, i, dv->v.i);
+    case QC_STORE_FLOAT: return sqlite3_bind_double(st, i, dv->v.d);
+    case QC_STORE_TEXT:
+        /* STATIC: the arena stays put until the batch is done. */
+        return sqlite3_bind_text64(st, i, s->q.arena + dv->text_off, dv->v.len, SQLITE_STATIC, SQLITE_UTF8);
+    default: return sqlite3_bind_null(st, i);
+    }
+}
+
+/* Runs one queued row; 0 or -1 with err filled. */
+static int write_deferred(qc_store *s, const struct deferred *row, char *err, size_t errlen) {
+    char sql[4096];
+    const char *text = sql;
+    char *heap = NULL;
+    if (row->sql_len < sizeof sql) {
+        memcpy(sql, s->q.arena + row->sql_off, row->sql_len);
+        sql[row->sql_len] = 0;
+    } else {
+        heap = malloc(row->sql_len + 1);
+        if (!heap) return fail(s, SQLITE_NOMEM, err, errlen, "out of memory");
+        memcpy(heap, s->q.arena + row->sql_off, row->sql_len);
+        heap[row->sql_len] = 0;
+        text = heap;
+    }
+    sqlite3_stmt *st = qc_store_prepare(s, text, err, errlen);
+    free(heap);
+    if (!st) return -1;
+    int rc = SQLITE_OK;
+    for (int i = 0; i < row->nvalues && rc == SQLITE_OK; i++)
+        rc = bind_deferred(s, st, i + 1, &s->q.values[row->first_value + (size_t)i]);
+    if (rc == SQLITE_OK) {
+        while ((rc = sqlite3_step(st)) == SQLITE_ROW) continue;
+        if (rc == SQLITE_DONE) rc = SQLITE_OK;
+    }
+    if (rc != SQLITE_OK) fail(s, rc, err, errlen, sqlite3_errmsg(s->db));
+    sqlite3_reset(st);
+    sqlite3_clear_bindings(st);
+    return rc == SQLITE_OK ? 0 : -1;
+}
+
+int qc_store_flush(qc_store *s, size_t *rows, char *err, size_t errlen) {
+    size_t n = s ? s->q.nrows : 0;
+    if (rows) *rows = n;
+    if (!n) return 0;
+    /* Inside a caller's transaction (a close from within one), a savepoint instead. */
+    int nested = !sqlite3_get_autocommit(s->db);
+    int ok = qc_store_run_cached(s, nested ? "SAVEPOINT qc_deferred" : "BEGIN IMMEDIATE", err, errlen) == 0;
+    int begun = ok;
+    for (size_t i = 0; ok && i < n; i++) ok = write_deferred(s, &s->q.rows[i], err, errlen) == 0;
+    if (ok) ok = qc_store_run_cached(s, nested ? "RELEASE qc_deferred" : "COMMIT", err, errlen) == 0;
+    if (!ok && begun) {
+        char ignored[128];
+        qc_store_exec(s, nested ? "ROLLBACK TO qc_deferred; RELEASE qc_deferred" : "ROLLBACK", ignored,
+                      sizeof ignored);
+    }
+    /* Emptied either way: a batch that cannot be written now would fail again. */
+    s->q.nrows = s->q.nvalues = s->q.arena_len = 0;
+    if (ok && rows) *rows = n;
+    return ok ? 0 : -1;
+}
+
 void qc_store_close(qc_store *s) {
     if (!s) return;
+    char err[256];
+    qc_store_flush(s, NULL, err, sizeof err);
+    free(s->q.rows);
+    free(s->q.values);
+    free(s->q.arena);
     for (size_t i = 0; i < QC_STORE_CACHE_SIZE; i++) {
         sqlite3_finalize(s->cache[i].stmt);
         free(s->cache[i].sql);

@@ -41,6 +41,31 @@ int qc_store_exec(qc_store *s, const char *sql, char *err, size_t errlen);
  * each time. 0 or -1 with err filled. */
 int qc_store_run_cached(qc_store *s, const char *sql, char *err, size_t errlen);
 
+/* Deferred writes (group commit): rows nobody reads back at once (issued tokens) are
+ * queued with qc_store_defer and written together by qc_store_flush, in one transaction,
+ * instead of one commit each. Whoever queues schedules the flush (the Lua binding: on the
+ * next turn of the loop); qc_store_close flushes what is still queued. */
+typedef struct {
+    enum { QC_STORE_NULL, QC_STORE_INT, QC_STORE_FLOAT, QC_STORE_TEXT } type;
+    long long i;
+    double d;
+    const char *text; /* QC_STORE_TEXT: copied by qc_store_defer */
+    size_t len;
+} qc_store_value;
+
+/* Queues one statement with its parameter values. The SQL is prepared now, so a bad
+ * statement or a wrong number of values fails here, not at the flush. 0 or -1. */
+int qc_store_defer(qc_store *s, const char *sql, const qc_store_value *values, int n, char *err,
+                   size_t errlen);
+
+/* Rows queued and not yet written. */
+size_t qc_store_pending(const qc_store *s);
+
+/* Writes every queued row in one transaction and empties the queue. On failure nothing of
+ * the batch is written (rolled back), the queue is emptied all the same, *rows tells how
+ * many rows were lost, and err says why. 0 or -1. */
+int qc_store_flush(qc_store *s, size_t *rows, char *err, size_t errlen);
+
 /* The SQLite extended result code of the last failed qc_store_prepare/qc_store_exec
  * (SQLITE_ERROR for "not exactly one statement", SQLITE_NOMEM for out of memory). */
 int qc_store_errcode(const qc_store *s);
@@ -52,7 +77,8 @@ const char *qc_store_code_name(int rc);
 /* Statement cache counters since open: lookups answered from the cache, and prepares. */
 void qc_store_cache_stats(const qc_store *s, size_t *hits, size_t *misses);
 
-/* Finalizes cached statements and closes the connection (a transaction still open is
+/* Flushes deferred rows (a failure is lost with them: call qc_store_flush first to see
+ * it), finalizes cached statements and closes the connection (a transaction still open is
  * rolled back). NULL is a no-op. */
 void qc_store_close(qc_store *s);
 

@@ -1,5 +1,6 @@
 -- qc.store: SQLite through the binding, on real database files in a temp dir.
 local store = require "qc.store"
+local time = require "qc.time"
 
 local function tmpdir()
   local p = assert(io.popen("mktemp -d /tmp/qc_store_spec.XXXXXX"))
@@ -192,6 +193,35 @@ describe("qc.store", function()
       assert(scoped:run("INSERT INTO users(email) VALUES ('scoped@x')"))
     end
     assert.has_error(function() kept:first("SELECT 1") end, "attempt to use a closed database")
+  end)
+
+  it("defers writes to one commit on the next turn of the loop", function()
+    local sql = "INSERT INTO users(email, score, active, note) VALUES (?, ?, ?, ?)"
+    assert.is_true(db:defer(sql, "a@example.com", 1.5, true, nil))
+    assert.is_true(db:defer(sql, "b@example.com", 2, false, "second"))
+    assert.equal(0, db:first("SELECT count(*) AS n FROM users").n)
+    time.sleep(0.01) -- the loop turns: the queued rows are committed
+    local rows = db:query("SELECT email, score, active, note FROM users ORDER BY id")
+    assert.same({ { email = "a@example.com", score = 1.5, active = 1 },
+                  { email = "b@example.com", score = 2, active = 0, note = "second" } }, rows)
+  end)
+
+  it("refuses a deferred statement that does not prepare, at once", function()
+    local ok, msg, code = db:defer("INSERT INTO nowhere VALUES (?)", 1)
+    assert.is_nil(ok)
+    assert.matches("no such table", msg, 1, true)
+    assert.equal("SQL_ERROR", code)
+    ok, msg = db:defer("INSERT INTO users(email) VALUES (?)")
+    assert.is_nil(ok)
+    assert.matches("number of values", msg, 1, true)
+    assert.has_error(function() db:defer("INSERT INTO users(email) VALUES (?)", {}) end)
+  end)
+
+  it("writes deferred rows when the database closes before the loop turns", function()
+    assert.is_true(db:defer("INSERT INTO users(email) VALUES (?)", "late@example.com"))
+    db:close()
+    db = assert(store.open(path))
+    assert.equal("late@example.com", db:first("SELECT email FROM users").email)
   end)
 
   it("keeps committed data across close and reopen", function()

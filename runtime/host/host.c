@@ -536,6 +536,7 @@ double qc_host_reloaded_at(qc_host *h) { return h->reloaded_at; }
 const char *qc_host_reload_error(qc_host *h) { return h->reload_error; }
 double qc_host_started_at(qc_host *h) { return h->started_at; }
 const qc_config *qc_host_config(qc_host *h) { return &h->cfg; }
+uv_loop_t *qc_host_loop(qc_host *h) { return h->loop; }
 
 qc_http_client *qc_host_http_client(qc_host *h) {
     if (!h->http) {

@@ -21,6 +21,9 @@ void qc_host_free(qc_host *h);
 
 const qc_config *qc_host_config(qc_host *h);
 
+/* The loop the host runs on (bindings that schedule work of their own). */
+uv_loop_t *qc_host_loop(qc_host *h);
+
 /* Builds a fresh policy generation and, if every check passes, makes it the live one.
  * On failure the old generation stays and err holds "file:line: message". */
 int qc_host_reload(qc_host *h, char *err, size_t errlen);

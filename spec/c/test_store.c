@@ -135,6 +135,58 @@ int main(void) {
     ok(s && pragma_int(s, "SELECT count(*) FROM users") == 3, "the three rows survived close");
     ok(s && pragma_is(s, "SELECT email FROM users WHERE id = 1", "ada@example.com"),
        "with their values");
+
+    /* Deferred writes: queued, invisible until flushed, written in one batch. */
+    ok(qc_store_exec(s, "CREATE TABLE log(id INTEGER PRIMARY KEY, msg TEXT, n INTEGER, f REAL, x)", err,
+                     sizeof err) == 0,
+       "creates a table for deferred rows");
+    const char *ins = "INSERT INTO log(msg, n, f, x) VALUES (?, ?, ?, ?)";
+    char msg[] = "first row, copied";
+    qc_store_value v[4] = {{.type = QC_STORE_TEXT, .text = msg, .len = strlen(msg)},
+                           {.type = QC_STORE_INT, .i = 42},
+                           {.type = QC_STORE_FLOAT, .d = 1.5},
+                           {.type = QC_STORE_NULL}};
+    int queued = qc_store_defer(s, ins, v, 4, err, sizeof err) == 0;
+    memset(msg, 'X', strlen(msg)); /* the caller's buffer may change: the queue has its copy */
+    v[0].text = "second";
+    v[0].len = 6;
+    queued = queued && qc_store_defer(s, ins, v, 4, err, sizeof err) == 0;
+    ok(queued && qc_store_pending(s) == 2, "queues two rows");
+    ok(pragma_int(s, "SELECT count(*) FROM log") == 0, "nothing is written before the flush");
+    ok(qc_store_defer(s, ins, v, 3, err, sizeof err) == -1 && strstr(err, "number of values"),
+       "refuses a row whose values do not match the parameters");
+    ok(qc_store_defer(s, "INSERT INTO nowhere VALUES (?)", v, 1, err, sizeof err) == -1 &&
+           strstr(err, "no such table"),
+       "refuses a statement that does not prepare, at once");
+    ok(qc_store_pending(s) == 2, "a refused row is not queued");
+    size_t rows = 0;
+    ok(qc_store_flush(s, &rows, err, sizeof err) == 0 && rows == 2 && qc_store_pending(s) == 0,
+       "flushes both rows and empties the queue");
+    ok(pragma_int(s, "SELECT count(*) FROM log WHERE n = 42 AND f = 1.5 AND x IS NULL") == 2 &&
+           pragma_is(s, "SELECT msg FROM log WHERE id = 1", "first row, copied") &&
+           pragma_is(s, "SELECT msg FROM log WHERE id = 2", "second"),
+       "with every value as queued");
+    ok(qc_store_flush(s, &rows, err, sizeof err) == 0 && rows == 0, "an empty flush is a no-op");
+
+    /* One bad row loses its batch, whole: nothing half-written. */
+    qc_store_value good = {.type = QC_STORE_TEXT, .text = "zed@example.com", .len = 15};
+    qc_store_value dup = {.type = QC_STORE_TEXT, .text = "ada@example.com", .len = 15};
+    qc_store_defer(s, "INSERT INTO users(email) VALUES (?)", &good, 1, err, sizeof err);
+    qc_store_defer(s, "INSERT INTO users(email) VALUES (?)", &dup, 1, err, sizeof err);
+    ok(qc_store_flush(s, &rows, err, sizeof err) == -1 && rows == 2 && strstr(err, "UNIQUE"),
+       "a constraint failure fails the flush, counting the rows lost");
+    ok(pragma_int(s, "SELECT count(*) FROM users WHERE email = 'zed@example.com'") == 0 &&
+           qc_store_pending(s) == 0,
+       "rolls the batch back and empties the queue");
+    ok(pragma_int(s, "SELECT count(*) FROM users") == 3, "the store is as it was");
+
+    /* Close writes what is still queued. */
+    v[0].text = "queued at close";
+    v[0].len = strlen(v[0].text);
+    qc_store_defer(s, ins, v, 4, err, sizeof err);
+    qc_store_close(s);
+    s = qc_store_open(path, err, sizeof err);
+    ok(s && pragma_is(s, "SELECT msg FROM log WHERE id = 3", "queued at close"), "close flushes the queue");
     qc_store_close(s);
     qc_store_close(NULL);
 

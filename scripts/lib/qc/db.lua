@@ -2,7 +2,6 @@
 -- file in the data directory, opened once per process generation, schema created on open.
 local store = require "qc.store"
 local host = require "qc.host"
-local log = require "qc.log"
 
 local M = {}
 
@@ -93,34 +92,14 @@ function M.first(sql, ...)
   return M.query(sql, ...)[1]
 end
 
--- Group commit for records nobody reads back within the request (issued tokens): the
--- statements queue up and one task writes them in a single transaction on the next turn
--- of the loop, so a burst of requests costs one commit instead of one each.
-local pending, flush_scheduled = {}, false
-
-local function flush()
-  local batch = pending
-  pending, flush_scheduled = {}, false
-  local ok, err = pcall(function()
-    local done, terr = M.get():transaction(function(tx)
-      for _, st in ipairs(batch) do
-        local changes, rerr = tx:run(st[1], table.unpack(st, 2, st.n))
-        if not changes then error(rerr, 0) end
-      end
-    end)
-    if not done then error(terr, 0) end
-  end)
-  if not ok then
-    log.error("store", "deferred write failed", { rows = #batch, error = type(err) == "table" and err.message or tostring(err) })
-  end
-end
-
----Queues a write for the next group commit (a few milliseconds at most).
+---Queues a write for the group commit: records nobody reads back within the request (issued
+---tokens) are written together, in one transaction, on the next turn of the loop (qc.store's
+---db:defer, in C), so a burst of requests costs one commit instead of one each. A statement
+---that does not prepare raises now; a failure at the commit is logged.
 function M.defer(sql, ...)
-  pending[#pending + 1] = table.pack(sql, ...)
-  if not flush_scheduled then
-    flush_scheduled = true
-    host.spawn(flush)
+  local ok, err, code = M.get():defer(sql, ...)
+  if not ok then
+    error({ status = 500, code = "STORE_ERROR", message = tostring(err) .. " (" .. tostring(code) .. ")" })
   end
 end
 
