@@ -8,6 +8,8 @@ local time = require "qc.time"
 
 local M = {}
 
+local type, floor = type, math.floor
+
 -- LiveKit accepts most strings, but room names end up in URLs, logs and file names:
 -- letters, digits and - _ . : only, at most 128 characters.
 M.NAME_MAX = 128
@@ -71,7 +73,7 @@ function M.issue_token(o)
     grants = o.roles.grants[o.role], ttl = o.roles.ttl_seconds,
   }
   db.defer("INSERT INTO tokens (room, identity, role, issued_at, expires_at, issued_by) VALUES (?, ?, ?, ?, ?, ?)",
-    o.room, o.identity, o.role, math.floor(time.now()), exp, o.caller)
+    o.room, o.identity, o.role, floor(time.now()), exp, o.caller)
   return { token = token, expires_at = iso(exp) }
 end
 

@@ -9,6 +9,7 @@ local policies = require "qc.policies"
 
 local M = {}
 
+local type, pcall, encode = type, pcall, cjson.encode
 local JSON_HEADERS = json.HEADERS
 local URL_JSON = cjson.encode(livekit.settings().url)
 
@@ -63,10 +64,10 @@ function M.generate_token(req)
   local name = optional_string(b.participant_name, "participant_name", 256)
   local t = rooms.issue_token { room = room, identity = identity, name = name, role = role,
                                 roles = policies.roles, caller = req.caller }
-  -- The busiest answer of the API, joined as text (values escaped by cjson): same JSON as
-  -- encoding the table, at half the cost.
-  return 200, JSON_HEADERS, '{"token":"' .. t.token .. '","url":' .. URL_JSON .. ',"room_name":'
-    .. cjson.encode(room) .. ',"participant_identity":' .. cjson.encode(identity)
+  -- The busiest answer of the API, joined as text: same JSON as encoding the table, at half
+  -- the cost. The identity is escaped by cjson; a valid room name needs no escaping.
+  return 200, JSON_HEADERS, '{"token":"' .. t.token .. '","url":' .. URL_JSON .. ',"room_name":"'
+    .. room .. '","participant_identity":' .. encode(identity)
     .. ',"participant_type":"' .. role .. '","expires_at":"' .. t.expires_at .. '"}'
 end
 
