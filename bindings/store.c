@@ -34,6 +34,7 @@ typedef struct {
 } ldb;
 
 #define MAX_DEFER_VALUES 64
+#define DEFER_RETRY_MS 250
 
 static const char *check_cstring(lua_State *L, int arg) {
     size_t len;
@@ -287,8 +288,14 @@ static void flush_now(uv_timer_t *timer) {
     if (!f->s) return;
     size_t rows = 0;
     char err[512];
-    if (qc_store_flush(f->s, &rows, err, sizeof err) < 0)
-        qc_log(QC_LOG_ERROR, "store", "deferred write failed", " rows=%zu error=\"%s\"", rows, err);
+    if (qc_store_flush(f->s, &rows, err, sizeof err) == 0) return;
+    if (qc_store_pending(f->s)) { /* the write lock was busy: try again shortly */
+        qc_log(QC_LOG_WARN, "store", "deferred write delayed", " rows=%zu error=\"%s\"", rows, err);
+        f->scheduled = 1;
+        uv_timer_start(&f->timer, flush_now, DEFER_RETRY_MS, 0);
+        return;
+    }
+    qc_log(QC_LOG_ERROR, "store", "deferred write failed", " rows=%zu error=\"%s\"", rows, err);
 }
 
 static void flusher_closed(uv_handle_t *h) { free(h); }

@@ -32,11 +32,10 @@ typedef struct {
 #define EXCHANGE_POOL 64
 #define KEEP_BUFFER_MAX (64 * 1024) /* larger buffers go back to malloc with the exchange */
 
-/* The request headers worth knowing by name, from lws' token table once per process. */
+/* The request headers lws knows by name, from its token table once per server. */
 typedef struct {
     enum lws_token_indexes tok;
-    const char *name;
-    size_t len;
+    const char *name; /* lowercase, no colon */
 } header_token;
 
 struct qc_http_server {
@@ -171,7 +170,7 @@ static int header_tokens_init(qc_http_server *srv) {
         if (!copy) return -1;
         memcpy(copy, name, nl);
         copy[nl] = 0;
-        srv->tokens[srv->ntokens++] = (header_token){(enum lws_token_indexes)t, copy, nl};
+        srv->tokens[srv->ntokens++] = (header_token){(enum lws_token_indexes)t, copy};
     }
     return 0;
 }

@@ -16,9 +16,10 @@ struct entry {
     sqlite3_stmt *stmt;
 };
 
-/* A deferred row: its SQL and values live in the queue's arena, as offsets (it grows). */
+/* A deferred row: its SQL (NUL-terminated) and text values live in the queue's arena, as
+ * offsets, since the arena moves while it grows. */
 struct deferred {
-    size_t sql_off, sql_len;
+    size_t sql_off;
     size_t first_value; /* index into values */
     int nvalues;
 };
@@ -289,7 +290,7 @@ int qc_store_defer(qc_store *s, const char *sql, const qc_store_value *values, i
     if (!st) return -1;
     if (sqlite3_bind_parameter_count(st) != n)
         return fail(s, SQLITE_RANGE, err, errlen, "deferred statement: the number of values does not match its parameters");
-    size_t sql_len = strlen(sql), bytes = sql_len;
+    size_t sql_len = strlen(sql), bytes = sql_len + 1;
     for (int i = 0; i < n; i++)
         if (values[i].type == QC_STORE_TEXT) bytes += values[i].len;
     if (grow(&s->q.rows, &s->q.rows_cap, s->q.nrows + 1, sizeof *s->q.rows) < 0 ||
@@ -297,8 +298,7 @@ int qc_store_defer(qc_store *s, const char *sql, const qc_store_value *values, i
         grow(&s->q.arena, &s->q.arena_cap, s->q.arena_len + bytes, 1) < 0)
         return fail(s, SQLITE_NOMEM, err, errlen, "out of memory");
     struct deferred *row = &s->q.rows[s->q.nrows++];
-    row->sql_len = sql_len;
-    row->sql_off = arena_put(s, sql, sql_len);
+    row->sql_off = arena_put(s, sql, sql_len + 1);
     row->first_value = s->q.nvalues;
     row->nvalues = n;
     for (int i = 0; i < n; i++) {
@@ -323,23 +323,9 @@ static int bind_deferred(qc_store *s, sqlite3_stmt *st, int i, const struct defe
     }
 }
 
-/* Runs one queued row; 0 or -1 with err filled. */
+/* Runs one queued row; 0 or -1 with err filled. The arena does not move during a flush. */
 static int write_deferred(qc_store *s, const struct deferred *row, char *err, size_t errlen) {
-    char sql[4096];
-    const char *text = sql;
-    char *heap = NULL;
-    if (row->sql_len < sizeof sql) {
-        memcpy(sql, s->q.arena + row->sql_off, row->sql_len);
-        sql[row->sql_len] = 0;
-    } else {
-        heap = malloc(row->sql_len + 1);
-        if (!heap) return fail(s, SQLITE_NOMEM, err, errlen, "out of memory");
-        memcpy(heap, s->q.arena + row->sql_off, row->sql_len);
-        heap[row->sql_len] = 0;
-        text = heap;
-    }
-    sqlite3_stmt *st = qc_store_prepare(s, text, err, errlen);
-    free(heap);
+    sqlite3_stmt *st = qc_store_prepare(s, s->q.arena + row->sql_off, err, errlen);
     if (!st) return -1;
     int rc = SQLITE_OK;
     for (int i = 0; i < row->nvalues && rc == SQLITE_OK; i++)
@@ -369,9 +355,11 @@ int qc_store_flush(qc_store *s, size_t *rows, char *err, size_t errlen) {
         qc_store_exec(s, nested ? "ROLLBACK TO qc_deferred; RELEASE qc_deferred" : "ROLLBACK", ignored,
                       sizeof ignored);
     }
-    /* Emptied either way: a batch that cannot be written now would fail again. */
-    s->q.nrows = s->q.nvalues = s->q.arena_len = 0;
-    if (ok && rows) *rows = n;
+    /* Another connection holding the write lock past the busy timeout is passing: the batch
+     * stays queued for the next flush. Any other failure would come back every time, so the
+     * batch is dropped (the caller logs it). */
+    int busy = !ok && strcmp(qc_store_code_name(s->errcode), "BUSY") == 0;
+    if (!busy) s->q.nrows = s->q.nvalues = s->q.arena_len = 0;
     return ok ? 0 : -1;
 }
 

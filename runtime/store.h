@@ -62,8 +62,9 @@ int qc_store_defer(qc_store *s, const char *sql, const qc_store_value *values, i
 size_t qc_store_pending(const qc_store *s);
 
 /* Writes every queued row in one transaction and empties the queue. On failure nothing of
- * the batch is written (rolled back), the queue is emptied all the same, *rows tells how
- * many rows were lost, and err says why. 0 or -1. */
+ * the batch is written (rolled back), *rows tells how many rows it held and err says why.
+ * When another connection held the write lock (qc_store_errcode is BUSY), the rows stay
+ * queued for a later flush; after any other failure they are dropped. 0 or -1. */
 int qc_store_flush(qc_store *s, size_t *rows, char *err, size_t errlen);
 
 /* The SQLite extended result code of the last failed qc_store_prepare/qc_store_exec

@@ -180,6 +180,20 @@ int main(void) {
        "rolls the batch back and empties the queue");
     ok(pragma_int(s, "SELECT count(*) FROM users") == 3, "the store is as it was");
 
+    /* Another connection holds the write lock: the batch waits in the queue, then goes. */
+    qc_store *other = qc_store_open(path, err, sizeof err);
+    ok(other && qc_store_exec(other, "BEGIN IMMEDIATE", err, sizeof err) == 0, "a second connection takes the write lock");
+    sqlite3_busy_timeout(qc_store_db(s), 20);
+    qc_store_defer(s, "INSERT INTO users(email) VALUES (?)", &good, 1, err, sizeof err);
+    ok(qc_store_flush(s, &rows, err, sizeof err) == -1 && strcmp(qc_store_code_name(qc_store_errcode(s)), "BUSY") == 0 &&
+           qc_store_pending(s) == 1,
+       "a busy write lock keeps the batch queued");
+    qc_store_exec(other, "COMMIT", err, sizeof err);
+    qc_store_close(other);
+    ok(qc_store_flush(s, &rows, err, sizeof err) == 0 && rows == 1 &&
+           pragma_int(s, "SELECT count(*) FROM users WHERE email = 'zed@example.com'") == 1,
+       "and writes it once the lock is free");
+
     /* Close writes what is still queued. */
     v[0].text = "queued at close";
     v[0].len = strlen(v[0].text);
