@@ -63,24 +63,32 @@ static int fail_rc(lua_State *L, sqlite3 *db, int rc) {
     return 3;
 }
 
-/* Binds the Lua value at idx to parameter i. Values SQL cannot hold are argument mistakes. */
-static int bind_value(lua_State *L, sqlite3_stmt *st, int i, int idx, int arg) {
+/* The Lua value at idx as an SQL value; strings are not copied (they stay on the stack or
+ * in a table argument while used). Values SQL cannot hold are argument mistakes. */
+static qc_store_value sql_value(lua_State *L, int idx, int arg) {
     switch (lua_type(L, idx)) {
-    case LUA_TNIL: return sqlite3_bind_null(st, i);
-    case LUA_TBOOLEAN: return sqlite3_bind_int(st, i, lua_toboolean(L, idx));
+    case LUA_TNIL: return (qc_store_value){.type = QC_STORE_NULL};
+    case LUA_TBOOLEAN: return (qc_store_value){.type = QC_STORE_INT, .i = lua_toboolean(L, idx)};
     case LUA_TNUMBER:
-        if (lua_isinteger(L, idx)) return sqlite3_bind_int64(st, i, lua_tointeger(L, idx));
-        return sqlite3_bind_double(st, i, lua_tonumber(L, idx));
+        if (lua_isinteger(L, idx)) return (qc_store_value){.type = QC_STORE_INT, .i = lua_tointeger(L, idx)};
+        return (qc_store_value){.type = QC_STORE_FLOAT, .d = lua_tonumber(L, idx)};
     case LUA_TSTRING: {
         size_t len;
-        const char *s = lua_tolstring(L, idx, &len);
-        /* STATIC: the string stays on the Lua stack until the statement is stepped, reset
-         * and cleared (do_statement; qc_store_prepare clears too), so no copy is needed. */
-        return sqlite3_bind_text64(st, i, s, len, SQLITE_STATIC, SQLITE_UTF8);
+        const char *t = lua_tolstring(L, idx, &len);
+        return (qc_store_value){.type = QC_STORE_TEXT, .text = t, .len = len};
     }
     default:
-        return luaL_argerror(L, arg, lua_pushfstring(L, "cannot bind a %s", luaL_typename(L, idx)));
+        luaL_argerror(L, arg, lua_pushfstring(L, "cannot bind a %s", luaL_typename(L, idx)));
+        return (qc_store_value){.type = QC_STORE_NULL}; /* not reached */
     }
+}
+
+/* Binds the Lua value at idx to parameter i. Text is bound without a copy: the statement is
+ * stepped, reset and cleared before the string can go (do_statement; qc_store_prepare
+ * clears too). */
+static int bind_value(lua_State *L, sqlite3_stmt *st, int i, int idx, int arg) {
+    qc_store_value v = sql_value(L, idx, arg);
+    return qc_store_bind(st, i, &v);
 }
 
 /* Binds a table's fields to :name / @name / $name parameters. A key that names no parameter
@@ -310,25 +318,7 @@ static int l_defer(lua_State *L) {
     int n = lua_gettop(L) - 2;
     luaL_argcheck(L, n <= MAX_DEFER_VALUES, MAX_DEFER_VALUES + 3, "too many values");
     qc_store_value v[MAX_DEFER_VALUES];
-    for (int i = 0; i < n; i++) {
-        int idx = i + 3;
-        switch (lua_type(L, idx)) {
-        case LUA_TNIL: v[i] = (qc_store_value){.type = QC_STORE_NULL}; break;
-        case LUA_TBOOLEAN: v[i] = (qc_store_value){.type = QC_STORE_INT, .i = lua_toboolean(L, idx)}; break;
-        case LUA_TNUMBER:
-            if (lua_isinteger(L, idx)) v[i] = (qc_store_value){.type = QC_STORE_INT, .i = lua_tointeger(L, idx)};
-            else v[i] = (qc_store_value){.type = QC_STORE_FLOAT, .d = lua_tonumber(L, idx)};
-            break;
-        case LUA_TSTRING: {
-            size_t len;
-            const char *t = lua_tolstring(L, idx, &len);
-            v[i] = (qc_store_value){.type = QC_STORE_TEXT, .text = t, .len = len};
-            break;
-        }
-        default:
-            return luaL_argerror(L, idx, lua_pushfstring(L, "cannot bind a %s", luaL_typename(L, idx)));
-        }
-    }
+    for (int i = 0; i < n; i++) v[i] = sql_value(L, i + 3, i + 3); /* qc_store_defer copies text */
     if (!d->f) {
         flusher *f = calloc(1, sizeof *f);
         if (!f) return luaL_error(L, "store: out of memory");

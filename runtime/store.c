@@ -312,13 +312,11 @@ int qc_store_defer(qc_store *s, const char *sql, const qc_store_value *values, i
 
 size_t qc_store_pending(const qc_store *s) { return s ? s->q.nrows : 0; }
 
-static int bind_deferred(qc_store *s, sqlite3_stmt *st, int i, const struct deferred_value *dv) {
-    switch (dv->v.type) {
-    case QC_STORE_INT: return sqlite3_bind_int64(st, i, dv->v.i);
-    case QC_STORE_FLOAT: return sqlite3_bind_double(st, i, dv->v.d);
-    case QC_STORE_TEXT:
-        /* STATIC: the arena stays put until the batch is done. */
-        return sqlite3_bind_text64(st, i, s->q.arena + dv->text_off, dv->v.len, SQLITE_STATIC, SQLITE_UTF8);
+int qc_store_bind(sqlite3_stmt *st, int i, const qc_store_value *v) {
+    switch (v->type) {
+    case QC_STORE_INT: return sqlite3_bind_int64(st, i, v->i);
+    case QC_STORE_FLOAT: return sqlite3_bind_double(st, i, v->d);
+    case QC_STORE_TEXT: return sqlite3_bind_text64(st, i, v->text, v->len, SQLITE_STATIC, SQLITE_UTF8);
     default: return sqlite3_bind_null(st, i);
     }
 }
@@ -328,8 +326,13 @@ static int write_deferred(qc_store *s, const struct deferred *row, char *err, si
     sqlite3_stmt *st = qc_store_prepare(s, s->q.arena + row->sql_off, err, errlen);
     if (!st) return -1;
     int rc = SQLITE_OK;
-    for (int i = 0; i < row->nvalues && rc == SQLITE_OK; i++)
-        rc = bind_deferred(s, st, i + 1, &s->q.values[row->first_value + (size_t)i]);
+    for (int i = 0; i < row->nvalues && rc == SQLITE_OK; i++) {
+        /* The arena stays put until the batch is done: its text is bound in place. */
+        const struct deferred_value *dv = &s->q.values[row->first_value + (size_t)i];
+        qc_store_value v = dv->v;
+        if (v.type == QC_STORE_TEXT) v.text = s->q.arena + dv->text_off;
+        rc = qc_store_bind(st, i + 1, &v);
+    }
     if (rc == SQLITE_OK) {
         while ((rc = sqlite3_step(st)) == SQLITE_ROW) continue;
         if (rc == SQLITE_DONE) rc = SQLITE_OK;

@@ -53,6 +53,10 @@ typedef struct {
     size_t len;
 } qc_store_value;
 
+/* Binds v to parameter i (1-based) of st. Text is bound without a copy: it must stay
+ * valid until st is reset and its bindings cleared. An SQLite result code. */
+int qc_store_bind(sqlite3_stmt *st, int i, const qc_store_value *v);
+
 /* Queues one statement with its parameter values. The SQL is prepared now, so a bad
  * statement or a wrong number of values fails here, not at the flush. 0 or -1. */
 int qc_store_defer(qc_store *s, const char *sql, const qc_store_value *values, int n, char *err,
