@@ -289,7 +289,6 @@ static int l_transaction(lua_State *L) {
     return lua_gettop(L) - 2;
 }
 
-/* The one close: db:close(), __gc and __close. Idempotent. */
 static void flush_now(uv_timer_t *timer) {
     flusher *f = (flusher *)timer;
     f->scheduled = 0;
@@ -338,6 +337,7 @@ static int l_defer(lua_State *L) {
     return 1;
 }
 
+/* The one close: db:close(), __gc and __close. Idempotent. */
 static int l_close(lua_State *L) {
     ldb *d = luaL_checkudata(L, 1, DB_MT);
     if (d->f) { /* what is queued is written by qc_store_close below */
