@@ -289,6 +289,7 @@ static int l_transaction(lua_State *L) {
     return lua_gettop(L) - 2;
 }
 
+/* The group commit, on the loop turn after the first db:defer of a batch. */
 static void flush_now(uv_timer_t *timer) {
     flusher *f = (flusher *)timer;
     f->scheduled = 0;
