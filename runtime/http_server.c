@@ -94,10 +94,14 @@ static void exchange_destroy(qc_http_exchange *ex) {
     free(ex);
 }
 
-/* Back to the pool, or to malloc when the pool is full or a buffer grew past the limit. */
+/* Back to the pool, or to malloc when the pool is full or a buffer grew past the limit.
+ * A dispatched exchange stops counting as in flight here, once its answer is written or its
+ * client gone, not when the handler answers: a graceful stop that waits for no requests in
+ * flight must not close a connection whose answer is still waiting to be written. */
 static void exchange_free(qc_http_exchange *ex) {
     if (!ex) return;
     qc_http_server *srv = ex->srv;
+    if (ex->dispatched && srv && srv->inflight) srv->inflight--;
     if (ex->text_cap > KEEP_BUFFER_MAX) {
         free(ex->text);
         ex->text = NULL;
@@ -417,7 +421,6 @@ void qc_http_exchange_respond(qc_http_exchange *ex, int status, const qc_http_he
                               size_t nheaders, const char *body, size_t body_len) {
     if (ex->responded) return;
     ex->responded = 1;
-    if (ex->dispatched && ex->srv->inflight) ex->srv->inflight--;
     access_log(ex, status);
     if (!ex->wsi) { /* the client left while the handler ran */
         exchange_free(ex);

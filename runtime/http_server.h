@@ -56,7 +56,7 @@ void qc_http_exchange_respond(qc_http_exchange *ex, int status, const qc_http_he
 /* Graceful stop, step one: close the listening socket; keep-alive connections get
  * `Connection: close` on their next answer. */
 void qc_http_server_stop_accepting(qc_http_server *s);
-/* Requests handed out and not yet answered. */
+/* Requests handed out whose answer is not yet written (and whose client is still there). */
 size_t qc_http_server_inflight(const qc_http_server *s);
 /* Closes every connection and starts libwebsockets' teardown; the loop must run on until
  * libuv has closed lws' handles, then call qc_http_server_free. */

@@ -310,8 +310,8 @@ describe("graceful stop", function()
     local s = server.start { policies = fixture_policies() }
     local done = {}
     require("qc.host").spawn(function()
-      local status, _, err = s:request("GET", "/sleep?s=2&tag=stop")
-      done.status, done.err = status or false, err
+      local status, msg, code = s:request("GET", "/sleep?s=2&tag=stop")
+      done.status, done.err = status or false, tostring(code) .. ": " .. tostring(msg)
     end)
     -- TERM only once the request is being handled (a loaded machine may be slow to send it).
     server.wait_for(function() return s:log_text():find("sleeping tag=stop") end, 10, "the request to arrive")
@@ -321,7 +321,7 @@ describe("graceful stop", function()
     assert.is_nil(status)
     assert.equal("CONNECT", code)
     server.wait_for(function() return done.status ~= nil end, 10, "the request in flight")
-    assert.equal(200, done.status, done.err)
+    assert.equal(200, done.status, done.err and (done.err .. "\nserver log:\n" .. s:log_text()))
     assert.equal(0, s:stop())
     assert.matches("info server stopping signal=TERM inflight=1", s:log_text())
   end)
