@@ -259,7 +259,7 @@ describe("JSON request bodies", function()
 
   it("refuses hexadecimal, infinite and NaN numbers with 400 BAD_JSON", function()
     for _, text in ipairs { '{"a":0x10}', '{"a":inf}', '{"a":-inf}', '{"a":nan}', '{"a":Infinity}',
-                            '{"a":1e999}', '{"a":[-1E400]}' } do
+                            '{"a":1e999}', '{"a":[-1E400]}', '{"a":1' .. ("0"):rep(400) .. '}' } do
       local status, body = post(text)
       assert.equal(400, status, text)
       assert.equal("BAD_JSON", body.error.code, text)
@@ -288,7 +288,7 @@ describe("contract checks name file and line", function()
     edit(dir .. "/routes.lua", "auth.required(rooms.create)", "auth.required(rooms.craete)")
     local code, out = check(dir)
     assert.equal(1, code, out)
-    local line = line_of(dir .. "/routes.lua", "rooms.craete")
+    local line = line_of(dir .. "/routes.lua", "auth.required(rooms.craete)")
     assert.matches("routes%.lua:" .. line .. ": qc%.handlers%.rooms has no field 'craete'", out)
   end)
 

@@ -351,6 +351,8 @@ local function finite(v, depth)
   return true
 end
 
+local LONG_DIGITS = ("%d"):rep(309)
+
 local SHAPE = { string = "a string", number = "a number", boolean = "a boolean", userdata = "null" }
 
 ---A request header by name, case-insensitive.
@@ -392,8 +394,9 @@ function M.dispatch(gen, req)
     local ctype = req.headers["content-type"] or ""
     if ctype:find("json", 1, true) then
       local ok, value = pcall(body_json.decode, body)
-      -- Only a long exponent can overflow to inf: skip the walk for every other body.
-      if ok and body:find("[eE][%+]?%d%d%d") and not finite(value, 0) then
+      -- Only a long exponent or a run of 309+ digits can overflow to inf: skip the walk
+      -- for every other body.
+      if ok and (body:find("[eE][%+]?%d%d%d") or body:find(LONG_DIGITS)) and not finite(value, 0) then
         ok, value = false, "a number is too large for a double"
       end
       if not ok then
