@@ -248,6 +248,31 @@ pcall(function() cjson.decode_invalid_numbers(true) end)]])
   end)
 end)
 
+describe("an error object with metamethods", function()
+  it("costs one 500, not the server", function()
+    local dir = fixture_policies()
+    edit(dir .. "/routes.lua", '{ "GET", "/text"', [[{ "GET", "/trap", function()
+      error(setmetatable({}, { __index = function() while true do end end }))
+    end },
+  { "GET", "/trap2", function()
+      assert(false, setmetatable({}, { __index = function() while true do end end }))
+    end },
+  { "GET", "/teapot2", function() error(setmetatable({ status = 418, code = "TEAPOT", message = "m" }, {})) end },
+  { "GET", "/text"]])
+    local s = server.start { policies = dir, env = { QC_LUA_BUDGET_MS = "300" } }
+    for _, path in ipairs { "/trap", "/trap2" } do
+      local status, body = s:request("GET", path, nil, nil, 5)
+      assert.equal(500, status, path)
+      assert.equal("INTERNAL", body.error.code)
+    end
+    local status, body = s:request("GET", "/teapot2")
+    assert.equal(418, status)
+    assert.equal("TEAPOT", body.error.code)
+    assert.equal(200, (s:request("GET", "/health", nil, nil, 5)))
+    assert.equal(0, s:stop())
+  end)
+end)
+
 describe("JSON request bodies", function()
   local s
   setup(function() s = server.start { policies = fixture_policies() } end)

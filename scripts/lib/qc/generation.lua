@@ -178,6 +178,32 @@ local function policy_env(gen)
     end
     return setmetatable(t, mt)
   end
+  -- The host reads an error table's status/code/message/field after the call has ended,
+  -- outside any time budget: a table with metamethods there could loop or yield. What a
+  -- policy raises is a plain copy of those four fields.
+  local function plain(v)
+    if type(v) ~= "table" then return v end
+    local function field(k, want)
+      local x = rawget(v, k)
+      if want == "integer" then return math.type(x) == "integer" and x or nil end
+      return type(x) == want and x or nil
+    end
+    local status = field("status", "integer")
+    -- Without a status it is no intended HTTP error but a bug: logged, and a 500.
+    if not status then return "error object: a table without an integer status" end
+    return { status = status, code = field("code", "string"),
+             message = field("message", "string"), field = field("field", "string") }
+  end
+  env.error = function(v, level)
+    if type(v) == "table" then error(plain(v), 0) end
+    level = math.tointeger(level) or 1
+    error(v, level > 0 and level + 1 or 0)
+  end
+  env.assert = function(v, message, ...)
+    if v then return v, message, ... end
+    if message == nil then error("assertion failed!", 2) end
+    error(plain(message), 0)
+  end
   env.qc = setmetatable({}, {
     __index = function(_, k)
       local name = "qc." .. tostring(k)
