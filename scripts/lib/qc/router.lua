@@ -52,20 +52,24 @@ function M.compile(routes, where, line_of)
     local handler = route.handler or route[3]
     local id = tostring(method) .. " " .. tostring(path)
     occurrences[id] = (occurrences[id] or 0) + 1
-    local line = line_of and line_of(i, method, path, occurrences[id])
-    local label = ("%s%s: route %d (%s %s)"):format(where, line and ":" .. line or "", i, tostring(method), tostring(path))
+    local occurrence = occurrences[id]
+    -- Only a rejected route needs its line (finding it tokenises the file).
+    local function label()
+      local line = line_of and line_of(i, method, path, occurrence)
+      return ("%s%s: route %d (%s %s)"):format(where, line and ":" .. line or "", i, tostring(method), tostring(path))
+    end
     if type(method) ~= "string" or not METHODS[method] then
-      error(label .. ": method must be one of GET POST PUT PATCH DELETE HEAD", 0)
+      error(label() .. ": method must be one of GET POST PUT PATCH DELETE HEAD", 0)
     end
     if type(path) ~= "string" or path:sub(1, 1) ~= "/" then
-      error(label .. ": path must be a string starting with /", 0)
+      error(label() .. ": path must be a string starting with /", 0)
     end
     if type(handler) ~= "function" then
-      error(label .. ": handler must be a function, got " .. type(handler), 0)
+      error(label() .. ": handler must be a function, got " .. type(handler), 0)
     end
     path = normalise(path)
     local key = method .. " " .. path
-    if seen[key] then error(label .. ": declared twice (first as route " .. seen[key] .. ")", 0) end
+    if seen[key] then error(label() .. ": declared twice (first as route " .. seen[key] .. ")", 0) end
     seen[key] = i
     if not path:find("{", 1, true) then
       local entry = r.static[path] or { methods = {} }
@@ -77,10 +81,10 @@ function M.compile(routes, where, line_of)
       for j, seg in ipairs(segs) do
         local name = seg:match("^{([%a_][%w_]*)}$")
         if seg:find("[{}]") and not name then
-          error(label .. ": parameter segment must look like {name}", 0)
+          error(label() .. ": parameter segment must look like {name}", 0)
         end
         if name then
-          if names[name] then error(label .. ": parameter {" .. name .. "} appears twice", 0) end
+          if names[name] then error(label() .. ": parameter {" .. name .. "} appears twice", 0) end
           names[name] = true
           segs[j] = { name = name }
         end
