@@ -6,6 +6,13 @@
 -- (req.method, req.path, req.params, req.args, req.headers, req.body, req.json, req.peer,
 -- req:header(name)) and returns status, headers, body; a table body is sent as JSON.
 -- auth.required(handler) lets only callers with a QC_API_KEYS key through (when keys are set).
+-- A JSON body is decoded before the handler runs; one that is not a JSON object is refused
+-- (422), so req.json is always an object or nil.
+--
+-- This file may require qc.handlers.*, qc.auth, qc.errors, qc.json, qc.csv, qc.policies,
+-- qc.log, qc.time, qc.jwt and cjson: read-only views, where a misspelt field raises, so
+-- `rooms.craete` is rejected on reload as "routes.lua:LINE: qc.handlers.rooms has no field
+-- 'craete'" and the previous routes keep serving.
 --
 -- Example: { "GET", "/rooms/{room}/participants", auth.required(rooms.participants) }
 local service = require "qc.handlers.service"

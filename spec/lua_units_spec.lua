@@ -89,3 +89,67 @@ describe("qc.json", function()
     assert.matches('"a":%[%]', s)
   end)
 end)
+
+describe("qc.source", function()
+  local source = require "qc.source"
+  local TEXT = [=[
+-- a comment with { braces } and "quotes"
+local M = {}
+--[[ a long
+comment { ]]
+M.grants = {
+  interviewer = { canPublish = true },
+  agent = { hidden = true, canPublsh = true },
+}
+M.ttl_seconds = 5
+M.examples = {
+  { identity = "a", metadata = '{"role":"x", "y": [1, {2}]}' },
+  { identity = [[b
+c]] },
+  { identity = "d" },
+}
+return {
+  { "GET", "/", h },
+  { "POST", "/x", h },
+  { "GET", "/", h },
+}
+]=]
+  local toks = source.tokens(TEXT)
+
+  it("finds the line of a key path, skipping comments and strings", function()
+    assert.equal(5, source.line_of(toks, { "grants" }))
+    assert.equal(7, source.line_of(toks, { "grants", "agent", "canPublsh" }))
+    assert.equal(9, source.line_of(toks, { "ttl_seconds" }))
+  end)
+
+  it("finds the n-th item of a table constructor, across strings with braces and line breaks", function()
+    assert.equal(11, source.line_of(toks, { "examples", 1 }))
+    assert.equal(12, source.line_of(toks, { "examples", 2 }))
+    assert.equal(14, source.line_of(toks, { "examples", 3 }))
+  end)
+
+  it("falls back to the deepest key found", function()
+    assert.equal(5, source.line_of(toks, { "grants", "nobody" }))
+    assert.is_nil(source.line_of(toks, { "nothing" }))
+    assert.equal(16, source.return_line(toks))
+  end)
+
+  it("finds a route by method and path, the second time for a duplicate, else by position", function()
+    assert.equal(17, source.route_line(toks, 1, "GET", "/"))
+    assert.equal(19, source.route_line(toks, 3, "GET", "/", 2))
+    assert.equal(18, source.route_line(toks, 2, nil, nil))
+  end)
+end)
+
+describe("qc.router line numbers", function()
+  it("names the line of a bad entry when it is told where entries are", function()
+    local function lines(i) return 10 + i end
+    -- pcall, not assert.has_error: busted strips a leading "name:LINE: " from the message.
+    local ok, err = pcall(router.compile, { { "GET", "/a", function() end }, { "GET", "/b", nil } }, "f", lines)
+    assert.is_false(ok)
+    assert.equal("f:12: route 2 (GET /b): handler must be a function, got nil", err)
+    ok, err = pcall(router.compile, { "oops" }, "f", lines)
+    assert.is_false(ok)
+    assert.equal("f:11: route 1 must be a table { METHOD, PATH, handler }, got string", err)
+  end)
+end)

@@ -236,7 +236,7 @@ describe("policy reload", function()
     edit(dir .. "/routes.lua", '{ "GET", "/version"', '{ "FETCH", "/version"')
     local status, body = s:request("POST", "/admin/reload")
     assert.equal(422, status)
-    assert.matches("routes%.lua: route %d+ %(FETCH /version%): method must be", body.error.message)
+    assert.matches("routes%.lua:%d+: route %d+ %(FETCH /version%): method must be", body.error.message)
     assert.equal("v1", version())
   end)
 

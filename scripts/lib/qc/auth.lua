@@ -34,6 +34,10 @@ end
 ---@param handler function
 ---@return function
 function M.required(handler)
+  -- Level 2: a nil here is a typo in routes.lua, named with its line when policies load.
+  if type(handler) ~= "function" then
+    error("auth.required: handler must be a function, got " .. type(handler), 2)
+  end
   return function(req)
     req.caller = M.caller(req)
     return handler(req)

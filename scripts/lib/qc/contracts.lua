@@ -1,5 +1,6 @@
 -- Contract checks run on every policy file when a generation is built (reload, start,
--- `quantcoach check`). A check raises "file: problem" and the whole generation is rejected.
+-- `quantcoach check`). A check raises "file:LINE: problem" and the whole generation is
+-- rejected.
 local M = {}
 
 -- Policies a server cannot run without.
@@ -12,43 +13,55 @@ local GRANT_KEYS = {
   ingressAdmin = true, hidden = true, recorder = true, agent = true, canSubscribeMetrics = true,
 }
 
--- name -> function(policy, path, generation). routes.lua is checked by compiling it
+-- name -> function(policy, path, generation, at). routes.lua is checked by compiling it
 -- (qc.router), which every generation does anyway.
+--
+-- at(key, ...) is "path:LINE" for the value at that key path in the policy's source:
+-- strings are keys, integers items of a table constructor (at("examples", 2)). A check
+-- raises error(at(...) .. ": problem", 0). (A message that names only the file, "path:
+-- problem", gets the line of the key it starts with, added by qc.generation.)
 M.check = {}
 
-function M.check.roles(p, path)
-  if type(p.grants) ~= "table" then error(path .. ": grants must be a table", 0) end
+function M.check.roles(p, path, _, at)
+  if type(p.grants) ~= "table" then error(at("grants") .. ": grants must be a table", 0) end
   for _, role in ipairs(ROLES) do
     local g = p.grants[role]
-    if type(g) ~= "table" then error(("%s: grants.%s is missing"):format(path, role), 0) end
+    if type(g) ~= "table" then error(("%s: grants.%s is missing"):format(at("grants", role), role), 0) end
     for k, v in pairs(g) do
-      if not GRANT_KEYS[k] then error(("%s: grants.%s.%s is not a LiveKit grant"):format(path, role, tostring(k)), 0) end
-      if type(v) ~= "boolean" then error(("%s: grants.%s.%s must be true or false"):format(path, role, k), 0) end
+      if not GRANT_KEYS[k] then
+        error(("%s: grants.%s.%s is not a LiveKit grant"):format(at("grants", role, k), role, tostring(k)), 0)
+      end
+      if type(v) ~= "boolean" then
+        error(("%s: grants.%s.%s must be true or false"):format(at("grants", role, k), role, k), 0)
+      end
     end
   end
   if math.type(p.ttl_seconds) ~= "integer" or p.ttl_seconds < 60 or p.ttl_seconds > 7 * 24 * 3600 then
-    error(path .. ": ttl_seconds must be an integer between 60 and 604800", 0)
+    error(at("ttl_seconds") .. ": ttl_seconds must be an integer between 60 and 604800", 0)
   end
-  if type(p.role_of) ~= "function" then error(path .. ": role_of must be a function", 0) end
+  if type(p.role_of) ~= "function" then error(at("role_of") .. ": role_of must be a function", 0) end
   for i, ex in ipairs(p.examples or {}) do
     local got = p.role_of(ex.identity, ex.metadata)
     if got ~= ex.role then
       error(("%s: example %d: role_of(%q) returned %s, expected %s"):format(
-        path, i, ex.identity, tostring(got), tostring(ex.role)), 0)
+        at("examples", i), i, ex.identity, tostring(got), tostring(ex.role)), 0)
     end
   end
 end
 
-function M.check.speakers(p, path, gen)
-  if type(p.role) ~= "function" then error(path .. ": role must be a function", 0) end
-  if type(p.transcribe) ~= "function" then error(path .. ": transcribe must be a function", 0) end
+function M.check.speakers(p, path, gen, at)
+  if type(p.role) ~= "function" then error(at("role") .. ": role must be a function", 0) end
+  if type(p.transcribe) ~= "function" then error(at("transcribe") .. ": transcribe must be a function", 0) end
   if not gen.policies.roles then return end -- roles.lua loads first (files load in name order)
   for i, ex in ipairs(p.examples or {}) do
     local role = p.role(ex.participant)
     local got = p.transcribe(ex.participant, ex.track, role)
-    if type(got) ~= "boolean" then error(("%s: example %d: transcribe must return true or false"):format(path, i), 0) end
+    if type(got) ~= "boolean" then
+      error(("%s: example %d: transcribe must return true or false"):format(at("examples", i), i), 0)
+    end
     if got ~= ex.transcribe then
-      error(("%s: example %d: transcribe returned %s, expected %s"):format(path, i, tostring(got), tostring(ex.transcribe)), 0)
+      error(("%s: example %d: transcribe returned %s, expected %s"):format(
+        at("examples", i), i, tostring(got), tostring(ex.transcribe)), 0)
     end
   end
 end

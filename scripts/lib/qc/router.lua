@@ -3,7 +3,10 @@
 local M = {}
 
 local METHODS = { GET = true, POST = true, PUT = true, PATCH = true, DELETE = true, HEAD = true }
-local EMPTY = setmetatable({}, { __newindex = function() error("route params are read-only", 2) end })
+-- Shared by every match without parameters: protected, so no handler can change it for the
+-- next request (rawset in the policy sandbox refuses tables with a protected metatable).
+local EMPTY = setmetatable({}, { __newindex = function() error("route params are read-only", 2) end,
+                                 __metatable = "read-only" })
 
 local Router = {}
 Router.__index = Router
@@ -27,32 +30,46 @@ local function allow_of(methods)
   return table.concat(list, ", ")
 end
 
----Compiles a routes policy. Raises "file: route N (...): problem" on a bad entry.
+---Compiles a routes policy. Raises "file:LINE: route N (...): problem" on a bad entry
+---("file: ..." when line_of is not given or cannot tell).
 ---@param routes table array of { method, path, handler } or { method=, path=, handler= }
 ---@param where string file name used in error messages
+---@param line_of fun(i: integer, method: any, path: any, occurrence: integer): integer|nil
 ---@return table router
-function M.compile(routes, where)
+function M.compile(routes, where, line_of)
   local r = setmetatable({ static = {}, dynamic = {} }, Router)
   if type(routes) ~= "table" then error(where .. ": must return a table of routes", 0) end
   if #routes == 0 then error(where .. ": declares no routes", 0) end
-  local seen = {}
+  local seen, occurrences = {}, {}
   for i, route in ipairs(routes) do
+    if type(route) ~= "table" then
+      local line = line_of and line_of(i)
+      error(("%s%s: route %d must be a table { METHOD, PATH, handler }, got %s"):format(
+        where, line and ":" .. line or "", i, type(route)), 0)
+    end
     local method = route.method or route[1]
     local path = route.path or route[2]
     local handler = route.handler or route[3]
-    local label = ("%s: route %d (%s %s)"):format(where, i, tostring(method), tostring(path))
+    local id = tostring(method) .. " " .. tostring(path)
+    occurrences[id] = (occurrences[id] or 0) + 1
+    local occurrence = occurrences[id]
+    -- Only a rejected route needs its line (finding it tokenises the file).
+    local function label()
+      local line = line_of and line_of(i, method, path, occurrence)
+      return ("%s%s: route %d (%s %s)"):format(where, line and ":" .. line or "", i, tostring(method), tostring(path))
+    end
     if type(method) ~= "string" or not METHODS[method] then
-      error(label .. ": method must be one of GET POST PUT PATCH DELETE HEAD", 0)
+      error(label() .. ": method must be one of GET POST PUT PATCH DELETE HEAD", 0)
     end
     if type(path) ~= "string" or path:sub(1, 1) ~= "/" then
-      error(label .. ": path must be a string starting with /", 0)
+      error(label() .. ": path must be a string starting with /", 0)
     end
     if type(handler) ~= "function" then
-      error(label .. ": handler must be a function, got " .. type(handler), 0)
+      error(label() .. ": handler must be a function, got " .. type(handler), 0)
     end
     path = normalise(path)
     local key = method .. " " .. path
-    if seen[key] then error(label .. ": declared twice (first as route " .. seen[key] .. ")", 0) end
+    if seen[key] then error(label() .. ": declared twice (first as route " .. seen[key] .. ")", 0) end
     seen[key] = i
     if not path:find("{", 1, true) then
       local entry = r.static[path] or { methods = {} }
@@ -64,10 +81,10 @@ function M.compile(routes, where)
       for j, seg in ipairs(segs) do
         local name = seg:match("^{([%a_][%w_]*)}$")
         if seg:find("[{}]") and not name then
-          error(label .. ": parameter segment must look like {name}", 0)
+          error(label() .. ": parameter segment must look like {name}", 0)
         end
         if name then
-          if names[name] then error(label .. ": parameter {" .. name .. "} appears twice", 0) end
+          if names[name] then error(label() .. ": parameter {" .. name .. "} appears twice", 0) end
           names[name] = true
           segs[j] = { name = name }
         end
