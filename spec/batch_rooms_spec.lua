@@ -100,9 +100,11 @@ describe("batch room creation", function()
     return false
   end
 
+  -- Interviews in ten minutes and today: their tokens are valid now, so the SDK takes them.
+  local SOON = os.date("!%Y-%m-%dT%H:%M:%SZ", os.time() + 600)
   local GOOD = "room_name,interviewer,candidate,scheduled_at\n" ..
-    "interview-a,Ada Lovelace,Bob,2026-12-01T14:00:00Z\n" ..
-    '"interview-b","Hopper, Grace",Carl,2026-12-02\n'
+    "interview-a,Ada Lovelace,Bob," .. SOON .. "\n" ..
+    '"interview-b","Hopper, Grace",Carl,' .. os.date("!%Y-%m-%d") .. '\n'
 
   it("creates every room with tokens and reports them as CSV", function()
     local code, out, err = batch(input(GOOD))
@@ -129,7 +131,7 @@ describe("batch room creation", function()
     for _, call in ipairs(created) do
       if call.body.name == "interview-a" then meta = cjson.decode(call.body.metadata) end
     end
-    assert.same({ scheduled_at = "2026-12-01T14:00:00Z", interviewer = "Ada Lovelace", candidate = "Bob" }, meta)
+    assert.same({ scheduled_at = SOON, interviewer = "Ada Lovelace", candidate = "Bob" }, meta)
   end)
 
   it("reports bad and duplicate rows with their line numbers and still creates the rest", function()
