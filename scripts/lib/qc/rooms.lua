@@ -40,6 +40,8 @@ end
 ---@param field string
 ---@return string
 function M.check_text(v, field)
+  -- Printable ASCII, the usual case, is settled by one scan (it is on the token path).
+  if not v:find("[^\32-\126]") then return v end
   if not utf8.len(v) then errors.invalid(field, "must be valid UTF-8") end
   if v:find("[\0-\31\127]") or v:find("\194[\128-\159]") then
     errors.invalid(field, "must not contain control characters")
