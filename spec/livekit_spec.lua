@@ -4,6 +4,7 @@
 local server = require "support.server"
 local lk = require "support.fake_livekit"
 local store = require "qc.store"
+local cjson = require "cjson"
 local time = require "qc.time"
 
 local TTL = 2 * 60 * 60
@@ -165,6 +166,94 @@ describe("the LiveKit room API", function()
     local status = s:request("POST", "/rooms/create", { room_name = string.rep("a", 128) })
     assert.equal(200, status)
     assert.equal(1, #fake:calls(), "only the valid request reached LiveKit")
+  end)
+
+  it("refuses with 422 what a token or a URL cannot carry: bad UTF-8, control characters, . and ..", function()
+    local token_req = { room_name = "interview-spec-u", participant_identity = "cand-1", participant_type = "candidate" }
+    local function with(k, v)
+      local c = {}
+      for kk, vv in pairs(token_req) do c[kk] = vv end
+      c[k] = v
+      return c
+    end
+    local cases = {
+      { "identity not UTF-8", "/tokens/generate", with("participant_identity", "cand-\255"), "participant_identity" },
+      { "identity overlong UTF-8", "/tokens/generate", with("participant_identity", "a\192\175b"), "participant_identity" },
+      { "identity with a C0 control", "/tokens/generate", with("participant_identity", "a\1b"), "participant_identity" },
+      { "identity with a C1 control", "/tokens/generate", with("participant_identity", "a\194\133b"), "participant_identity" },
+      { "name with a surrogate", "/tokens/generate", with("participant_name", "Ada \237\160\128"), "participant_name" },
+      { "name with a newline", "/tokens/generate", with("participant_name", "Ada\nL"), "participant_name" },
+      { "room .", "/tokens/generate", with("room_name", "."), "room_name" },
+      { "room ..", "/tokens/generate", with("room_name", ".."), "room_name" },
+      { "room .", "/rooms/create", { room_name = "." }, "room_name" },
+      { "room ..", "/rooms/create", { room_name = ".." }, "room_name" },
+    }
+    for _, case in ipairs(cases) do
+      local what, path, req, field = table.unpack(case)
+      local status, body = s:request("POST", path, req)
+      assert.equal(422, status, what)
+      assert.equal("VALIDATION_ERROR", body.error.code, what)
+      assert.equal(field, body.error.field, what)
+    end
+    -- The server resolves dot segments before routing (so such a room could never be
+    -- deleted): the request is refused as a path, never as a room.
+    for _, path in ipairs { "/rooms/%2E", "/rooms/%2e%2E", "/rooms/." } do
+      local status, body = s:request("DELETE", path)
+      assert.is_true(status >= 400 and status < 500, path .. " answered " .. tostring(status))
+      assert.is_string(body.error.code, path)
+    end
+    assert.equal(0, #fake:calls(), "nothing reached LiveKit")
+    -- Clean UTF-8 goes through as it is, and "..." is an ordinary name.
+    local status, body = s:request("POST", "/tokens/generate", with("participant_identity", "Zoë-Łukasz"))
+    assert.equal(200, status)
+    assert.equal("Zoë-Łukasz", lk.verify({ body.token })[1].claims.sub)
+    assert.equal(200, (s:request("POST", "/rooms/create", { room_name = "..." })))
+    assert.equal(200, (s:request("DELETE", "/rooms/...")))
+  end)
+
+  it("records a room before asking LiveKit for it, so a crash in between loses nothing", function()
+    local data = server.tmpdir() .. "/data"
+    local s1 = server.start { env = fake:env(), data = data }
+    local s2
+    finally(function()
+      fake:hold()
+      pcall(s1.stop, s1)
+      if s2 then s2:stop() end
+    end)
+    fake:hold("CreateRoom", "crash-1", 60000, "before")
+    server.run(("curl -s -X POST -H 'Content-Type: application/json' -d '{\"room_name\":\"crash-1\"}' %s/rooms/create > /dev/null 2>&1 &")
+      :format(s1.url))
+    server.wait_for(function() return #fake:calls("CreateRoom") > 0 end, 10, "CreateRoom")
+    local rows = query({ data = data }, "SELECT name FROM rooms WHERE name = 'crash-1'")
+    assert.equal(1, #rows, "the intent is on disk before LiveKit answers")
+    fake:hold() -- crash-1 goes on and is recorded
+    server.wait_for(function()
+      return #query({ data = data }, "SELECT name FROM rooms WHERE name = 'crash-1' AND state = 'created'") == 1
+    end, 10, "crash-1 to be recorded as created")
+    fake:hold("CreateRoom", "crash-2", 60000, "after")
+    server.run(("curl -s -X POST -H 'Content-Type: application/json' -d '{\"room_name\":\"crash-2\"}' %s/rooms/create > /dev/null 2>&1 &")
+      :format(s1.url))
+    server.wait_for(function() return by_name(fake:rooms(), "crash-2") end, 10, "crash-2 on LiveKit")
+    s1:signal("KILL")
+    s1.term_sent = true -- nothing left to TERM: stop() only waits for the exit
+    s1:stop()
+    fake:hold()
+    s2 = server.start { env = fake:env(), data = data }
+    local status, body = s2:request("GET", "/rooms")
+    assert.equal(200, status)
+    local listed = by_name(body.rooms, "crash-2")
+    assert.equal("active", listed.status)
+    -- LiveKit has crash-1 and crash-2, which the killed server never recorded as created:
+    -- we hold both, with LiveKit's sids.
+    local theirs, ours = {}, {}
+    for _, r in ipairs(fake:rooms()) do theirs[#theirs + 1] = r.name .. " " .. r.sid end
+    for _, r in ipairs(query({ data = data },
+        "SELECT name, sid FROM rooms WHERE ended_at IS NULL AND state = 'created' ORDER BY name")) do
+      ours[#ours + 1] = r.name .. " " .. tostring(r.sid)
+    end
+    table.sort(theirs)
+    assert.same({ "crash-1", "crash-2" }, { theirs[1]:match("%S+"), theirs[2]:match("%S+") })
+    assert.same(theirs, ours)
   end)
 
   it("lists a room's participants with their role, from the identity prefix or the metadata", function()
@@ -493,11 +582,81 @@ describe("quantcoach token", function()
     assert.is_true(r.claims.video.canPublishData)
   end)
 
+  it("exits 2 naming the option on a usage error, and its help fits 80 columns", function()
+    local cases = {
+      { "--room R --identity I --role agent --ttl -5", "%-%-ttl" },
+      { "--room R --identity I --role agent --ttl 0", "%-%-ttl" },
+      { "--room R --identity I", "%-%-role" },
+      { "--room R --identity I --role agent --bogus", "%-%-bogus" },
+      { "--room .. --identity I --role agent", "%-%-room" },
+      { "--room R --identity $(printf 'a\\377') --role agent", "%-%-identity" },
+      { "--room R --identity I --name $(printf 'a\\001b') --role agent", "%-%-name" },
+    }
+    for _, c in ipairs(cases) do
+      local code, out = server.run(token_cmd(c[1]))
+      assert.equal(2, code, c[1] .. ": " .. out)
+      assert.matches(c[2], out)
+      assert.is_nil(out:find("eyJ", 1, true), "no token printed")
+    end
+    local code, out = server.run(token_cmd("--help"))
+    assert.equal(0, code)
+    for line in out:gmatch("[^\n]*") do
+      assert.is_true(utf8.len(line) <= 80, "too wide: " .. line)
+    end
+    assert.matches("interviewer, candidate, agent", out, 1, true)
+  end)
+
   it("refuses an unknown role with a non-zero exit and a one-line message", function()
     local code, out = server.run(token_cmd("--room R --identity I --role boss"))
     assert.is_true(code ~= 0)
     assert.matches("^[^\n]*%-%-role[^\n]*\n?$", out)
     assert.is_nil(out:find("eyJ", 1, true), "no token printed")
+  end)
+end)
+
+describe("the role list", function()
+  local fake
+  setup(function() fake = lk.start() end)
+  teardown(function() fake:stop() end)
+
+  -- A copy of the shipped policies with one more role.
+  local function with_observer()
+    local dir = server.copy_policies()
+    local path = dir .. "/roles.lua"
+    local text = server.read_file(path)
+    local n
+    text, n = text:gsub('M%.roles = {', 'M.roles = { "observer",', 1)
+    assert.equal(1, n, "roles.lua has M.roles")
+    text, n = text:gsub("M%.grants = {", "M.grants = {\n  observer = { canSubscribe = true, canPublish = false },", 1)
+    assert.equal(1, n)
+    server.write_file(path, text)
+    return dir
+  end
+
+  it("comes from roles.lua alone: a role added there is served, signed by quantcoach token, and checked", function()
+    local dir = with_observer()
+    local s = server.start { env = fake:env(), policies = dir }
+    finally(function() s:stop() end)
+    local status, body = s:request("POST", "/tokens/generate", { room_name = "r-obs", participant_identity = "obs-1",
+      participant_type = "observer" })
+    assert.equal(200, status, type(body) == "table" and cjson.encode(body) or body)
+    local c = lk.verify({ body.token })[1].claims
+    assert.is_false(c.video.canPublish)
+    status, body = s:request("POST", "/rooms/create", { room_name = "r-obs" })
+    assert.equal(200, status)
+    assert.is_true(lk.verify({ body.observer_token })[1].ok)
+
+    local code, out = server.run(("env LIVEKIT_API_KEY=devkey LIVEKIT_API_SECRET=secret QC_ENV_FILE=/nonexistent " ..
+      "QC_POLICIES=%s %s token --room R --identity obs --role observer"):format(server.quote(dir), server.quote(server.bin)))
+    assert.equal(0, code, out)
+    assert.is_true(lk.verify({ out:match("%S+") })[1].ok)
+
+    -- A role listed without grants is a broken policy.
+    local text = server.read_file(dir .. "/roles.lua"):gsub("\n  observer = {[^\n]*\n", "\n", 1)
+    server.write_file(dir .. "/roles.lua", text)
+    code, out = server.run(("%s check --policies %s"):format(server.quote(server.bin), server.quote(dir)))
+    assert.equal(1, code, out)
+    assert.matches("observer", out)
   end)
 end)
 

@@ -1,39 +1,68 @@
 -- quantcoach token: prints a LiveKit access token for one participant (for ops).
--- Grants and lifetime come from the roles policy, as for tokens the server issues.
+-- Grants, the role list and the lifetime come from the roles policy, as for tokens the
+-- server issues. Usage errors exit 2 and name the option.
 local argparse = require "argparse"
 local livekit = require "qc.livekit"
 local rooms = require "qc.rooms"
-local policies = require "qc.policies"
+local errors = require "qc.errors"
 
-local parser = argparse("quantcoach token", "Print a LiveKit access token.")
+local PROG = "quantcoach token"
+
+-- The policies are loaded after the command line is read, but --help names the roles: a
+-- policy set that does not load still gets its help printed (and the error when it runs).
+local pok, policies = pcall(require, "qc.policies")
+local role_list = pok and table.concat(policies.roles.roles, ", ") or "a role from policies/roles.lua"
+
+local parser = argparse(PROG, "Print a LiveKit access token.")
   :epilog("Signed with LIVEKIT_API_KEY / LIVEKIT_API_SECRET (.env or environment).")
+  :help_max_width(80)
 parser:option("--room", "Room name."):count(1)
 parser:option("--identity", "Participant identity."):count(1)
-parser:option("--role", "interviewer, candidate or agent."):count(1)
+parser:option("--role", "One of " .. role_list .. "."):count(1)
 parser:option("--name", "Display name.")
-parser:option("--ttl", "Lifetime in seconds (default: the roles policy's).")
-local args = parser:parse(arg)
+parser:option("--ttl", "Lifetime in seconds (default: the roles policy's)."):argname("<seconds>")
 
-local ok, err = pcall(function()
-  rooms.check_name(args.room, "--room")
-  rooms.check_identity(args.identity, "--identity")
-  rooms.check_role(args.role, "--role")
-end)
-if not ok then
-  io.stderr:write("quantcoach token: " .. (type(err) == "table" and err.message or tostring(err)) .. "\n")
+-- A command line argparse cannot read gets its usage; a bad value, one line naming it.
+local function usage_error(msg)
+  io.stderr:write(("%s\n\nError: %s\n"):format(parser:get_usage(), msg))
   return 2
 end
-local ttl = policies.roles.ttl_seconds
+local function bad_value(msg)
+  io.stderr:write(PROG .. ": " .. msg .. "\n")
+  return 2
+end
+
+-- argparse reads "--ttl -5" as an unknown option -5; join such a value to its option so
+-- the mistake is reported as a bad --ttl.
+local argv = {}
+for i = 1, #arg do
+  local a, prev = arg[i], argv[#argv]
+  if prev == "--ttl" and a:match("^%-%d") then argv[#argv] = "--ttl=" .. a else argv[#argv + 1] = a end
+end
+
+local ok, args = parser:pparse(argv)
+if not ok then return usage_error(args) end
+if not pok then
+  io.stderr:write(PROG .. ": " .. errors.message(policies) .. "\n")
+  return 1
+end
+local roles = policies.roles
+
+local ttl = roles.ttl_seconds
 if args.ttl then
   ttl = math.tointeger(tonumber(args.ttl))
-  if not ttl or ttl < 1 then
-    io.stderr:write("quantcoach token: --ttl must be a positive number of seconds\n")
-    return 2
-  end
+  if not ttl or ttl < 1 then return bad_value("--ttl: must be a positive whole number of seconds") end
 end
+local vok, verr = pcall(function()
+  rooms.check_name(args.room, "--room")
+  rooms.check_identity(args.identity, "--identity")
+  rooms.check_role(args.role, "--role", roles)
+  rooms.check_display_name(args.name, "--name")
+end)
+if not vok then return bad_value(errors.message(verr)) end
+
 local token = livekit.access_token {
-  identity = args.identity, name = args.name, room = args.room,
-  grants = policies.roles.grants[args.role], ttl = ttl,
+  identity = args.identity, name = args.name, room = args.room, grants = roles.grants[args.role], ttl = ttl,
 }
 print(token)
 return 0

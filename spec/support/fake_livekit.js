@@ -14,7 +14,11 @@
 //   DELETE /_fake/calls        -> clears the log
 //   POST   /_fake/mode         {mode, delay_ms}
 //   GET    /_fake/rooms        -> {rooms:[Room with participants]}
-//   POST   /_fake/reset        -> forget rooms and calls, mode back to ok
+//   POST   /_fake/reset        -> forget rooms and calls, mode back to ok, no holds
+//   POST   /_fake/hold         {method, room, ms, when: "before"|"after"}: the next calls of method for room
+//                              wait ms before they are carried out ("before") or after the change is made but
+//                              before the answer goes out ("after"), as a server or network that stalls may.
+//                              {} clears every hold and lets the calls still waiting go on at once.
 'use strict';
 
 const http = require('node:http');
@@ -78,6 +82,8 @@ const state = {
   rooms: new Map(), // name -> { room: P.Room, participants: Map(identity -> P.ParticipantInfo) }
   calls: [],
   seq: 0,
+  holds: [], // {method, room, ms, when}
+  waiting: new Set(), // resolvers of held calls, so clearing the holds releases them
 };
 if (!MODES.includes(state.mode)) usage(`bad --mode ${opts.mode}`);
 if (!Number.isFinite(state.delayMs) || state.delayMs < 0) usage(`bad --delay-ms ${opts['delay-ms']}`);
@@ -249,6 +255,17 @@ function readBody(req) {
   });
 }
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+function holdFor(ms) {
+  return new Promise((resolve) => {
+    const done = () => { clearTimeout(timer); state.waiting.delete(done); resolve(); };
+    const timer = setTimeout(done, ms);
+    state.waiting.add(done);
+  });
+}
+function releaseHolds() {
+  state.holds = [];
+  for (const done of [...state.waiting]) done();
+}
 
 async function handleTwirp(req, res, path, raw) {
   const method = path.startsWith(SERVICE_PREFIX) ? path.slice(SERVICE_PREFIX.length) : path.split('/').pop();
@@ -302,7 +319,11 @@ async function handleTwirp(req, res, path, raw) {
       throw new TwirpErr('malformed', `the json request could not be decoded: ${e.message}`);
     }
     checkGrant(method, claims, msg);
-    return answer(200, handlers[method](msg));
+    const hold = state.holds.find((h) => h.method === method && h.room === (msg.name || msg.room));
+    if (hold && hold.when === 'before') await holdFor(hold.ms);
+    const result = handlers[method](msg);
+    if (hold && hold.when === 'after') { call.held = true; await holdFor(hold.ms); }
+    return answer(200, result);
   } catch (e) {
     if (!(e instanceof TwirpErr)) {
       process.stderr.write(`fake_livekit: ${e.stack}\n`);
@@ -333,7 +354,7 @@ async function handleFake(req, res, path, raw) {
     });
   }
   if (route === 'POST /_fake/reset') {
-    state.rooms.clear(); state.calls = []; state.mode = 'ok'; state.delayMs = 0;
+    state.rooms.clear(); state.calls = []; state.mode = 'ok'; state.delayMs = 0; releaseHolds();
     return send(res, 200, {});
   }
   if (route === 'POST /_fake/mode') {
@@ -343,6 +364,17 @@ async function handleFake(req, res, path, raw) {
     if (!Number.isFinite(delay) || delay < 0) return send(res, 400, { error: 'delay_ms must be a number >= 0' });
     state.mode = mode; state.delayMs = delay;
     return send(res, 200, { mode, delay_ms: delay });
+  }
+  if (route === 'POST /_fake/hold') {
+    if (body.method === undefined) { releaseHolds(); return send(res, 200, { holds: state.holds }); }
+    const when = body.when || 'after';
+    const ms = Number(body.ms);
+    if (!Object.hasOwn(METHODS, body.method) || typeof body.room !== 'string' || !['before', 'after'].includes(when) ||
+        !Number.isFinite(ms) || ms < 0) {
+      return send(res, 400, { error: 'hold needs {method, room, ms >= 0, when: before|after}' });
+    }
+    state.holds.push({ method: body.method, room: body.room, ms, when });
+    return send(res, 200, { holds: state.holds });
   }
   if (route === 'POST /_fake/participants') {
     const roomName = body.room;

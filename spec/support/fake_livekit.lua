@@ -3,6 +3,7 @@
 --   local lk = require "support.fake_livekit"
 --   local fake = lk.start { key = "devkey", secret = "secret" }   -- fake.port, fake.url (ws://...)
 --   fake:calls()  fake:reset()  fake:mode("slow", 3000)  fake:add_participant { room = "r", identity = "i" }
+--   fake:hold("CreateRoom", "r", 60000, "after")   -- stall one room's call (see fake_livekit.js)
 --   fake:stop()
 --   local results = lk.verify { tok1, tok2 }      -- { {ok=true, claims={...}}, {ok=false, error="..."} }
 --   local header = lk.sign_webhook(body)          -- Authorization value, as LiveKit sends it
@@ -75,6 +76,12 @@ function Fake:reset() return self:request("POST", "/_fake/reset", {}) end
 function Fake:mode(mode, delay_ms) return self:request("POST", "/_fake/mode", { mode = mode, delay_ms = delay_ms or 0 }) end
 function Fake:add_participant(p) return self:request("POST", "/_fake/participants", p) end
 function Fake:rooms() return self:request("GET", "/_fake/rooms").rooms end
+---Stalls calls of method for one room by ms, before LiveKit acts ("before") or after it
+---acted but before it answers ("after"). fake:hold() clears every hold and lets the calls
+---still held go on.
+function Fake:hold(method, room, ms, when)
+  return self:request("POST", "/_fake/hold", method and { method = method, room = room, ms = ms, when = when } or {})
+end
 
 function Fake:stop()
   if self.stopped then return end
@@ -96,11 +103,13 @@ end
 
 ---Verifies tokens with the SDK's TokenVerifier; one result per token, in order.
 ---@param tokens string[]
----@param opts { key: string|nil, secret: string|nil }|nil
+---clock_tolerance (seconds, default the SDK's 10) lets a spec read the claims of a token that
+---is not valid yet or any more.
+---@param opts { key: string|nil, secret: string|nil, clock_tolerance: integer|nil }|nil
 function M.verify(tokens, opts)
   opts = opts or {}
   local lines = {}
-  for i, t in ipairs(tokens) do lines[i] = cjson.encode { token = t } end
+  for i, t in ipairs(tokens) do lines[i] = cjson.encode { token = t, clock_tolerance = opts.clock_tolerance } end
   local code, out = run_with_file(table.concat(lines, "\n") .. "\n", ("node %s --key %s --secret %s < %%s"):format(
     quote(SUPPORT .. "/lk_verify.js"), quote(opts.key or "devkey"), quote(opts.secret or "secret")))
   assert(code == 0, "lk_verify.js failed: " .. out)

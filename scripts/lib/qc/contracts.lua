@@ -6,7 +6,7 @@ local M = {}
 -- Policies a server cannot run without.
 M.required = { routes = true, roles = true, speakers = true }
 
-local ROLES = { "interviewer", "candidate", "agent" }
+-- No role list here: check.roles reads roles.lua's own `roles`, the one list there is.
 local GRANT_KEYS = {
   roomCreate = true, roomList = true, roomRecord = true, roomAdmin = true, roomJoin = true,
   canPublish = true, canSubscribe = true, canPublishData = true, canUpdateOwnMetadata = true,
@@ -22,9 +22,34 @@ local GRANT_KEYS = {
 -- problem", gets the line of the key it starts with, added by qc.generation.)
 M.check = {}
 
+-- roles.lua's token_window(scheduled_at, date_only, now) -> nbf, exp: integers, nbf < exp,
+-- the window at most 8 days, and each of window_examples answered as it says.
+local function check_token_window(p, at)
+  if type(p.token_window) ~= "function" then error(at("token_window") .. ": token_window must be a function", 0) end
+  for i, ex in ipairs(p.window_examples or {}) do
+    local nbf, exp = p.token_window(ex.scheduled_at, ex.date_only, ex.now)
+    if math.type(nbf) ~= "integer" or math.type(exp) ~= "integer" or nbf >= exp or exp - nbf > 8 * 24 * 3600 then
+      error(("%s: window example %d: token_window must return integers nbf < exp at most 8 days apart, got %s, %s")
+        :format(at("window_examples", i), i, tostring(nbf), tostring(exp)), 0)
+    end
+    if nbf ~= ex.nbf or exp ~= ex.exp then
+      error(("%s: window example %d: token_window returned %d, %d, expected %s, %s"):format(
+        at("window_examples", i), i, nbf, exp, tostring(ex.nbf), tostring(ex.exp)), 0)
+    end
+  end
+end
+
 function M.check.roles(p, path, _, at)
   if type(p.grants) ~= "table" then error(at("grants") .. ": grants must be a table", 0) end
-  for _, role in ipairs(ROLES) do
+  if type(p.roles) ~= "table" or #p.roles == 0 then error(at("roles") .. ": roles must be a list of role names", 0) end
+  local seen = {}
+  for i, role in ipairs(p.roles) do
+    if type(role) ~= "string" or not role:match("^[%a][%w_]*$") or seen[role] then
+      error(("%s: roles[%d] must be a new name of letters, digits and _"):format(at("roles", i), i), 0)
+    end
+    seen[role] = true
+  end
+  for _, role in ipairs(p.roles) do
     local g = p.grants[role]
     if type(g) ~= "table" then error(("%s: grants.%s is missing"):format(at("grants", role), role), 0) end
     for k, v in pairs(g) do
@@ -40,6 +65,7 @@ function M.check.roles(p, path, _, at)
     error(at("ttl_seconds") .. ": ttl_seconds must be an integer between 60 and 604800", 0)
   end
   if type(p.role_of) ~= "function" then error(at("role_of") .. ": role_of must be a function", 0) end
+  check_token_window(p, at)
   for i, ex in ipairs(p.examples or {}) do
     local got = p.role_of(ex.identity, ex.metadata)
     if got ~= ex.role then

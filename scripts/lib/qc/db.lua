@@ -14,7 +14,8 @@ CREATE TABLE IF NOT EXISTS rooms (
   max_participants INTEGER,
   empty_timeout INTEGER,
   metadata TEXT,
-  ended_at INTEGER
+  ended_at INTEGER,
+  state TEXT NOT NULL DEFAULT 'created' -- 'creating' until LiveKit has answered (qc.rooms)
 );
 CREATE TABLE IF NOT EXISTS tokens (
   id INTEGER PRIMARY KEY,
@@ -59,6 +60,26 @@ CREATE TABLE IF NOT EXISTS webhook_events (
 );
 ]]
 
+-- Columns added after a table first shipped: CREATE TABLE IF NOT EXISTS leaves an older
+-- file's table as it was, so each is added here when missing. Rows that predate
+-- rooms.state were written after LiveKit answered: 'created' is right for them.
+local ADDED_COLUMNS = {
+  { "rooms", "state", "ALTER TABLE rooms ADD COLUMN state TEXT NOT NULL DEFAULT 'created'" },
+}
+
+local function migrate(handle)
+  for _, c in ipairs(ADDED_COLUMNS) do
+    local cols, err = handle:query("SELECT name FROM pragma_table_info(?) WHERE name = ?", c[1], c[2])
+    if not cols then return nil, err end
+    if #cols == 0 then
+      local ok, aerr = handle:exec(c[3])
+      -- Another process opening the same file may have added it first.
+      if not ok and not tostring(aerr):find("duplicate column", 1, true) then return nil, aerr end
+    end
+  end
+  return true
+end
+
 local db
 
 ---The open database (opened and migrated on first use).
@@ -68,6 +89,7 @@ function M.get()
   local handle, err = store.open(path)
   if not handle then error({ status = 503, code = "STORE_UNAVAILABLE", message = tostring(err) }) end
   local ok, serr = handle:exec(SCHEMA)
+  if ok then ok, serr = migrate(handle) end
   if not ok then error({ status = 503, code = "STORE_UNAVAILABLE", message = tostring(serr) }) end
   db = handle
   return db

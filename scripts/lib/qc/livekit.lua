@@ -60,22 +60,30 @@ local ISS_JSON = cjson.encode(settings.key)
 -- more than the rest of the claims' concatenation.
 local times_at, times_ttl, head_text, nbf_text, times_exp
 
----An access token for a participant.
----@param o { identity: string, name: string|nil, metadata: string|nil, room: string, grants: table, ttl: integer }
+---An access token for a participant: valid from now for ttl seconds, or from nbf to exp
+---when both are given (LiveKit refuses it before nbf, with 60 s of leeway).
+---@param o { identity: string, name: string|nil, metadata: string|nil, room: string, grants: table, ttl: integer, nbf: integer|nil, exp: integer|nil }
 ---@return string token, integer expires_at
 function M.access_token(o)
-  local now = math.floor(time.now())
-  if now ~= times_at or o.ttl ~= times_ttl then
-    times_at, times_ttl, times_exp = now, o.ttl, now + o.ttl
-    head_text = '{"exp":' .. times_exp .. ',"iss":' .. ISS_JSON
-    nbf_text = ',"nbf":' .. now
+  local head, nbf, exp
+  if o.exp then
+    exp = math.tointeger(o.exp)
+    head, nbf = '{"exp":' .. exp .. ',"iss":' .. ISS_JSON, ',"nbf":' .. math.tointeger(o.nbf)
+  else
+    local now = math.floor(time.now())
+    if now ~= times_at or o.ttl ~= times_ttl then
+      times_at, times_ttl, times_exp = now, o.ttl, now + o.ttl
+      head_text = '{"exp":' .. times_exp .. ',"iss":' .. ISS_JSON
+      nbf_text = ',"nbf":' .. now
+    end
+    head, nbf, exp = head_text, nbf_text, times_exp
   end
   local name = (o.name and o.name ~= "") and (',"name":' .. cjson.encode(o.name)) or ""
   local metadata = (o.metadata and o.metadata ~= "") and (',"metadata":' .. cjson.encode(o.metadata)) or ""
-  local claims = head_text .. name .. metadata .. nbf_text
+  local claims = head .. name .. metadata .. nbf
     .. ',"sub":' .. cjson.encode(o.identity) .. ',"video":{"room":' .. cjson.encode(o.room)
     .. ',"roomJoin":true' .. grant_fragment(o.grants) .. "}}"
-  return jwt.sign_json(claims, settings.secret), times_exp
+  return jwt.sign_json(claims, settings.secret), exp
 end
 
 ---A short-lived token for our own server API calls (no identity).

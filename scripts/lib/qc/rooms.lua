@@ -5,20 +5,23 @@ local livekit = require "qc.livekit"
 local db = require "qc.db"
 local errors = require "qc.errors"
 local time = require "qc.time"
+local log = require "qc.log"
 
 local M = {}
 
 local type, floor = type, math.floor
 
 -- LiveKit accepts most strings, but room names end up in URLs, logs and file names:
--- letters, digits and - _ . : only, at most 128 characters.
+-- letters, digits and - _ . : only, at most 128 characters. Every such name is a path
+-- segment as it is, except "." and "..", which URL parsers resolve away (DELETE /rooms/..
+-- would never reach the room), so they are refused too.
 M.NAME_MAX = 128
 local NAME_PATTERN = "^[%w%-_%.:]+$"
 
-M.ROLES = { "interviewer", "candidate", "agent" }
-local IS_ROLE = { interviewer = true, candidate = true, agent = true }
-
 ---Raises a 422 unless v is a valid room name.
+---@param v any
+---@param field string|nil
+---@return string
 function M.check_name(v, field)
   field = field or "room_name"
   if type(v) ~= "string" then errors.invalid(field, "must be a string") end
@@ -27,19 +30,72 @@ function M.check_name(v, field)
   if not v:match(NAME_PATTERN) then
     errors.invalid(field, "may contain only letters, digits and - _ . :")
   end
+  if v == "." or v == ".." then errors.invalid(field, "must not be . or .. (they cannot be a URL path segment)") end
   return v
 end
 
+---Raises a 422 unless v is text a token may carry: valid UTF-8 (no overlong forms or
+---surrogates; utf8.len is strict in 5.4) without C0, DEL or C1 control characters.
+---@param v string
+---@param field string
+---@return string
+function M.check_text(v, field)
+  -- Printable ASCII, the usual case, is settled by one scan (it is on the token path).
+  if not v:find("[^\32-\126]") then return v end
+  if not utf8.len(v) then errors.invalid(field, "must be valid UTF-8") end
+  if v:find("[\0-\31\127]") or v:find("\194[\128-\159]") then
+    errors.invalid(field, "must not contain control characters")
+  end
+  return v
+end
+
+---Raises a 422 unless v is a participant identity (it becomes the token's `sub`).
+---@param v any
+---@param field string
+---@return string
 function M.check_identity(v, field)
   if type(v) ~= "string" or v == "" then errors.invalid(field, "must be a non-empty string") end
   if #v > 256 then errors.invalid(field, "must be at most 256 characters") end
-  if v:find("[%c]") then errors.invalid(field, "must not contain control characters") end
+  return M.check_text(v, field)
+end
+
+---Raises a 422 unless v is an optional display name; returns it or nil.
+---@param v any
+---@param field string
+---@return string|nil
+function M.check_display_name(v, field)
+  if v == nil or v == cjson.null then return nil end
+  if type(v) ~= "string" then errors.invalid(field, "must be a string") end
+  if #v > 256 then errors.invalid(field, "must be at most 256 characters") end
+  return M.check_text(v, field)
+end
+
+---Raises a 422 unless v is one of the roles policy's roles.
+---@param v any
+---@param field string
+---@param roles table the roles policy
+---@return string
+function M.check_role(v, field, roles)
+  if type(v) ~= "string" or not M.is_role(v, roles) then
+    errors.invalid(field, "must be one of " .. table.concat(roles.roles, ", "))
+  end
   return v
 end
 
-function M.check_role(v, field)
-  if not IS_ROLE[v] then errors.invalid(field, "must be one of interviewer, candidate, agent") end
-  return v
+-- Set views of each policy's role list, made once per roles table.
+local role_sets = setmetatable({}, { __mode = "k" })
+
+---@param v string
+---@param roles table the roles policy
+---@return boolean
+function M.is_role(v, roles)
+  local set = role_sets[roles]
+  if not set then
+    set = {}
+    for _, r in ipairs(roles.roles) do set[r] = true end
+    role_sets[roles] = set
+  end
+  return set[v] == true
 end
 
 local function optional_int(v, field, min, max)
@@ -64,74 +120,128 @@ local function iso(t)
   return iso_s
 end
 
----Issues a token for a role and records it.
----@param o { room: string, identity: string, name: string|nil, role: string, roles: table, caller: string|nil, metadata: string|nil }
+---Issues a token for a role and records it. Valid from now for the policy's ttl_seconds,
+---or from o.nbf to o.exp when both are given (a scheduled interview's window).
+---@param o { room: string, identity: string, name: string|nil, role: string, roles: table, caller: string|nil, metadata: string|nil, nbf: integer|nil, exp: integer|nil }
 ---@return { token: string, expires_at: string }
 function M.issue_token(o)
   local token, exp = livekit.access_token {
     identity = o.identity, name = o.name, room = o.room, metadata = o.metadata,
-    grants = o.roles.grants[o.role], ttl = o.roles.ttl_seconds,
+    grants = o.roles.grants[o.role], ttl = o.roles.ttl_seconds, nbf = o.nbf, exp = o.exp,
   }
   db.defer("INSERT INTO tokens (room, identity, role, issued_at, expires_at, issued_by) VALUES (?, ?, ?, ?, ?, ?)",
     o.room, o.identity, o.role, floor(time.now()), exp, o.caller)
   return { token = token, expires_at = iso(exp) }
 end
 
----Issues a token for each role of a room into out.<role>_token.
+---Issues a token for each role of the roles policy into out.<role>_token.
 ---@param room string
 ---@param names table|nil display names by role
 ---@param roles table the roles policy
 ---@param caller string|nil
 ---@param out table
+---@param window { nbf: integer, exp: integer }|nil validity (default: now + ttl_seconds)
 ---@return table out
-function M.role_tokens(room, names, roles, caller, out)
+function M.role_tokens(room, names, roles, caller, out, window)
   names = names or {}
-  for _, role in ipairs(M.ROLES) do
+  local nbf, exp = window and window.nbf, window and window.exp
+  for _, role in ipairs(roles.roles) do
     out[role .. "_token"] = M.issue_token { room = room, identity = role, name = names[role], role = role,
-                                            roles = roles, caller = caller }.token
+                                            roles = roles, caller = caller, nbf = nbf, exp = exp }.token
   end
   return out
 end
 
 ---Is there a live room of this name on LiveKit?
+---@param name string
+---@return boolean
 function M.exists(name)
   return #livekit.list_rooms({ name }) > 0
 end
 
----Creates the room (LiveKit answers an existing room as is) and tokens for all three roles.
----@param o { room_name: string|nil, max_participants: integer|nil, empty_timeout: integer|nil, metadata: string|nil, caller: string|nil, roles: table, names: table|nil }
+-- Our record of a room has a state: 'creating' is written (and committed) before LiveKit
+-- is asked, 'created' once LiveKit has answered. A crash in between leaves 'creating',
+-- which M.ensure and M.list turn into 'created' when LiveKit turns out to have the room.
+
+---Records that LiveKit has this room (as it answered), ended_at cleared.
+---@param room table as livekit.room_of makes it
+---@param caller string|nil who asked (kept from the first record)
+local function record_created(room, caller)
+  db.run([[INSERT INTO rooms (name, sid, created_at, created_by, max_participants, empty_timeout, metadata, state)
+           VALUES (?, ?, ?, ?, ?, ?, ?, 'created')
+           ON CONFLICT(name) DO UPDATE SET sid = excluded.sid, created_at = excluded.created_at,
+             ended_at = NULL, max_participants = excluded.max_participants,
+             empty_timeout = excluded.empty_timeout, metadata = excluded.metadata, state = 'created']],
+    room.name, room.sid, room.creation_time > 0 and room.creation_time or floor(time.now()), caller,
+    room.max_participants, room.empty_timeout, room.metadata)
+end
+
+---Creates the room (LiveKit answers an existing room as is) and tokens for every role.
+---The intent is on disk before LiveKit is called, so a crash at any point is repaired by
+---M.ensure or M.list later.
+---@param o { room_name: string|nil, max_participants: integer|nil, empty_timeout: integer|nil, metadata: string|nil, caller: string|nil, roles: table, names: table|nil, window: table|nil }
+---@return table out {sid, name, max_participants, creation_time, url, <role>_token...}
 function M.create(o)
   local name = o.room_name or M.generated_name()
+  local max_participants = o.max_participants or 10
+  db.run([[INSERT INTO rooms (name, created_at, created_by, max_participants, empty_timeout, metadata, state)
+           VALUES (?, ?, ?, ?, ?, ?, 'creating')
+           ON CONFLICT(name) DO UPDATE SET state = 'creating']],
+    name, floor(time.now()), o.caller, max_participants, o.empty_timeout, o.metadata)
   local room = livekit.create_room {
-    name = name, max_participants = o.max_participants or 10, empty_timeout = o.empty_timeout,
-    metadata = o.metadata,
+    name = name, max_participants = max_participants, empty_timeout = o.empty_timeout, metadata = o.metadata,
   }
-  local now = math.floor(time.now())
-  db.run([[INSERT INTO rooms (name, sid, created_at, created_by, max_participants, empty_timeout, metadata)
-           VALUES (?, ?, ?, ?, ?, ?, ?)
-           ON CONFLICT(name) DO UPDATE SET sid = excluded.sid, ended_at = NULL,
-             max_participants = excluded.max_participants]],
-    room.name, room.sid, room.creation_time > 0 and room.creation_time or now, o.caller,
-    room.max_participants, room.empty_timeout, room.metadata)
+  record_created(room, o.caller)
   local out = {
     sid = room.sid, name = room.name, max_participants = room.max_participants,
     creation_time = room.creation_time, url = livekit.settings().url,
   }
-  return M.role_tokens(room.name, o.names, o.roles, o.caller, out)
+  return M.role_tokens(room.name, o.names, o.roles, o.caller, out, o.window)
 end
 
----Rooms LiveKit knows (active) and rooms we created that it has forgotten (ended).
+---Makes sure LiveKit has the room and we have a record of it, as a re-runnable batch
+---needs: creates it when LiveKit lacks it; when LiveKit has it, records it. Status is
+---"created" when this call created it or found it half-made by a crashed run ('creating':
+---nobody has seen its tokens), "exists" otherwise. A room LiveKit has and we never asked for
+---(made by hand, by another instance, or by a participant's join) is adopted: the operator
+---asked for this name, and leaving it unrecorded would leave LiveKit and us apart.
+---@param o table as for M.create, room_name required
+---@return table out, string status
+function M.ensure(o)
+  local live = livekit.list_rooms({ o.room_name })[1]
+  if not live then return M.create(o), "created" end
+  local rec = db.first("SELECT state, sid, ended_at FROM rooms WHERE name = ?", o.room_name)
+  local status = (rec and rec.state == "creating") and "created" or "exists"
+  if not rec then
+    log.warn("rooms", "adopted a LiveKit room we have no record of", { room = live.name, sid = live.sid })
+  end
+  if not rec or rec.state ~= "created" or rec.sid ~= live.sid or rec.ended_at then record_created(live, o.caller) end
+  local out = {
+    sid = live.sid, name = live.name, max_participants = live.max_participants,
+    creation_time = live.creation_time, url = livekit.settings().url,
+  }
+  return M.role_tokens(live.name, o.names, o.roles, o.caller, out, o.window), status
+end
+
+---Rooms LiveKit knows (active) and rooms we created that it has forgotten (ended). A room
+---LiveKit has that we left 'creating' (a crash before our record) is recorded as created;
+---one it does not have was never made, and is not listed.
 function M.list()
   local live = livekit.list_rooms()
+  local ours = {}
+  local rows = db.query("SELECT name, sid, created_at, max_participants, ended_at, state FROM rooms ORDER BY created_at")
+  for _, r in ipairs(rows) do ours[r.name] = r end
   local seen, out = {}, {}
   for _, r in ipairs(live) do
     seen[r.name] = true
+    local rec = ours[r.name]
+    if rec and rec.state == "creating" then record_created(r, nil) end
     out[#out + 1] = { sid = r.sid, name = r.name, status = "active", num_participants = r.num_participants,
                       max_participants = r.max_participants, creation_time = r.creation_time }
   end
-  local now = math.floor(time.now())
-  for _, r in ipairs(db.query("SELECT name, sid, created_at, max_participants, ended_at FROM rooms ORDER BY created_at")) do
-    if not seen[r.name] then
+  local now = floor(time.now())
+  for _, r in ipairs(rows) do
+    if not seen[r.name] and r.state == "created" then
       if not r.ended_at then db.run("UPDATE rooms SET ended_at = ? WHERE name = ?", now, r.name) end
       out[#out + 1] = { sid = r.sid, name = r.name, status = "ended", num_participants = 0,
                         max_participants = r.max_participants, creation_time = r.created_at,
