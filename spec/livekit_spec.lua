@@ -162,6 +162,14 @@ describe("the LiveKit room API", function()
       assert.equal(field, body.error.field, what)
       assert.is_string(body.error.message, what)
     end
+    -- curl -d sends form-urlencoded: the body is still read as JSON, and still must be an object.
+    for _, path in ipairs { "/tokens/generate", "/rooms/create" } do
+      local status, body = s:request("POST", path, '[{"room_name":"x"}]',
+        { ["Content-Type"] = "application/x-www-form-urlencoded" })
+      assert.equal(422, status, path)
+      assert.equal("body", body.error.field, path)
+      assert.equal("body: must be a JSON object, got an array", body.error.message, path)
+    end
     -- 128 characters is still fine.
     local status = s:request("POST", "/rooms/create", { room_name = string.rep("a", 128) })
     assert.equal(200, status)

@@ -17,13 +17,19 @@ local function present(v)
   return v ~= nil and v ~= cjson.null
 end
 
--- The JSON object of the body ({} when there is none); anything else is a 422.
+-- The JSON object of the body ({} when there is none); anything else is a 422. Dispatch
+-- decodes and checks bodies sent as JSON; a body sent with another content type (curl -d
+-- says form-urlencoded) is decoded here, and a table from it is an object only when the
+-- text is one: cjson gives a table for an array too.
 local function body_object(req)
   if req.body == "" then return {} end
   local doc = req.json
   if doc == nil then
     local ok, v = pcall(cjson.decode, req.body)
     if not ok then errors.raise(400, "BAD_JSON", "request body is not valid JSON") end
+    if type(v) == "table" and not req.body:find("^[ \t\r\n]*{") then
+      errors.invalid("body", "must be a JSON object, got an array")
+    end
     doc = v
   end
   if type(doc) ~= "table" then errors.invalid("body", "must be a JSON object") end
