@@ -348,9 +348,10 @@ local JSON = "application/json"
 local JSON_HEADERS = { ["content-type"] = JSON }
 local NO_HEADERS = {}
 
-local function error_body(code, message, field)
-  return cjson.encode({ error = { code = code, message = message, field = field } })
-end
+-- The error answers dispatch gives itself (404, 405, 400, 422) render their body in C, as
+-- the host renders a handler's raised qc.errors table: one renderer for every error body.
+-- Returned, not raised, so the request's coroutine is reused (a raise discards it).
+local error_body = host.error_body
 
 local REQUEST = {}
 REQUEST.__index = REQUEST
