@@ -263,6 +263,7 @@ static const char *header_value(const qc_http_exchange *ex, const char *name) {
 }
 
 const char *qc_http_exchange_path(const qc_http_exchange *ex) { return ex->path; }
+const char *qc_http_exchange_method(const qc_http_exchange *ex) { return ex->method; }
 const char *qc_http_exchange_header(const qc_http_exchange *ex, const char *name) {
     return header_value(ex, name);
 }

@@ -11,8 +11,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 
+#include "../cors.h"
 #include "../http_client.h"
 #include "../http_error.h"
 #include "../log.h"
@@ -191,31 +193,26 @@ static void task_release(qc_task *t, int reusable) {
 }
 
 
-static void cors_headers(qc_host *h, const char *origin, qc_http_header *out, size_t *n) {
+/* Appends the CORS headers of t's answer (runtime/cors.c decides them all). allow is the
+ * answer's Allow header: with it, a 2xx answer to a preflight gets the preflight headers
+ * too. A preflight is an OPTIONS request with an Origin; its Access-Control-Request-Method
+ * is no header lws 4.1 collects, and a browser sends a cross-origin OPTIONS only as one. */
+static void cors_headers(qc_task *t, const char *origin, int status, const char *allow, qc_http_header *out,
+                         size_t *n) {
     if (!origin) return;
-    if (strcmp(h->cfg.cors_origins, "*") == 0) {
-        out[(*n)++] = (qc_http_header){"access-control-allow-origin", "*"};
-        return;
-    }
-    /* A listed origin is echoed back; anything else gets no CORS headers at all. */
-    size_t ol = strlen(origin), l;
-    const char *cursor = h->cfg.cors_origins, *item;
-    while (qc_config_list_next(&cursor, &item, &l)) {
-        if (l == ol && strncmp(item, origin, l) == 0) {
-            out[(*n)++] = (qc_http_header){"access-control-allow-origin", origin};
-            out[(*n)++] = (qc_http_header){"vary", "Origin"};
-            return;
-        }
-    }
+    int options = strcmp(qc_http_exchange_method(t->ex), "OPTIONS") == 0;
+    const char *preflight = options && allow && status >= 200 && status < 300 ? allow : NULL;
+    const char *acrh = preflight ? qc_http_exchange_header(t->ex, "access-control-request-headers") : NULL;
+    *n += qc_cors_headers(t->host->cfg.cors_origins, origin, preflight, acrh, out + *n);
 }
 
 static void respond_json_error_field(qc_task *t, int status, const char *code, const char *message,
                                      const char *field, const char *origin) {
     char body[QC_HTTP_ERROR_MAX];
     size_t n = qc_http_error_json(body, sizeof body, code, message, field);
-    qc_http_header hs[4] = {{"content-type", "application/json"}};
+    qc_http_header hs[1 + QC_CORS_MAX_HEADERS] = {{"content-type", "application/json"}};
     size_t nh = 1;
-    cors_headers(t->host, origin, hs, &nh);
+    cors_headers(t, origin, status, NULL, hs, &nh);
     qc_http_exchange_respond(t->ex, status, hs, nh, body, n);
     t->ex = NULL;
 }
@@ -237,18 +234,20 @@ static void finish_request(qc_task *t, int nres, const char *origin) {
     int status = (int)lua_tointeger(co, base);
     qc_http_header hs[64];
     size_t nh = 0;
+    const char *allow = NULL;
     if (lua_istable(co, base + 1)) {
         lua_pushnil(co);
-        while (nh < 60 && lua_next(co, base + 1)) {
+        while (nh < 64 - QC_CORS_MAX_HEADERS && lua_next(co, base + 1)) {
             if (lua_type(co, -2) == LUA_TSTRING && lua_isstring(co, -1)) {
                 hs[nh].name = lua_tostring(co, -2);
                 hs[nh].value = lua_tostring(co, -1); /* stays valid: the table keeps it */
+                if (strcasecmp(hs[nh].name, "allow") == 0) allow = hs[nh].value;
                 nh++;
             }
             lua_pop(co, 1);
         }
     }
-    cors_headers(t->host, origin, hs, &nh);
+    cors_headers(t, origin, status, allow, hs, &nh);
     size_t blen;
     const char *body = lua_tolstring(co, base + 2, &blen);
     qc_http_exchange_respond(t->ex, status, hs, nh, body, blen);
