@@ -11,6 +11,7 @@
 #include "host/bindings.h"
 #include "host/host.h"
 #include "host/task.h"
+#include "http_error.h"
 #include "jwt_hs256.h"
 
 #ifndef QC_VERSION
@@ -179,12 +180,25 @@ static int l_spawn(lua_State *L) {
     return 0;
 }
 
+/* qc.host.error_body(code, message[, field]) -> the JSON error body, for the few answers
+ * Lua must render itself (dispatch's 404, 405 and 400): one renderer for C and Lua. */
+static int l_error_body(lua_State *L) {
+    const char *code = luaL_checkstring(L, 1);
+    const char *message = luaL_checkstring(L, 2);
+    const char *field = luaL_optstring(L, 3, NULL);
+    char body[QC_HTTP_ERROR_MAX];
+    size_t n = qc_http_error_json(body, sizeof body, code, message, field);
+    lua_pushlstring(L, body, n);
+    return 1;
+}
+
 int luaopen_qc_host(lua_State *L) {
     static const luaL_Reg fns[] = {{"reload", l_reload},
                                    {"config", l_config},     {"is_admin", l_is_admin},
                                    {"list_dir", l_list_dir}, {"spawn", l_spawn},
                                    {"check_api_key", l_check_api_key},
                                    {"health", l_health},
+                                   {"error_body", l_error_body},
                                    {NULL, NULL}};
     luaL_newlib(L, fns);
     return 1;

@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "chunked.h"
+#include "http_error.h"
 #include "log.h"
 
 #define MAX_HEADERS 96
@@ -262,6 +263,7 @@ static const char *header_value(const qc_http_exchange *ex, const char *name) {
 }
 
 const char *qc_http_exchange_path(const qc_http_exchange *ex) { return ex->path; }
+const char *qc_http_exchange_method(const qc_http_exchange *ex) { return ex->method; }
 const char *qc_http_exchange_header(const qc_http_exchange *ex, const char *name) {
     return header_value(ex, name);
 }
@@ -435,10 +437,10 @@ void qc_http_exchange_respond(qc_http_exchange *ex, int status, const qc_http_he
 }
 
 static void respond_error(qc_http_exchange *ex, int status, const char *code, const char *msg) {
-    char body[256];
-    int n = snprintf(body, sizeof body, "{\"error\":{\"code\":\"%s\",\"message\":\"%s\"}}", code, msg);
+    char body[QC_HTTP_ERROR_MAX];
+    size_t n = qc_http_error_json(body, sizeof body, code, msg, NULL);
     qc_http_header h[] = {{"content-type", "application/json"}};
-    qc_http_exchange_respond(ex, status, h, 1, body, (size_t)n);
+    qc_http_exchange_respond(ex, status, h, 1, body, n);
 }
 
 static int finish_in_callback(qc_http_exchange *ex);

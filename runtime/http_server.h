@@ -47,6 +47,7 @@ int qc_http_server_port(const qc_http_server *s);
 
 /* What the request asked for, valid until the answer is sent. */
 const char *qc_http_exchange_path(const qc_http_exchange *ex);
+const char *qc_http_exchange_method(const qc_http_exchange *ex);
 const char *qc_http_exchange_header(const qc_http_exchange *ex, const char *lowercase_name);
 
 /* Sends the response: headers are name/value pairs (Content-Length is added here). */

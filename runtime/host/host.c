@@ -11,9 +11,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 
+#include "../cors.h"
 #include "../http_client.h"
+#include "../http_error.h"
 #include "../log.h"
 #include "../watchdog.h"
 #include "bindings.h"
@@ -190,62 +193,27 @@ static void task_release(qc_task *t, int reusable) {
 }
 
 
-/* Appends s as a JSON string (with quotes) to buf. */
-static size_t json_quote(char *buf, size_t cap, const char *s) {
-    size_t o = 0;
-    if (cap < 3) return 0;
-    buf[o++] = '"';
-    for (; *s && o + 8 < cap; s++) {
-        unsigned char c = (unsigned char)*s;
-        if (c == '"' || c == '\\') {
-            buf[o++] = '\\';
-            buf[o++] = (char)c;
-        } else if (c < 0x20) {
-            o += (size_t)snprintf(buf + o, cap - o, "\\u%04x", c);
-        } else {
-            buf[o++] = (char)c;
-        }
-    }
-    buf[o++] = '"';
-    buf[o] = 0;
-    return o;
-}
-
-static void cors_headers(qc_host *h, const char *origin, qc_http_header *out, size_t *n) {
+/* Appends the CORS headers of t's answer (runtime/cors.c decides them all). allow is the
+ * answer's Allow header: with it, a 2xx answer to a preflight gets the preflight headers
+ * too. A preflight is an OPTIONS request with an Origin; its Access-Control-Request-Method
+ * is no header lws 4.1 collects, and a browser sends a cross-origin OPTIONS only as one. */
+static void cors_headers(qc_task *t, const char *origin, int status, const char *allow, qc_http_header *out,
+                         size_t *n) {
     if (!origin) return;
-    if (strcmp(h->cfg.cors_origins, "*") == 0) {
-        out[(*n)++] = (qc_http_header){"access-control-allow-origin", "*"};
-        return;
-    }
-    /* A listed origin is echoed back; anything else gets no CORS headers at all. */
-    size_t ol = strlen(origin), l;
-    const char *cursor = h->cfg.cors_origins, *item;
-    while (qc_config_list_next(&cursor, &item, &l)) {
-        if (l == ol && strncmp(item, origin, l) == 0) {
-            out[(*n)++] = (qc_http_header){"access-control-allow-origin", origin};
-            out[(*n)++] = (qc_http_header){"vary", "Origin"};
-            return;
-        }
-    }
+    int options = strcmp(qc_http_exchange_method(t->ex), "OPTIONS") == 0;
+    const char *preflight = options && allow && status >= 200 && status < 300 ? allow : NULL;
+    const char *acrh = preflight ? qc_http_exchange_header(t->ex, "access-control-request-headers") : NULL;
+    *n += qc_cors_headers(t->host->cfg.cors_origins, origin, preflight, acrh, out + *n);
 }
 
 static void respond_json_error_field(qc_task *t, int status, const char *code, const char *message,
                                      const char *field, const char *origin) {
-    char body[2400], qcode[128], qmsg[1800], qfield[200];
-    json_quote(qcode, sizeof qcode, code);
-    json_quote(qmsg, sizeof qmsg, message);
-    int n;
-    if (field) {
-        json_quote(qfield, sizeof qfield, field);
-        n = snprintf(body, sizeof body, "{\"error\":{\"code\":%s,\"message\":%s,\"field\":%s}}", qcode,
-                     qmsg, qfield);
-    } else {
-        n = snprintf(body, sizeof body, "{\"error\":{\"code\":%s,\"message\":%s}}", qcode, qmsg);
-    }
-    qc_http_header hs[4] = {{"content-type", "application/json"}};
+    char body[QC_HTTP_ERROR_MAX];
+    size_t n = qc_http_error_json(body, sizeof body, code, message, field);
+    qc_http_header hs[1 + QC_CORS_MAX_HEADERS] = {{"content-type", "application/json"}};
     size_t nh = 1;
-    cors_headers(t->host, origin, hs, &nh);
-    qc_http_exchange_respond(t->ex, status, hs, nh, body, (size_t)n);
+    cors_headers(t, origin, status, NULL, hs, &nh);
+    qc_http_exchange_respond(t->ex, status, hs, nh, body, n);
     t->ex = NULL;
 }
 
@@ -266,42 +234,61 @@ static void finish_request(qc_task *t, int nres, const char *origin) {
     int status = (int)lua_tointeger(co, base);
     qc_http_header hs[64];
     size_t nh = 0;
+    const char *allow = NULL;
     if (lua_istable(co, base + 1)) {
         lua_pushnil(co);
-        while (nh < 60 && lua_next(co, base + 1)) {
+        while (nh < 64 - QC_CORS_MAX_HEADERS && lua_next(co, base + 1)) {
             if (lua_type(co, -2) == LUA_TSTRING && lua_isstring(co, -1)) {
                 hs[nh].name = lua_tostring(co, -2);
                 hs[nh].value = lua_tostring(co, -1); /* stays valid: the table keeps it */
+                if (strcasecmp(hs[nh].name, "allow") == 0) allow = hs[nh].value;
                 nh++;
             }
             lua_pop(co, 1);
         }
     }
-    cors_headers(t->host, origin, hs, &nh);
+    cors_headers(t, origin, status, allow, hs, &nh);
     size_t blen;
     const char *body = lua_tolstring(co, base + 2, &blen);
     qc_http_exchange_respond(t->ex, status, hs, nh, body, blen);
     t->ex = NULL;
 }
 
-/* The task raised: a table {status, code, message} is an intended HTTP error; anything
- * else is a bug in a handler or policy, logged with its traceback. */
+/* Pushes t[key] without metamethods: the call has ended, and code run now (an __index)
+ * would run outside its time budget. */
+static int raw_field(lua_State *L, int t, const char *key) {
+    lua_pushstring(L, key);
+    return lua_rawget(L, t < 0 ? t - 1 : t);
+}
+
+/* The task raised: a table with an integer status (qc.errors) is an intended HTTP error;
+ * anything else is a bug in a handler or policy, logged with its traceback. */
 static void finish_request_error(qc_task *t, int st, const char *origin, const char *path) {
     qc_host *h = t->host;
     lua_State *co = t->co;
     if (st != LUA_ERRMEM && lua_istable(co, -1)) {
-        lua_getfield(co, -1, "status");
-        lua_getfield(co, -2, "code");
-        lua_getfield(co, -3, "message");
-        lua_getfield(co, -4, "field");
-        int status = lua_isinteger(co, -4) ? (int)lua_tointeger(co, -4) : 500;
-        const char *code = lua_isstring(co, -3) ? lua_tostring(co, -3) : "ERROR";
-        const char *msg = lua_isstring(co, -2) ? lua_tostring(co, -2) : "request failed";
-        const char *field = lua_isstring(co, -1) ? lua_tostring(co, -1) : NULL;
-        if (status < 400 || status > 599) status = 500;
-        respond_json_error_field(t, status, code, msg, field, origin);
-        lua_pop(co, 4);
-        return;
+        if (raw_field(co, -1, "status") == LUA_TNUMBER && lua_isinteger(co, -1)) {
+            int status = (int)lua_tointeger(co, -1);
+            raw_field(co, -2, "code");
+            raw_field(co, -3, "message");
+            raw_field(co, -4, "field");
+            /* lua_type, not lua_isstring: a number here is a mistake, not a code. */
+            const char *code = lua_type(co, -3) == LUA_TSTRING ? lua_tostring(co, -3) : "ERROR";
+            const char *msg = lua_type(co, -2) == LUA_TSTRING ? lua_tostring(co, -2) : "request failed";
+            const char *field = lua_type(co, -1) == LUA_TSTRING ? lua_tostring(co, -1) : NULL;
+            if (status < 400 || status > 599) status = 500;
+            respond_json_error_field(t, status, code, msg, field, origin);
+            lua_pop(co, 4);
+            return;
+        }
+        lua_pop(co, 1);
+        /* For the log only: what the table says of itself, read raw. */
+        raw_field(co, -1, "message");
+        if (lua_type(co, -1) != LUA_TSTRING) {
+            lua_pop(co, 1);
+            lua_pushliteral(co, "(error object is a table without an integer status)");
+        }
+        lua_replace(co, -2);
     }
     const char *msg = lua_tostring(co, -1);
     luaL_traceback(h->L, co, msg ? msg : "(error object is not a string)", 0);
@@ -444,8 +431,9 @@ void qc_host_handle_http(void *ud, qc_http_exchange *ex, const qc_http_incoming 
     qc_task *t = task_new(h);
     if (!t) {
         qc_http_header hs[] = {{"content-type", "application/json"}};
-        const char *b = "{\"error\":{\"code\":\"INTERNAL\",\"message\":\"out of memory\"}}";
-        qc_http_exchange_respond(ex, 500, hs, 1, b, strlen(b));
+        char b[QC_HTTP_ERROR_MIN + 32];
+        size_t n = qc_http_error_json(b, sizeof b, "INTERNAL", "out of memory", NULL);
+        qc_http_exchange_respond(ex, 500, hs, 1, b, n);
         return;
     }
     t->ex = ex;

@@ -348,9 +348,10 @@ local JSON = "application/json"
 local JSON_HEADERS = { ["content-type"] = JSON }
 local NO_HEADERS = {}
 
-local function error_body(code, message, field)
-  return cjson.encode({ error = { code = code, message = message, field = field } })
-end
+-- The error answers dispatch gives itself (404, 405, 400, 422) render their body in C, as
+-- the host renders a handler's raised qc.errors table: one renderer for every error body.
+-- Returned, not raised, so the request's coroutine is reused (a raise discards it).
+local error_body = host.error_body
 
 local REQUEST = {}
 REQUEST.__index = REQUEST
@@ -397,15 +398,9 @@ function M.dispatch(gen, req)
   local handler, params, allow = gen.router:match(req.method, req.path)
   if not handler then
     if allow then
-      if req.method == "OPTIONS" then
-        return 204, {
-          allow = allow,
-          ["access-control-allow-methods"] = allow,
-          ["access-control-allow-headers"] = req.headers["access-control-request-headers"]
-            or "authorization, content-type",
-          ["access-control-max-age"] = "600",
-        }, ""
-      end
+      -- OPTIONS is answered with the route's methods; for a browser's preflight the host
+      -- adds the CORS headers from this Allow (runtime/cors.c, CORS's one home).
+      if req.method == "OPTIONS" then return 204, { allow = allow }, "" end
       return 405, { allow = allow, ["content-type"] = JSON },
         error_body("METHOD_NOT_ALLOWED", req.method .. " is not allowed on " .. req.path)
     end

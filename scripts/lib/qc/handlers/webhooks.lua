@@ -8,6 +8,7 @@ local cjson = require "cjson"
 local db = require "qc.db"
 local livekit = require "qc.livekit"
 local policies = require "qc.policies"
+local errors = require "qc.errors"
 
 local M = {}
 
@@ -67,11 +68,11 @@ function M.livekit(req)
   local ok, err, code = jwt.verify_webhook(req.headers.authorization, req.body, s.key, s.secret)
   if not ok then
     log.warn("webhooks", "rejected", { code = code, peer = req.peer })
-    return 401, nil, { error = { code = "UNAUTHORIZED", message = "webhook signature: " .. tostring(err) } }
+    errors.raise(401, "UNAUTHORIZED", "webhook signature: " .. tostring(err))
   end
   local parsed, ev = pcall(cjson.decode, req.body)
   if not parsed or type(ev) ~= "table" or type(ev.event) ~= "string" or type(ev.id) ~= "string" then
-    return 400, nil, { error = { code = "BAD_EVENT", message = "webhook body is not a LiveKit event" } }
+    errors.raise(400, "BAD_EVENT", "webhook body is not a LiveKit event")
   end
   local now = math.floor(time.now())
   local duplicate = false
