@@ -225,6 +225,51 @@ describe("HTTP/1.1 framing", function()
     end)
   end)
 
+  describe("malformed heads", function()
+    it("answers 400 to a bare CR in the head and closes", function()
+      local r = raw(s.port, { steps = { { send = "GET /health HTTP/1.1\r\nHost: x\rX-A: b\r\n\r\n" } } })
+      assert_error_and_close(r, 400)
+      assert_healthy(r)
+    end)
+
+    it("answers 400 to a request line that does not end in HTTP/1.x", function()
+      local r = raw(s.port, { steps = { { send = "GET /health HXYZ/1.1\r\nHost: x\r\n\r\n" } } })
+      assert_error_and_close(r, 400)
+      assert_healthy(r)
+    end)
+
+    it("answers 505 to HTTP/2.0 in a request line", function()
+      local r = raw(s.port, { steps = { { send = "GET /health HTTP/2.0\r\nHost: x\r\n\r\n" } } })
+      assert_error_and_close(r, 505, "HTTP_VERSION_NOT_SUPPORTED")
+      assert_healthy(r)
+    end)
+
+    it("answers 400 to a chunked body whose trailer has a bare LF", function()
+      local r = raw(s.port, { steps = { { send = req("POST", "/tokens/generate", { "Transfer-Encoding: chunked" },
+        "2\r\n{}\r\n0\r\nX: 1\nGET /nope HTTP/1.1\r\n\r\n") } } })
+      assert_error_and_close(r, 400)
+      assert_healthy(r)
+    end)
+
+    it("answers 400 when the client half-closes in the middle of a body", function()
+      local r = raw(s.port, { steps = { { send = req("POST", "/tokens/generate", { "Content-Length: 10" }, "{}") },
+        { shut_wr = true } } })
+      assert_error_and_close(r, 400)
+      assert_healthy(r)
+    end)
+
+    it("sends 100 Continue to a client that expects it, then the answer", function()
+      local r = raw(s.port, { timeout_ms = 2000, steps = {
+        { send = req("POST", "/tokens/generate", { "Content-Length: 2", "Expect: 100-continue", "Connection: close" }) },
+        { sleep_ms = 300 }, { send = "{}" } } })
+      assert.truthy(r.recv:find("^HTTP/1%.1 100 Continue\r\n\r\n"), r.recv:sub(1, 200))
+      local list = responses((r.recv:gsub("^HTTP/1%.1 100 Continue\r\n\r\n", "")))
+      assert.same({ 422 }, statuses(list))
+      assert.truthy(r.first_ms < 300, "100 Continue came before the body was sent")
+      assert_healthy(r)
+    end)
+  end)
+
   describe("slow clients", function()
     it("answers 408 and closes when the headers take longer than QC_REQUEST_TIMEOUT_MS", function()
       local r = raw(s.port, { timeout_ms = 4000, steps = { { send_slow = "GET /health HTTP/1.1\r\nHost: x\r\nX-Slow: " ..
