@@ -482,13 +482,21 @@ static int build_response(qc_http_exchange *ex, int status, const qc_http_header
 static void access_log(qc_http_exchange *ex, int status) {
     if (!qc_log_enabled(QC_LOG_INFO)) return;
     unsigned long long us = (uv_hrtime() - ex->start_ns) / 1000;
-    char kv[1200], *p = kv;
-    size_t pl = strlen(ex->path);
-    if (pl > 1000) pl = 1000;
+    char kv[3200], *p = kv;
     p = put_str(p, " method=", 8);
     p = put_str(p, ex->method, strlen(ex->method));
     p = put_str(p, " path=", 6);
-    p = put_str(p, ex->path, pl);
+    /* The path is decoded: a space or control byte in it would break the key=value line. */
+    static const char hex[] = "0123456789ABCDEF";
+    for (const unsigned char *s = (const unsigned char *)ex->path; *s && s - (const unsigned char *)ex->path < 1000; s++) {
+        if (*s <= ' ' || *s == 0x7f || *s == '%') {
+            *p++ = '%';
+            *p++ = hex[*s >> 4];
+            *p++ = hex[*s & 15];
+        } else {
+            *p++ = (char)*s;
+        }
+    }
     p = put_str(p, " status=", 8);
     p = put_uint(p, (unsigned)status);
     p = put_str(p, " duration_ms=", 13);
