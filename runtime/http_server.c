@@ -98,6 +98,7 @@ struct conn {
     size_t in_start, in_len, in_cap;
     size_t writes; /* answers queued and not yet written */
     int reading, eof, closing, in_process, continue_busy;
+    int used; /* a byte has arrived on this connection */
     int fail_status; /* set by a parser callback that refuses the request */
     const char *fail_code, *fail_msg;
     /* head_scan's state: the checks http-parser skips as Debian builds it */
@@ -234,7 +235,9 @@ static void on_timer(uv_timer_t *t);
 /* Moves a connection to a state, its list and its timer. */
 static void set_state(conn *c, enum conn_state st) {
     qc_http_server *srv = c->srv;
-    if (c->state == st && st != C_RECV) return;
+    /* Entering C_RECV again restarts the deadline (next pipelined request). A connection not
+     * yet on a list has no state yet, whatever the field says. */
+    if (c->state == st && c->list && st != C_RECV) return;
     c->state = st;
     list_remove(c);
     switch (st) {
@@ -390,7 +393,10 @@ static void on_connection(uv_stream_t *listener, int status) {
         conn_close(c);
         return;
     }
-    set_state(c, C_IDLE);
+    /* A new connection counts as receiving from the start: the request deadline bounds one
+     * that never sends a byte, and the cap ranks it by age among the slow ones rather than
+     * with the idle keep-alive connections, which go first. */
+    set_state(c, C_RECV);
     reading(c, 1);
 }
 
@@ -1144,6 +1150,7 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
         return;
     }
     if (c->state == C_LINGER) return; /* dropped */
+    c->used = 1;
     if (c->in_len > c->in_start) { /* earlier input waits: append, parse in order */
         if (grow(&c->in, &c->in_cap, c->in_len + (size_t)nread) < 0) {
             conn_close(c);
@@ -1165,6 +1172,10 @@ static void on_timer(uv_timer_t *t) {
         conn_close(c);
         break;
     case C_RECV:
+        if (!c->used) { /* nothing ever sent: no one to tell */
+            conn_close(c);
+            break;
+        }
         fail(c, 408, "REQUEST_TIMEOUT", "the request took too long to arrive");
         break;
     case C_LINGER:
