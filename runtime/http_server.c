@@ -1005,11 +1005,9 @@ static int head_scan(conn *c, const char *p, size_t n) {
     return 0;
 }
 
-/* Stops the parser after each request: the next one, if already here, waits in the input
- * until this one is answered, so answers go out in order. */
+/* Stops the parser at the end of each head (bodies are read by body_feed): what follows
+ * waits in the input until this request is answered, so answers go out in order. */
 static int on_message_complete(http_parser *p) {
-    qc_http_exchange *ex = cur(p);
-    (void)ex;
     http_parser_pause(p, 1);
     return 0;
 }
