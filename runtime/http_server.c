@@ -545,16 +545,27 @@ void qc_http_exchange_respond(qc_http_exchange *ex, int status, const qc_http_he
         conn_close(c);
         return;
     }
+    /* Try the write now: when the socket takes it all, as it nearly always does, there is no
+     * write request, and libuv does not re-arm the socket's epoll entry for it (one epoll_ctl
+     * per request otherwise). Only a remainder goes through uv_write, in order. */
+    int close_after = ex->close_after;
     uv_buf_t b = uv_buf_init(ex->out, (unsigned)ex->out_len);
-    ex->wreq.data = ex;
-    if (uv_write(&ex->wreq, (uv_stream_t *)&c->tcp, &b, 1, on_written) < 0) {
+    int w = uv_try_write((uv_stream_t *)&c->tcp, &b, 1);
+    if (w == (int)ex->out_len) {
+        exchange_free(ex);
+    } else if (w >= 0 || w == UV_EAGAIN) {
+        if (w > 0) b = uv_buf_init(ex->out + w, (unsigned)(ex->out_len - (size_t)w));
+        ex->wreq.data = ex;
+        if (uv_write(&ex->wreq, (uv_stream_t *)&c->tcp, &b, 1, on_written) < 0) w = UV_EPIPE;
+        else c->writes++;
+    }
+    if (w < 0 && w != UV_EAGAIN) { /* the client is gone */
         ex->conn = NULL;
         exchange_free(ex);
         conn_close(c);
         return;
     }
-    c->writes++;
-    if (ex->close_after) {
+    if (close_after) {
         conn_linger(c);
         return;
     }
