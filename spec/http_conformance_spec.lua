@@ -73,12 +73,16 @@ local function assert_healthy(report)
   assert.equal(200, report.health.status, "GET /health afterwards: " .. cjson.encode(report.health))
 end
 
+--- Stops the server; it must exit on SIGTERM, and with status 0 (under ASan, a report
+--- makes the status non-zero).
 local function stop_or_kill(s)
   if not s then return end
-  if not pcall(s.stop, s, 8) then
+  local ok, status = pcall(s.stop, s, 8)
+  if not ok then
     os.execute("kill -KILL " .. s.pid .. " 2>/dev/null")
     error("the server did not stop on SIGTERM (killed)")
   end
+  assert(status == 0, "the server exited with status " .. tostring(status) .. ":\n" .. s:log_text():sub(-3000))
 end
 
 local CRLF = "\r\n"
