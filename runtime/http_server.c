@@ -75,7 +75,8 @@ struct qc_http_server {
     int shut;
     size_t nlive, max_conns; /* connections not yet closing, and their cap */
     conn_list idle, recv, other; /* idle and recv in age order: the eviction candidates */
-    uint64_t last_cap_log;
+    uint64_t last_cap_log, last_accept_log;
+    size_t accept_errors;
     size_t evicted, refused;
     qc_http_exchange *pool[EXCHANGE_POOL];
     size_t npool;
@@ -359,8 +360,13 @@ static int make_room(qc_http_server *srv) {
 
 static void on_connection(uv_stream_t *listener, int status) {
     qc_http_server *srv = listener->data;
-    if (status < 0) {
-        qc_log(QC_LOG_WARN, "http", "accept failed", " error=%s", uv_strerror(status));
+    if (status < 0) { /* EMFILE: libuv's reserve descriptor has already shed the connection */
+        uint64_t now = uv_now(srv->loop);
+        srv->accept_errors++;
+        if (!srv->last_accept_log || now - srv->last_accept_log >= 1000) { /* one line a second */
+            srv->last_accept_log = now;
+            qc_log(QC_LOG_WARN, "http", "accept failed", " error=%s count=%zu", uv_strerror(status), srv->accept_errors);
+        }
         return;
     }
     conn *c = calloc(1, sizeof *c);
@@ -835,7 +841,7 @@ static int build_request(http_parser *p, qc_http_exchange *ex) {
         query_len = u.field_data[UF_QUERY].len;
     }
     size_t peer_len = strlen(ex->peer);
-    size_t need = path_len + 2 + peer_len + 1 + 2 * (query_len + 1) + MAX_ARGS;
+    size_t need = path_len + 2 + peer_len + 1 + 2 * (query_len + 1) + 2 * MAX_ARGS + 8; /* NULs of each name and value */
     for (size_t i = 0; i < ex->nfields; i++) need += ex->fields[i].name_len + ex->fields[i].value_len + 2;
     if (grow(&ex->text, &ex->text_cap, need) < 0) return refuse(p, 500, "INTERNAL", "out of memory");
     char *t = ex->text;
