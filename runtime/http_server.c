@@ -767,13 +767,14 @@ static void trim(const char **s, size_t *n) {
  * read two ways by two servers in a chain, so it is refused and the connection closed.
  * http-parser checks most of this too; this is the rule written down in one place. */
 static int check_framing(http_parser *p, qc_http_exchange *ex) {
-    int ncl = 0, nte = 0, te_other = 0, te_chunked_last = 0;
+    int ncl = 0, nte = 0, te_other = 0, te_chunked_last = 0, nhost = 0;
     uint64_t length = 0;
     for (size_t i = 0; i < ex->nfields; i++) {
         raw_field *f = &ex->fields[i];
         const char *name = ex->raw + f->name, *v = ex->raw + f->value;
         size_t vn = f->value_len;
         trim(&v, &vn);
+        if (is_token(name, f->name_len, "host")) nhost++;
         if (is_token(name, f->name_len, "content-length")) {
             ncl++;
             if (vn == 0 || vn > 18) return refuse(p, 400, "BAD_REQUEST", "invalid Content-Length");
@@ -800,6 +801,8 @@ static int check_framing(http_parser *p, qc_http_exchange *ex) {
             }
         }
     }
+    /* RFC 9112 3.2: exactly one Host in HTTP/1.1, at most one before it. */
+    if (nhost > 1 || (nhost == 0 && p->http_minor >= 1)) return refuse(p, 400, "BAD_REQUEST", "one Host header is required");
     if (ncl > 1) return refuse(p, 400, "BAD_REQUEST", "more than one Content-Length");
     if (nte && ncl) return refuse(p, 400, "BAD_REQUEST", "Transfer-Encoding together with Content-Length");
     if (nte && !te_chunked_last) return refuse(p, 400, "BAD_REQUEST", "Transfer-Encoding must end in chunked");

@@ -242,6 +242,17 @@ describe("HTTP/1.1 framing", function()
       assert_healthy(r)
     end)
 
+    it("answers 400 to an HTTP/1.1 request without Host, or with two", function()
+      for _, head in ipairs { "GET /health HTTP/1.1\r\n\r\n", "GET /health HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n" } do
+        local r = raw(s.port, { steps = { { send = head } } })
+        assert_error_and_close(r, 400)
+      end
+      local r = raw(s.port, { steps = { { send = "GET /health HTTP/1.0\r\n\r\n" } } })
+      assert.same({ 200 }, statuses(responses(r.recv)))
+      assert.equal("eof", r["end"])
+      assert_healthy(r)
+    end)
+
     it("answers 505 to HTTP/2.0 in a request line", function()
       local r = raw(s.port, { steps = { { send = "GET /health HTTP/2.0\r\nHost: x\r\n\r\n" } } })
       assert_error_and_close(r, 505, "HTTP_VERSION_NOT_SUPPORTED")
