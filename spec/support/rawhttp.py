@@ -120,7 +120,6 @@ def main():
     crowd = {}
     crowd_thread = None
     if plan.get("hold"):
-        opened = threading.Event()
         def run_crowd():
             crowd["held_open"] = hold_crowd(port, plan["hold"], stop_crowd)
         crowd_thread = threading.Thread(target=run_crowd, daemon=True)
@@ -128,7 +127,8 @@ def main():
         time.sleep(plan["hold"].get("settle_ms", 300) / 1000.0)
     sock = connect(port)
     done = threading.Event()
-    t = threading.Thread(target=reader, args=(sock, report, done), daemon=True)
+    seen = {"recv": ""}  # the reader's; copied into the report once the wait is over
+    t = threading.Thread(target=reader, args=(sock, seen, done), daemon=True)
     t.start()
     for step in plan.get("steps", []):
         try:
@@ -148,7 +148,12 @@ def main():
             report["send_error"] = str(e)
             break
     done.wait(plan.get("timeout_ms", 3000) / 1000.0)
-    if not done.is_set():
+    finished = done.is_set()
+    for key in ("recv", "first_ms", "end", "end_ms"):
+        if key in seen:
+            report[key] = seen[key]
+    if not finished:  # what the reader sees after our own close is not the server's doing
+        report["end"] = "timeout"
         report["end_ms"] = ms()
     sock.close()
     if plan.get("health"):
