@@ -1272,8 +1272,8 @@ qc_http_server *qc_http_server_new(uv_loop_t *loop, const qc_http_server_options
         free(s);
         return NULL;
     }
-    qc_log(QC_LOG_DEBUG, "http", "connection cap", " max_connections=%zu request_timeout_ms=%ld", s->max_conns,
-           s->opts.request_timeout_ms);
+    qc_log(QC_LOG_INFO, "http", "limits", " max_connections=%zu request_timeout_ms=%ld max_body=%zu", s->max_conns,
+           s->opts.request_timeout_ms, s->opts.max_body_bytes);
     return s;
 }
 
