@@ -155,7 +155,7 @@ describe("HTTP/1.1 framing", function()
     end)
 
     it("keeps a keep-alive connection open after pipelined answers", function()
-      local r = raw(s.port, { timeout_ms = 300, steps = { { send = req("GET", "/health") .. req("GET", "/health") } } })
+      local r = raw(s.port, { timeout_ms = 1000, steps = { { send = req("GET", "/health") .. req("GET", "/health") } } })
       assert.same({ 200, 200 }, statuses(responses(r.recv)))
       assert.equal("timeout", r["end"])
       assert_healthy(r)
