@@ -10,6 +10,7 @@ void qc_chunked_init(qc_chunked *c) {
     c->state = SIZE;
     c->remaining = 0;
     c->size_digits = 0;
+    c->trailer_bytes = 0;
 }
 
 static int hexval(char ch) {
@@ -74,11 +75,16 @@ int qc_chunked_feed(qc_chunked *c, const char *in, size_t len, size_t *used,
             i++;
             break;
         case TRAILER_START: /* an empty line ends the body; otherwise a trailer field */
+            /* A bare LF ends a line for some parsers and not for others: refused, so that no
+             * two readers of this body can disagree on where it ends. */
+            if (ch == '\n') return QC_CHUNKED_ERROR;
             if (ch == '\r') c->state = END_LF;
             else c->state = TRAILER_LINE;
+            c->trailer_bytes++;
             i++;
             break;
         case TRAILER_LINE:
+            if (ch == '\n' || ++c->trailer_bytes > QC_CHUNKED_MAX_TRAILER) return QC_CHUNKED_ERROR;
             if (ch == '\r') c->state = TRAILER_LF;
             i++;
             break;

@@ -1,5 +1,5 @@
-/* Decoder for HTTP/1.1 chunked request bodies (RFC 9112 §7.1). libwebsockets 4.1 passes a
- * chunked body through undecoded (as if it had no length), so the server decodes it here. */
+/* Decoder for HTTP/1.1 chunked request bodies (RFC 9112 §7.1), strict about line endings:
+ * the server frames bodies with it because Debian's http-parser is built lenient there. */
 #ifndef QC_CHUNKED_H
 #define QC_CHUNKED_H
 
@@ -9,7 +9,10 @@ typedef struct {
     int state;
     size_t remaining; /* data bytes left in the current chunk */
     int size_digits;
+    size_t trailer_bytes; /* trailer section so far: bounded like a head */
 } qc_chunked;
+
+#define QC_CHUNKED_MAX_TRAILER 16384
 
 enum { QC_CHUNKED_MORE = 0, QC_CHUNKED_DONE = 1, QC_CHUNKED_ERROR = -1 };
 

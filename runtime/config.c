@@ -132,6 +132,10 @@ int qc_config_from_env(qc_config *cfg, char *err, size_t errlen) {
     cfg->stop_timeout_s = (double)v;
     if (env_long("QC_LIVEKIT_TIMEOUT_MS", 10000, 100, &v, err, errlen) < 0) return -1;
     cfg->livekit_timeout_ms = v;
+    if (env_long("QC_REQUEST_TIMEOUT_MS", 15000, 100, &v, err, errlen) < 0) return -1;
+    cfg->request_timeout_ms = v;
+    if (env_long("QC_MAX_CONNECTIONS", 0, 0, &v, err, errlen) < 0) return -1;
+    cfg->max_connections = v;
     return 0;
 }
 

@@ -22,6 +22,8 @@ typedef struct {
     char livekit_api_key[256];   /* LIVEKIT_API_KEY */
     char livekit_api_secret[512];/* LIVEKIT_API_SECRET */
     long livekit_timeout_ms;     /* QC_LIVEKIT_TIMEOUT_MS: every LiveKit API call, bounded */
+    long request_timeout_ms;     /* QC_REQUEST_TIMEOUT_MS: head and body of a request arrive within it */
+    long max_connections;        /* QC_MAX_CONNECTIONS: client connections; 0 = from the descriptor limit */
 } qc_config;
 
 /* Loads a .env file into the environment (KEY=VALUE lines, # comments, optional quotes,

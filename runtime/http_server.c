@@ -1,16 +1,35 @@
-/* libwebsockets glue. Why one buffer per answer: lws on a foreign libuv loop costs two
- * sendto and several epoll_ctl per request when headers and body go out in separate
- * writable callbacks; a single lws_write from the HTTP callback costs one sendto. */
+/* HTTP/1.1 server on our libuv loop: TCP from libuv, message framing from http-parser (the
+ * parser Node used before llhttp; Debian's libhttp-parser), one write per answer.
+ *
+ * Why not libwebsockets' HTTP server, which this file used before: lws 4.1 spins at 100% CPU
+ * when a request with a body arrives pipelined behind another, lets Content-Length win over
+ * Transfer-Encoding (a smuggling hole), closes the connection where an oversized head should
+ * get 431 or 414, reads a chunked body as an unframed one of up to 100 MiB, and closes a
+ * connection as soon as the client half-closes, losing answers still being computed. Here
+ * each of those is decided in one place below. The performance design stays: an answer is
+ * built in one buffer and leaves in one write, and a request allocates nothing of ours
+ * unless it is larger than any before it.
+ *
+ * Descriptors under a flood (issue 8): at start the soft RLIMIT_NOFILE is raised to the hard
+ * one and client connections are capped below it, leaving a reserve for the store, LiveKit
+ * calls, logs and policy files. At the cap a new connection first evicts the oldest idle
+ * keep-alive connection, then the oldest one still sending its request (a slow client);
+ * connections whose request is being handled are never evicted, and only when every one is
+ * busy is the newcomer refused. Every request also has a deadline for its head and body
+ * (408), so slow clients give their descriptors back on their own. */
 #define _POSIX_C_SOURCE 200809L
 #include "http_server.h"
 
 #include <arpa/inet.h>
-#include <libwebsockets.h>
+#include <http_parser.h>
 #include <netinet/in.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
+#include <sys/resource.h>
 
 #include "chunked.h"
 #include "http_error.h"
@@ -18,107 +37,140 @@
 
 #define MAX_HEADERS 96
 #define MAX_ARGS 64
+#define MAX_URI 8192    /* request target, bytes: longer gets 414 */
+#define MAX_HEAD 16384  /* header names and values together: more gets 431 */
+#define READ_BUF 65536  /* one shared read buffer for every connection */
+#define IN_HIGH (256 * 1024)    /* stop reading a connection with this much unparsed input */
+#define WRITE_HIGH (256 * 1024) /* stop parsing while this much of a connection's answers waits */
+#define IDLE_MS 30000   /* keep-alive connection without a request */
+#define LINGER_MS 2000  /* after a closing answer: read and drop what the client still sends */
+#define RESERVE_MIN 64  /* descriptors kept back from client connections */
 
-/* Peer addresses by socket, written when lws accepts the connection (its filter callback
- * carries the address), so no request pays for a getpeername. Per-session data cannot hold
- * it: lws re-creates that for every keep-alive transaction. */
-#define PEER_SLOTS 1024
-typedef struct {
-    int fd; /* -1: empty */
-    char addr[48];
-} peer_slot;
-
-/* Finished exchanges kept for the next request, with their buffers: a request then
- * allocates nothing of ours unless it is larger than any before it. */
+/* Finished exchanges kept for the next request, with their buffers. */
 #define EXCHANGE_POOL 64
 #define KEEP_BUFFER_MAX (64 * 1024) /* larger buffers go back to malloc with the exchange */
 
-/* The request headers lws knows by name, from its token table once per server. */
+typedef struct conn conn;
+
+enum { BODY_NONE, BODY_LENGTH, BODY_CHUNKED };
+
+enum conn_state {
+    C_IDLE,   /* keep-alive, no byte of a request yet */
+    C_RECV,   /* receiving a request: the request deadline runs */
+    C_BUSY,   /* a request is with the handler */
+    C_LINGER, /* closing answer queued: we shut down our side and drop what still comes */
+};
+
 typedef struct {
-    enum lws_token_indexes tok;
-    const char *name; /* lowercase, no colon */
-} header_token;
+    conn *head, *tail;
+} conn_list;
 
 struct qc_http_server {
-    struct lws_context *ctx;
-    struct lws_vhost *vhost;
+    uv_loop_t *loop;
+    uv_tcp_t *listener; /* its own allocation: libuv may close it after a failed start */
+    int listening;
     qc_http_server_options opts;
+    http_parser_settings settings;
     size_t inflight;
     int stopping;
     int shut;
+    size_t nlive, max_conns; /* connections not yet closing, and their cap */
+    conn_list idle, recv, other; /* idle and recv in age order: the eviction candidates */
+    uint64_t last_cap_log, last_accept_log;
+    size_t accept_errors;
+    size_t evicted, refused;
     qc_http_exchange *pool[EXCHANGE_POOL];
     size_t npool;
-    header_token tokens[WSI_TOKEN_COUNT];
-    size_t ntokens;
-    peer_slot peers[PEER_SLOTS];
+    char readbuf[READ_BUF];
+    int readbuf_busy;
 };
 
-struct qc_http_exchange {
-    /* Reset for every request (zeroed up to `text`). */
+struct conn {
+    uv_tcp_t tcp;
+    uv_timer_t timer;
+    uv_shutdown_t shutdown_req;
+    uv_write_t continue_req;
     qc_http_server *srv;
-    struct lws *wsi;   /* NULL once the connection is gone */
-    int dispatched;    /* handed to on_request, answer owed */
-    int responded;
-    int in_callback;   /* respond() called while lws is inside our HTTP callback */
-    int too_large;
-    int close_after;
-    int chunked; /* body framed with Transfer-Encoding: chunked, decoded by us */
-    int answer_ready; /* out holds the whole answer */
+    conn *prev, *next;
+    conn_list *list;
+    enum conn_state state;
+    http_parser parser;
+    qc_http_exchange *ex; /* the request being received or handled; NULL once answered */
+    char *in;             /* input not yet parsed: in[in_start, in_len) */
+    size_t in_start, in_len, in_cap;
+    size_t writes; /* answers queued and not yet written */
+    int reading, eof, closing, in_process, continue_busy;
+    int used; /* a byte has arrived on this connection */
+    int fail_status; /* set by a parser callback that refuses the request */
+    const char *fail_code, *fail_msg;
+    /* head_scan's state: the checks http-parser skips as Debian builds it */
+    int scan_cr, scan_first_done;
+    size_t scan_tail_len;
+    char scan_tail[9];
+    char peer[48];
+};
+
+typedef struct {
+    size_t name, name_len, value, value_len; /* offsets into raw */
+} raw_field;
+
+struct qc_http_exchange {
+    /* Reset for every request (zeroed up to `raw`). */
+    qc_http_server *srv;
+    conn *conn; /* NULL once the connection is gone */
+    int dispatched, responded, close_after, head, fields_done, value_last;
+    int body_mode; /* BODY_NONE, BODY_LENGTH or BODY_CHUNKED, from check_framing */
+    int in_body, body_done, too_large;
+    uint64_t remaining; /* BODY_LENGTH: bytes still to come */
     qc_chunked dechunk;
     uint64_t start_ns;
-    char method[8];
-    const char *path, *query, *peer;
-    const char *origin, *content_length, *transfer_encoding; /* headers we read ourselves */
-    size_t nheaders, nargs;
-    size_t text_len, body_len, out_len;
+    char method[16];
+    const char *path, *query, *peer, *origin;
+    size_t nheaders, nargs, nfields, url_len, raw_len, text_len, body_len, out_len, head_bytes;
+    uv_write_t wreq;
+    raw_field fields[MAX_HEADERS];
     /* Kept across requests when the exchange is pooled. */
-    char *text; /* path, query, peer, every header and argument, NUL-terminated, one buffer */
+    char *raw; /* request target, then every header name and value, as they arrived */
+    size_t raw_cap;
+    char *text; /* path, query, peer, every header and argument, NUL-terminated */
     size_t text_cap;
     char *body;
     size_t body_cap;
-    unsigned char *out; /* LWS_PRE + response */
+    char *out; /* the whole answer */
     size_t out_cap;
     qc_http_header headers[MAX_HEADERS];
-    qc_http_header args[MAX_ARGS]; /* query arguments, name/value, already %-decoded */
+    qc_http_header args[MAX_ARGS];
 };
 
-struct pss {
-    qc_http_exchange *ex;
-};
-
-
+/* ---- exchanges ------------------------------------------------------------------------ */
 
 static void exchange_destroy(qc_http_exchange *ex) {
+    free(ex->raw);
     free(ex->text);
     free(ex->body);
     free(ex->out);
     free(ex);
 }
 
-/* Back to the pool, or to malloc when the pool is full or a buffer grew past the limit.
- * A dispatched exchange stops counting as in flight here, once its answer is written or its
- * client gone, not when the handler answers: a graceful stop that waits for no requests in
- * flight must not close a connection whose answer is still waiting to be written. */
+static void drop_big(char **buf, size_t *cap) {
+    if (*cap <= KEEP_BUFFER_MAX) return;
+    free(*buf);
+    *buf = NULL;
+    *cap = 0;
+}
+
+/* Back to the pool, or to malloc. A dispatched exchange stops counting as in flight here,
+ * once its answer is written or its client gone, not when the handler answers: a graceful
+ * stop must not close a connection whose answer is still waiting to be written. */
 static void exchange_free(qc_http_exchange *ex) {
     if (!ex) return;
     qc_http_server *srv = ex->srv;
-    if (ex->dispatched && srv && srv->inflight) srv->inflight--;
-    if (ex->text_cap > KEEP_BUFFER_MAX) {
-        free(ex->text);
-        ex->text = NULL;
-        ex->text_cap = 0;
-    }
-    if (ex->body_cap > KEEP_BUFFER_MAX) {
-        free(ex->body);
-        ex->body = NULL;
-        ex->body_cap = 0;
-    }
-    if (ex->out_cap > KEEP_BUFFER_MAX) {
-        free(ex->out);
-        ex->out = NULL;
-        ex->out_cap = 0;
-    }
-    if (srv && !srv->shut && srv->npool < EXCHANGE_POOL) {
+    if (ex->dispatched && srv->inflight) srv->inflight--;
+    drop_big(&ex->raw, &ex->raw_cap);
+    drop_big(&ex->text, &ex->text_cap);
+    drop_big(&ex->body, &ex->body_cap);
+    drop_big(&ex->out, &ex->out_cap);
+    if (!srv->shut && srv->npool < EXCHANGE_POOL) {
         srv->pool[srv->npool++] = ex;
         return;
     }
@@ -128,218 +180,266 @@ static void exchange_free(qc_http_exchange *ex) {
 static qc_http_exchange *exchange_get(qc_http_server *srv) {
     qc_http_exchange *ex = srv->npool ? srv->pool[--srv->npool] : calloc(1, sizeof *ex);
     if (!ex) return NULL;
-    memset(ex, 0, offsetof(qc_http_exchange, text));
+    memset(ex, 0, offsetof(qc_http_exchange, raw));
     ex->srv = srv;
+    ex->start_ns = uv_hrtime();
+    memcpy(ex->method, "-", 2);
+    ex->path = "-";
+    ex->query = "";
     return ex;
 }
 
-/* Grows buf to hold n bytes (contents not kept); 0 or -1. */
-static int reserve(void *bufp, size_t *cap, size_t n) {
-    char **buf = bufp;
+/* Grows buf to hold n bytes, keeping its contents; 0 or -1. */
+static int grow(char **buf, size_t *cap, size_t n) {
     if (n <= *cap) return 0;
     size_t c = *cap ? *cap : 1024;
     while (c < n) c *= 2;
-    char *nb = malloc(c);
+    char *nb = realloc(*buf, c);
     if (!nb) return -1;
-    free(*buf);
     *buf = nb;
     *cap = c;
     return 0;
 }
 
-static const struct {
-    enum lws_token_indexes tok;
-    const char *name;
-} method_tokens[] = {
-    {WSI_TOKEN_GET_URI, "GET"},       {WSI_TOKEN_POST_URI, "POST"},   {WSI_TOKEN_PUT_URI, "PUT"},
-    {WSI_TOKEN_PATCH_URI, "PATCH"},   {WSI_TOKEN_DELETE_URI, "DELETE"}, {WSI_TOKEN_OPTIONS_URI, "OPTIONS"},
-    {WSI_TOKEN_HEAD_URI, "HEAD"},
-};
+const char *qc_http_exchange_path(const qc_http_exchange *ex) { return ex->path; }
+const char *qc_http_exchange_method(const qc_http_exchange *ex) { return ex->method; }
 
-static int is_method_token(int tok) {
-    for (size_t i = 0; i < sizeof method_tokens / sizeof method_tokens[0]; i++)
-        if ((int)method_tokens[i].tok == tok) return 1;
-    return tok == WSI_TOKEN_HTTP_URI_ARGS;
-}
-
-/* The headers lws knows by name, lowercase, without the colon: built once per server. */
-static int header_tokens_init(qc_http_server *srv) {
-    for (int t = 0; t < WSI_TOKEN_COUNT; t++) {
-        if (is_method_token(t)) continue;
-        const char *name = (const char *)lws_token_to_string((enum lws_token_indexes)t);
-        if (!name || name[0] == ':') continue; /* h2 pseudo headers */
-        size_t nl = strlen(name);
-        if (nl && name[nl - 1] == ':') nl--;
-        if (nl == 0) continue;
-        char *copy = malloc(nl + 1);
-        if (!copy) return -1;
-        memcpy(copy, name, nl);
-        copy[nl] = 0;
-        srv->tokens[srv->ntokens++] = (header_token){(enum lws_token_indexes)t, copy};
-    }
-    return 0;
-}
-
-/* Copies path, query, arguments, peer and every known request header into the exchange's
- * one text buffer, sized first so that no pointer into it moves. The query: lws splits it
- * at '&' into fragments and %-decodes each, so pairs are taken fragment by fragment (an
- * encoded '&' or '=' inside a value stays inside it), and req.query is those fragments
- * joined with '&' again, for logs. */
-static int collect_request(struct lws *wsi, qc_http_exchange *ex, const char *uri, const char *peer) {
-    qc_http_server *srv = ex->srv;
-    struct {
-        unsigned short token; /* index into srv->tokens */
-        int len;
-    } present[MAX_HEADERS];
-    size_t npresent = 0;
-    if (!uri || !*uri) uri = "/";
-    size_t path_len = strlen(uri), peer_len = strlen(peer);
-    int query_total = lws_hdr_total_length(wsi, WSI_TOKEN_HTTP_URI_ARGS);
-    size_t query_cap = query_total > 0 ? (size_t)query_total + MAX_ARGS + 1 : 1;
-    size_t need = path_len + 1 + peer_len + 1 + 2 * query_cap;
-    for (size_t i = 0; i < srv->ntokens && npresent < MAX_HEADERS; i++) {
-        int len = lws_hdr_total_length(wsi, srv->tokens[i].tok);
-        if (len <= 0) continue;
-        present[npresent].token = (unsigned short)i;
-        present[npresent++].len = len;
-        need += (size_t)len + 1;
-    }
-    if (reserve(&ex->text, &ex->text_cap, need) < 0) return -1;
-    char *p = ex->text;
-
-    memcpy(p, uri, path_len + 1);
-    ex->path = p;
-    p += path_len + 1;
-    memcpy(p, peer, peer_len + 1);
-    ex->peer = p;
-    p += peer_len + 1;
-
-    char *query = p, *args = p + query_cap;
-    size_t q = 0, a = 0;
-    query[0] = 0;
-    for (int f = 0; query_total > 0 && ex->nargs < MAX_ARGS; f++) {
-        int len = lws_hdr_fragment_length(wsi, WSI_TOKEN_HTTP_URI_ARGS, f);
-        if (len <= 0 || q + (size_t)len + 2 > query_cap) break;
-        char *frag = args + a;
-        if (lws_hdr_copy_fragment(wsi, frag, len + 1, WSI_TOKEN_HTTP_URI_ARGS, f) < 0) break;
-        if (q) query[q++] = '&';
-        memcpy(query + q, frag, (size_t)len);
-        q += (size_t)len;
-        query[q] = 0;
-        char *eq = memchr(frag, '=', (size_t)len);
-        if (eq) {
-            *eq = 0;
-            ex->args[ex->nargs].value = eq + 1;
-        } else {
-            ex->args[ex->nargs].value = frag + len; /* "flag" alone: empty value */
-        }
-        ex->args[ex->nargs].name = frag;
-        if (*frag) ex->nargs++;
-        a += (size_t)len + 1;
-    }
-    ex->query = query;
-    p += 2 * query_cap;
-
-    for (size_t i = 0; i < npresent; i++) {
-        const header_token *ht = &srv->tokens[present[i].token];
-        int got = lws_hdr_copy(wsi, p, present[i].len + 1, ht->tok);
-        if (got < 0) continue;
-        ex->headers[ex->nheaders].name = ht->name;
-        ex->headers[ex->nheaders++].value = p;
-        if (ht->tok == WSI_TOKEN_ORIGIN) ex->origin = p;
-        else if (ht->tok == WSI_TOKEN_HTTP_CONTENT_LENGTH) ex->content_length = p;
-        else if (ht->tok == WSI_TOKEN_HTTP_TRANSFER_ENCODING) ex->transfer_encoding = p;
-        p += (size_t)got + 1;
-    }
-    ex->text_len = (size_t)(p - ex->text);
-    return 0;
-}
-
-static const char *header_value(const qc_http_exchange *ex, const char *name) {
+const char *qc_http_exchange_header(const qc_http_exchange *ex, const char *name) {
     if (strcmp(name, "origin") == 0) return ex->origin;
     for (size_t i = 0; i < ex->nheaders; i++)
         if (strcmp(ex->headers[i].name, name) == 0) return ex->headers[i].value;
     return NULL;
 }
 
-const char *qc_http_exchange_path(const qc_http_exchange *ex) { return ex->path; }
-const char *qc_http_exchange_method(const qc_http_exchange *ex) { return ex->method; }
-const char *qc_http_exchange_header(const qc_http_exchange *ex, const char *name) {
-    return header_value(ex, name);
+/* ---- connection bookkeeping ------------------------------------------------------------ */
+
+static void list_remove(conn *c) {
+    conn_list *l = c->list;
+    if (!l) return;
+    if (c->prev) c->prev->next = c->next;
+    else l->head = c->next;
+    if (c->next) c->next->prev = c->prev;
+    else l->tail = c->prev;
+    c->prev = c->next = NULL;
+    c->list = NULL;
 }
 
-static qc_http_exchange *exchange_new(qc_http_server *srv, struct lws *wsi, const char *uri) {
-    qc_http_exchange *ex = exchange_get(srv);
-    if (!ex) return NULL;
-    ex->wsi = wsi;
-    ex->start_ns = uv_hrtime();
-    const char *method = "GET";
-    for (size_t i = 0; i < sizeof method_tokens / sizeof method_tokens[0]; i++) {
-        if (lws_hdr_total_length(wsi, method_tokens[i].tok) > 0) {
-            method = method_tokens[i].name;
-            break;
+static void list_append(conn_list *l, conn *c) {
+    c->prev = l->tail;
+    c->next = NULL;
+    if (l->tail) l->tail->next = c;
+    else l->head = c;
+    l->tail = c;
+    c->list = l;
+}
+
+static void on_timer(uv_timer_t *t);
+
+/* Moves a connection to a state, its list and its timer. */
+static void set_state(conn *c, enum conn_state st) {
+    qc_http_server *srv = c->srv;
+    /* Entering C_RECV again restarts the deadline (next pipelined request). A connection not
+     * yet on a list has no state yet, whatever the field says. */
+    if (c->state == st && c->list && st != C_RECV) return;
+    c->state = st;
+    list_remove(c);
+    switch (st) {
+    case C_IDLE:
+        list_append(&srv->idle, c);
+        uv_timer_start(&c->timer, on_timer, IDLE_MS, 0);
+        break;
+    case C_RECV:
+        list_append(&srv->recv, c);
+        uv_timer_start(&c->timer, on_timer, (uint64_t)srv->opts.request_timeout_ms, 0);
+        break;
+    case C_BUSY:
+        list_append(&srv->other, c);
+        uv_timer_stop(&c->timer);
+        break;
+    case C_LINGER:
+        list_append(&srv->other, c);
+        uv_timer_start(&c->timer, on_timer, LINGER_MS, 0);
+        break;
+    }
+}
+
+static void on_closed(uv_handle_t *h) {
+    conn *c = h->data;
+    if (h == (uv_handle_t *)&c->tcp) {
+        uv_close((uv_handle_t *)&c->timer, on_closed);
+        return;
+    }
+    free(c->in);
+    free(c);
+}
+
+/* Closes the socket now. A request still with the handler keeps its exchange, which the
+ * handler's answer frees; a request half received is dropped. */
+static void conn_close(conn *c) {
+    if (c->closing) return;
+    c->closing = 1;
+    c->srv->nlive--;
+    list_remove(c);
+    uv_timer_stop(&c->timer);
+    qc_http_exchange *ex = c->ex;
+    c->ex = NULL;
+    if (ex) {
+        if (ex->dispatched && !ex->responded) ex->conn = NULL;
+        else exchange_free(ex);
+    }
+    uv_close((uv_handle_t *)&c->tcp, on_closed);
+}
+
+static void process(conn *c);
+static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf);
+
+static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
+    (void)suggested;
+    conn *c = h->data;
+    /* Input goes to the shared buffer and is parsed in place; only what a connection cannot
+     * parse yet is copied into its own buffer (see on_read). */
+    if (!c->srv->readbuf_busy) {
+        c->srv->readbuf_busy = 1;
+        *buf = uv_buf_init(c->srv->readbuf, READ_BUF);
+        return;
+    }
+    *buf = uv_buf_init(NULL, 0); /* cannot happen on one thread; libuv reports ENOBUFS */
+}
+
+static void reading(conn *c, int on) {
+    if (on && !c->reading && !c->eof && !c->closing) {
+        if (uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read) == 0) c->reading = 1;
+    } else if (!on && c->reading) {
+        uv_read_stop((uv_stream_t *)&c->tcp);
+        c->reading = 0;
+    }
+}
+
+static void on_shutdown(uv_shutdown_t *req, int status) {
+    (void)status;
+    conn *c = req->data;
+    if (c->closing) return;
+    if (c->eof || status < 0) conn_close(c);
+}
+
+/* After a closing answer: FIN once the answer is written, then read and drop input until
+ * the client closes or LINGER_MS pass. Closing at once while the client is still sending
+ * would make the kernel answer with RST, which can destroy our answer before it is read. */
+static void conn_linger(conn *c) {
+    if (c->state == C_LINGER || c->closing) return;
+    set_state(c, C_LINGER);
+    c->in_start = c->in_len = 0;
+    c->shutdown_req.data = c;
+    if (uv_shutdown(&c->shutdown_req, (uv_stream_t *)&c->tcp, on_shutdown) < 0) {
+        conn_close(c);
+        return;
+    }
+    reading(c, 1);
+}
+
+static void log_cap(qc_http_server *srv, const char *what) {
+    uint64_t now = uv_now(srv->loop);
+    if (srv->last_cap_log && now - srv->last_cap_log < 1000) return; /* one line a second */
+    srv->last_cap_log = now;
+    qc_log(QC_LOG_WARN, "http", "connection cap reached", " action=%s max_connections=%zu evicted=%zu refused=%zu",
+           what, srv->max_conns, srv->evicted, srv->refused);
+}
+
+/* Makes room for one more connection; 0, or -1 when every connection is busy. */
+static int make_room(qc_http_server *srv) {
+    if (srv->nlive <= srv->max_conns) return 0;
+    conn *victim = srv->idle.head ? srv->idle.head : srv->recv.head;
+    if (!victim) {
+        srv->refused++;
+        log_cap(srv, "refused");
+        return -1;
+    }
+    srv->evicted++;
+    log_cap(srv, victim->state == C_IDLE ? "evicted_idle" : "evicted_slow");
+    conn_close(victim);
+    return 0;
+}
+
+static void on_connection(uv_stream_t *listener, int status) {
+    qc_http_server *srv = listener->data;
+    if (status < 0) { /* EMFILE: libuv's reserve descriptor has already shed the connection */
+        uint64_t now = uv_now(srv->loop);
+        srv->accept_errors++;
+        if (!srv->last_accept_log || now - srv->last_accept_log >= 1000) { /* one line a second */
+            srv->last_accept_log = now;
+            qc_log(QC_LOG_WARN, "http", "accept failed", " error=%s count=%zu", uv_strerror(status), srv->accept_errors);
         }
+        return;
     }
-    memcpy(ex->method, method, strlen(method) + 1); /* the longest, OPTIONS, fits */
-    int fd = (int)lws_get_socket_fd(wsi);
-    peer_slot *slot = &srv->peers[(unsigned)fd % PEER_SLOTS];
-    char addr[48] = "";
-    if (fd < 0 || slot->fd != fd) /* slot taken by another socket: ask the kernel */
-        lws_get_peer_simple(wsi, addr, sizeof addr);
-    if (collect_request(wsi, ex, uri, fd >= 0 && slot->fd == fd ? slot->addr : addr) < 0) {
-        exchange_free(ex);
-        return NULL;
+    conn *c = calloc(1, sizeof *c);
+    if (!c) return;
+    c->srv = srv;
+    uv_tcp_init(srv->loop, &c->tcp);
+    uv_timer_init(srv->loop, &c->timer);
+    c->tcp.data = c->timer.data = c;
+    srv->nlive++;
+    if (uv_accept(listener, (uv_stream_t *)&c->tcp) < 0) {
+        conn_close(c);
+        return;
     }
-    return ex;
+    if (make_room(srv) < 0) {
+        conn_close(c);
+        return;
+    }
+    uv_tcp_nodelay(&c->tcp, 1);
+    struct sockaddr_storage sa;
+    int salen = sizeof sa;
+    if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&sa, &salen) == 0) {
+        if (sa.ss_family == AF_INET)
+            uv_ip4_name((const struct sockaddr_in *)&sa, c->peer, sizeof c->peer);
+        else if (sa.ss_family == AF_INET6)
+            uv_ip6_name((const struct sockaddr_in6 *)&sa, c->peer, sizeof c->peer);
+    }
+    http_parser_init(&c->parser, HTTP_REQUEST);
+    c->parser.data = c;
+    if (srv->stopping) { /* accepted before the listener closed: say no politely */
+        conn_close(c);
+        return;
+    }
+    /* A new connection counts as receiving from the start: the request deadline bounds one
+     * that never sends a byte, and the cap ranks it by age among the slow ones rather than
+     * with the idle keep-alive connections, which go first. */
+    set_state(c, C_RECV);
+    reading(c, 1);
 }
 
-static void dispatch(qc_http_exchange *ex) {
-    qc_http_incoming in = {
-        .method = ex->method,
-        .path = ex->path,
-        .query = ex->query,
-        .args = ex->args,
-        .nargs = ex->nargs,
-        .headers = ex->headers,
-        .nheaders = ex->nheaders,
-        .body = ex->body_len ? ex->body : "",
-        .body_len = ex->body_len,
-        .peer = ex->peer,
-    };
-    ex->dispatched = 1;
-    ex->srv->inflight++;
-    ex->in_callback = 1;
-    ex->srv->opts.on_request(ex->srv->opts.ud, ex, &in);
-    ex->in_callback = 0;
-}
+/* ---- answers --------------------------------------------------------------------------- */
 
 static const char *reason(int status) {
     switch (status) {
+    case 100: return "Continue";
     case 200: return "OK";
     case 201: return "Created";
     case 204: return "No Content";
+    case 304: return "Not Modified";
     case 400: return "Bad Request";
     case 401: return "Unauthorized";
     case 403: return "Forbidden";
     case 404: return "Not Found";
     case 405: return "Method Not Allowed";
+    case 408: return "Request Timeout";
     case 409: return "Conflict";
-    case 413: return "Payload Too Large";
-    case 422: return "Unprocessable Entity";
+    case 413: return "Content Too Large";
+    case 414: return "URI Too Long";
+    case 422: return "Unprocessable Content";
     case 429: return "Too Many Requests";
+    case 431: return "Request Header Fields Too Large";
     case 500: return "Internal Server Error";
+    case 501: return "Not Implemented";
     case 502: return "Bad Gateway";
     case 503: return "Service Unavailable";
     case 504: return "Gateway Timeout";
+    case 505: return "HTTP Version Not Supported";
     default: return "Status";
     }
 }
 
-/* Builds status line, headers and body in one buffer after LWS_PRE. Header text is
- * written by hand: lws_add_http_header_* would also work but costs a call per header and
- * the content-length helper arms lws' own body accounting, which we do not use. */
-/* Text builders for the hot path: plain copies, no printf (whose formatting machinery
- * cost more per request than the copies it makes). */
+/* Text builders for the hot path: plain copies, no printf. */
 static char *put_str(char *p, const char *s, size_t n) {
     memcpy(p, s, n);
     return p + n;
@@ -354,48 +454,63 @@ static char *put_uint(char *p, unsigned long long v) {
     return p;
 }
 
+/* Status line, headers and body in one buffer. A HEAD answer has the headers GET would
+ * have, Content-Length included, and no body; 1xx, 204 and 304 have neither (RFC 9110
+ * 8.6, 9.3.2). */
 static int build_response(qc_http_exchange *ex, int status, const qc_http_header *headers,
                           size_t nheaders, const char *body, size_t body_len) {
+    if (status < 100 || status > 999) status = 500;
     const char *why = reason(status);
+    int no_length = status < 200 || status == 204 || status == 304;
+    if (no_length) body_len = 0;
+    size_t send_len = (no_length || ex->head) ? 0 : body_len;
     size_t hlen = 96 + strlen(why);
     for (size_t i = 0; i < nheaders; i++) hlen += strlen(headers[i].name) + strlen(headers[i].value) + 4;
-    if (reserve(&ex->out, &ex->out_cap, LWS_PRE + hlen + body_len) < 0) return -1;
-    char *start = (char *)ex->out + LWS_PRE, *p = start;
-    if (status < 100 || status > 999) status = 500;
+    if (grow(&ex->out, &ex->out_cap, hlen + send_len) < 0) return -1;
+    char *p = ex->out;
     p = put_str(p, "HTTP/1.1 ", 9);
     p = put_uint(p, (unsigned)status);
     *p++ = ' ';
     p = put_str(p, why, strlen(why));
     p = put_str(p, "\r\n", 2);
     for (size_t i = 0; i < nheaders; i++) {
-        /* CR/LF in a header value would split the response: drop such headers. */
+        /* CR/LF in a header would split the response: drop such headers. */
         if (strpbrk(headers[i].name, "\r\n:") || strpbrk(headers[i].value, "\r\n")) continue;
         p = put_str(p, headers[i].name, strlen(headers[i].name));
         p = put_str(p, ": ", 2);
         p = put_str(p, headers[i].value, strlen(headers[i].value));
         p = put_str(p, "\r\n", 2);
     }
-    p = put_str(p, "content-length: ", 16);
-    p = put_uint(p, body_len);
-    p = put_str(p, "\r\n", 2);
+    if (!no_length) {
+        p = put_str(p, "content-length: ", 16);
+        p = put_uint(p, body_len);
+        p = put_str(p, "\r\n", 2);
+    }
     if (ex->close_after) p = put_str(p, "connection: close\r\n", 19);
     p = put_str(p, "\r\n", 2);
-    if (body_len) p = put_str(p, body, body_len);
-    ex->out_len = (size_t)(p - start);
-    ex->answer_ready = 1;
+    if (send_len) p = put_str(p, body, send_len);
+    ex->out_len = (size_t)(p - ex->out);
     return 0;
 }
 
 static void access_log(qc_http_exchange *ex, int status) {
     if (!qc_log_enabled(QC_LOG_INFO)) return;
     unsigned long long us = (uv_hrtime() - ex->start_ns) / 1000;
-    char kv[1200], *p = kv;
-    size_t pl = strlen(ex->path);
-    if (pl > 1000) pl = 1000;
+    char kv[3200], *p = kv;
     p = put_str(p, " method=", 8);
     p = put_str(p, ex->method, strlen(ex->method));
     p = put_str(p, " path=", 6);
-    p = put_str(p, ex->path, pl);
+    /* The path is decoded: a space or control byte in it would break the key=value line. */
+    static const char hex[] = "0123456789ABCDEF";
+    for (const unsigned char *s = (const unsigned char *)ex->path; *s && s - (const unsigned char *)ex->path < 1000; s++) {
+        if (*s <= ' ' || *s == 0x7f || *s == '%') {
+            *p++ = '%';
+            *p++ = hex[*s >> 4];
+            *p++ = hex[*s & 15];
+        } else {
+            *p++ = (char)*s;
+        }
+    }
     p = put_str(p, " status=", 8);
     p = put_uint(p, (unsigned)status);
     p = put_str(p, " duration_ms=", 13);
@@ -407,16 +522,17 @@ static void access_log(qc_http_exchange *ex, int status) {
     qc_log_line(QC_LOG_INFO, "http", "request", kv);
 }
 
-/* Writes the prepared answer; returns what the lws callback should return. */
-static int write_out(qc_http_exchange *ex) {
-    struct lws *wsi = ex->wsi;
-    int close_after = ex->close_after;
-    int w = ex->answer_ready ? lws_write(wsi, ex->out + LWS_PRE, ex->out_len, LWS_WRITE_HTTP_FINAL) : -1;
-    struct pss *pss = lws_wsi_user(wsi);
-    if (pss && pss->ex == ex) pss->ex = NULL;
+static void on_written(uv_write_t *req, int status) {
+    (void)status;
+    qc_http_exchange *ex = req->data;
+    conn *c = ex->conn;
     exchange_free(ex);
-    if (w < 0 || close_after) return -1;
-    return lws_http_transaction_completed(wsi) ? -1 : 0;
+    if (!c) return;
+    c->writes--;
+    if (c->closing) return;
+    if (c->state == C_LINGER) return; /* the shutdown follows the write */
+    /* Parsing paused while answers queued up (or the client half-closed): go on. */
+    process(c);
 }
 
 void qc_http_exchange_respond(qc_http_exchange *ex, int status, const qc_http_header *headers,
@@ -424,16 +540,45 @@ void qc_http_exchange_respond(qc_http_exchange *ex, int status, const qc_http_he
     if (ex->responded) return;
     ex->responded = 1;
     access_log(ex, status);
-    if (!ex->wsi) { /* the client left while the handler ran */
+    conn *c = ex->conn;
+    if (!c) { /* the client left while the handler ran */
         exchange_free(ex);
         return;
     }
+    if (c->ex == ex) c->ex = NULL;
     if (ex->srv->stopping) ex->close_after = 1;
     if (build_response(ex, status, headers, nheaders, body, body_len) < 0) {
         qc_log(QC_LOG_ERROR, "http", "out of memory building response", NULL);
-        ex->close_after = 1; /* nothing to send: the connection is closed */
+        exchange_free(ex);
+        conn_close(c);
+        return;
     }
-    if (!ex->in_callback) lws_callback_on_writable(ex->wsi);
+    /* Try the write now: when the socket takes it all, as it nearly always does, there is no
+     * write request, and libuv does not re-arm the socket's epoll entry for it (one epoll_ctl
+     * per request otherwise). Only a remainder goes through uv_write, in order. */
+    int close_after = ex->close_after;
+    uv_buf_t b = uv_buf_init(ex->out, (unsigned)ex->out_len);
+    int w = uv_try_write((uv_stream_t *)&c->tcp, &b, 1);
+    if (w == (int)ex->out_len) {
+        exchange_free(ex);
+    } else if (w >= 0 || w == UV_EAGAIN) {
+        if (w > 0) b = uv_buf_init(ex->out + w, (unsigned)(ex->out_len - (size_t)w));
+        ex->wreq.data = ex;
+        if (uv_write(&ex->wreq, (uv_stream_t *)&c->tcp, &b, 1, on_written) < 0) w = UV_EPIPE;
+        else c->writes++;
+    }
+    if (w < 0 && w != UV_EAGAIN) { /* the client is gone */
+        ex->conn = NULL;
+        exchange_free(ex);
+        conn_close(c);
+        return;
+    }
+    if (close_after) {
+        conn_linger(c);
+        return;
+    }
+    set_state(c, c->in_start < c->in_len ? C_RECV : C_IDLE);
+    if (!c->in_process) process(c);
 }
 
 static void respond_error(qc_http_exchange *ex, int status, const char *code, const char *msg) {
@@ -443,179 +588,645 @@ static void respond_error(qc_http_exchange *ex, int status, const char *code, co
     qc_http_exchange_respond(ex, status, h, 1, body, n);
 }
 
-static int finish_in_callback(qc_http_exchange *ex);
-
-static int body_expected(qc_http_exchange *ex, long long *declared) {
-    const char *cl = ex->content_length;
-    *declared = cl ? atoll(cl) : -1;
-    if (cl) return *declared > 0;
-    const char *te = ex->transfer_encoding;
-    ex->chunked = te && strstr(te, "chunked") != NULL;
-    return ex->chunked;
-}
-
-/* Appends decoded body bytes, or marks the request too large. */
-static void body_append(void *ud, const char *p, size_t len) {
-    qc_http_exchange *ex = ud;
-    if (ex->too_large) return;
-    if (ex->body_len + len > ex->srv->opts.max_body_bytes) {
-        ex->too_large = 1;
-        ex->body_len = 0;
-        return;
-    }
-    if (ex->body_len + len + 1 > ex->body_cap) {
-        size_t cap = ex->body_cap ? ex->body_cap * 2 : 4096;
-        while (cap < ex->body_len + len + 1) cap *= 2;
-        char *nb = realloc(ex->body, cap);
-        if (!nb) {
-            ex->too_large = 1; /* answered as 413: we cannot hold it */
+/* Refuses the request being received with an error, then closes: after a framing error the
+ * rest of the input cannot be trusted to start a request. */
+static void fail(conn *c, int status, const char *code, const char *msg) {
+    qc_http_exchange *ex = c->ex;
+    if (ex && ex->dispatched) return;
+    if (!ex) {
+        ex = c->ex = exchange_get(c->srv);
+        if (!ex) {
+            conn_close(c);
             return;
         }
-        ex->body = nb;
-        ex->body_cap = cap;
+        ex->conn = c;
+        ex->peer = c->peer;
     }
-    memcpy(ex->body + ex->body_len, p, len);
+    ex->close_after = 1;
+    respond_error(ex, status, code, msg);
+}
+
+static void fail_parse(conn *c) {
+    if (c->fail_status) {
+        fail(c, c->fail_status, c->fail_code, c->fail_msg);
+        return;
+    }
+    enum http_errno e = HTTP_PARSER_ERRNO(&c->parser);
+    switch (e) {
+    case HPE_HEADER_OVERFLOW:
+        fail(c, 431, "HEADERS_TOO_LARGE", "request header fields are too large");
+        return;
+    case HPE_INVALID_CONTENT_LENGTH:
+    case HPE_UNEXPECTED_CONTENT_LENGTH:
+        fail(c, 400, "BAD_REQUEST", "invalid or conflicting Content-Length");
+        return;
+    case HPE_INVALID_TRANSFER_ENCODING:
+        fail(c, 400, "BAD_REQUEST", "Transfer-Encoding must end in chunked");
+        return;
+    case HPE_INVALID_CHUNK_SIZE:
+        fail(c, 400, "BAD_REQUEST", "malformed chunked request body");
+        return;
+    default:
+        fail(c, 400, "BAD_REQUEST", "malformed HTTP request");
+        return;
+    }
+}
+
+/* ---- parsing --------------------------------------------------------------------------- */
+
+static qc_http_exchange *cur(http_parser *p) { return ((conn *)p->data)->ex; }
+
+static int refuse(http_parser *p, int status, const char *code, const char *msg) {
+    conn *c = p->data;
+    c->fail_status = status;
+    c->fail_code = code;
+    c->fail_msg = msg;
+    return -1;
+}
+
+static int on_message_begin(http_parser *p) {
+    conn *c = p->data;
+    if (!c->ex) {
+        c->ex = exchange_get(c->srv);
+        if (!c->ex) return refuse(p, 500, "INTERNAL", "out of memory");
+        c->ex->conn = c;
+        c->ex->peer = c->peer;
+    }
+    return 0;
+}
+
+static int raw_append(qc_http_exchange *ex, const char *at, size_t len) {
+    if (grow(&ex->raw, &ex->raw_cap, ex->raw_len + len) < 0) return -1;
+    memcpy(ex->raw + ex->raw_len, at, len);
+    ex->raw_len += len;
+    return 0;
+}
+
+static int on_url(http_parser *p, const char *at, size_t len) {
+    qc_http_exchange *ex = cur(p);
+    if (ex->url_len + len > MAX_URI) return refuse(p, 414, "URI_TOO_LONG", "request target is too long");
+    if (raw_append(ex, at, len) < 0) return refuse(p, 500, "INTERNAL", "out of memory");
+    ex->url_len += len;
+    return 0;
+}
+
+/* Header names and values arrive in pieces when a read splits them. */
+static int on_header_field(http_parser *p, const char *at, size_t len) {
+    qc_http_exchange *ex = cur(p);
+    if (ex->fields_done) return 0; /* trailer fields of a chunked body: not used */
+    ex->head_bytes += len;
+    if (ex->head_bytes > MAX_HEAD) return refuse(p, 431, "HEADERS_TOO_LARGE", "request header fields are too large");
+    if (ex->nfields == 0 || ex->value_last) {
+        if (ex->nfields == MAX_HEADERS) return refuse(p, 431, "HEADERS_TOO_LARGE", "too many request header fields");
+        ex->fields[ex->nfields++] = (raw_field){ex->raw_len, 0, ex->raw_len, 0};
+        ex->value_last = 0;
+    }
+    raw_field *f = &ex->fields[ex->nfields - 1];
+    if (raw_append(ex, at, len) < 0) return refuse(p, 500, "INTERNAL", "out of memory");
+    f->name_len += len;
+    f->value = ex->raw_len;
+    return 0;
+}
+
+static int on_header_value(http_parser *p, const char *at, size_t len) {
+    qc_http_exchange *ex = cur(p);
+    if (ex->fields_done) return 0;
+    ex->head_bytes += len;
+    if (ex->head_bytes > MAX_HEAD) return refuse(p, 431, "HEADERS_TOO_LARGE", "request header fields are too large");
+    if (ex->nfields == 0) return refuse(p, 400, "BAD_REQUEST", "malformed header");
+    if (!ex->value_last) {
+        ex->fields[ex->nfields - 1].value = ex->raw_len;
+        ex->value_last = 1;
+    }
+    if (raw_append(ex, at, len) < 0) return refuse(p, 500, "INTERNAL", "out of memory");
+    ex->fields[ex->nfields - 1].value_len += len;
+    return 0;
+}
+
+static int hexval(int ch) {
+    if (ch >= '0' && ch <= '9') return ch - '0';
+    if (ch >= 'a' && ch <= 'f') return ch - 'a' + 10;
+    if (ch >= 'A' && ch <= 'F') return ch - 'A' + 10;
+    return -1;
+}
+
+/* %-decodes src into dst (which has room for n + 1); '+' is a space when plus is set.
+ * Returns the decoded length, or -1 for a NUL byte, which no C string can carry. */
+static long pct_decode(char *dst, const char *src, size_t n, int plus) {
+    size_t o = 0;
+    for (size_t i = 0; i < n; i++) {
+        char ch = src[i];
+        if (ch == '%' && i + 2 < n) {
+            int hi = hexval((unsigned char)src[i + 1]), lo = hexval((unsigned char)src[i + 2]);
+            if (hi >= 0 && lo >= 0) {
+                ch = (char)(hi * 16 + lo);
+                i += 2;
+            }
+        } else if (ch == '+' && plus) {
+            ch = ' ';
+        }
+        if (ch == 0) return -1;
+        dst[o++] = ch;
+    }
+    dst[o] = 0;
+    return (long)o;
+}
+
+/* Removes "." and ".." segments and repeated slashes from a decoded path, in place, so that
+ * routes and policies see one spelling of each path. */
+static void normalize_path(char *path) {
+    char *out = path, *in = path;
+    while (*in) {
+        while (*in == '/') in++;
+        char *seg = in;
+        while (*in && *in != '/') in++;
+        size_t len = (size_t)(in - seg);
+        if (len == 0) break;
+        if (len == 1 && seg[0] == '.') continue;
+        if (len == 2 && seg[0] == '.' && seg[1] == '.') {
+            while (out > path && *--out != '/') {}
+            continue;
+        }
+        *out++ = '/';
+        memmove(out, seg, len);
+        out += len;
+    }
+    if (out == path || (in > path && in[-1] == '/' && out[-1] != '/')) *out++ = '/';
+    *out = 0;
+}
+
+static int is_token(const char *s, size_t n, const char *word) {
+    return strlen(word) == n && strncasecmp(s, word, n) == 0;
+}
+
+static void trim(const char **s, size_t *n) {
+    while (*n && ((*s)[0] == ' ' || (*s)[0] == '\t')) (*s)++, (*n)--;
+    while (*n && ((*s)[*n - 1] == ' ' || (*s)[*n - 1] == '\t')) (*n)--;
+}
+
+/* RFC 9112 6.1 and 6.3: a request framed by Transfer-Encoding must end in chunked and must
+ * not also carry Content-Length; Content-Length must be one number. Anything else could be
+ * read two ways by two servers in a chain, so it is refused and the connection closed.
+ * http-parser checks most of this too; this is the rule written down in one place. */
+static int check_framing(http_parser *p, qc_http_exchange *ex) {
+    int ncl = 0, nte = 0, te_other = 0, te_chunked_last = 0, nhost = 0;
+    uint64_t length = 0;
+    for (size_t i = 0; i < ex->nfields; i++) {
+        raw_field *f = &ex->fields[i];
+        const char *name = ex->raw + f->name, *v = ex->raw + f->value;
+        size_t vn = f->value_len;
+        trim(&v, &vn);
+        if (is_token(name, f->name_len, "host")) nhost++;
+        if (is_token(name, f->name_len, "content-length")) {
+            ncl++;
+            if (vn == 0 || vn > 18) return refuse(p, 400, "BAD_REQUEST", "invalid Content-Length");
+            length = 0;
+            for (size_t k = 0; k < vn; k++) {
+                if (v[k] < '0' || v[k] > '9') return refuse(p, 400, "BAD_REQUEST", "invalid Content-Length");
+                length = length * 10 + (uint64_t)(v[k] - '0');
+            }
+        } else if (is_token(name, f->name_len, "transfer-encoding")) {
+            nte++;
+            size_t k = 0;
+            while (k <= vn) { /* each coding of the comma-separated list */
+                size_t e = k;
+                while (e < vn && v[e] != ',') e++;
+                const char *cod = v + k;
+                size_t cn = e - k;
+                trim(&cod, &cn);
+                if (cn) {
+                    if (te_chunked_last) return refuse(p, 400, "BAD_REQUEST", "Transfer-Encoding must end in chunked");
+                    if (is_token(cod, cn, "chunked")) te_chunked_last = 1;
+                    else te_other = 1;
+                }
+                k = e + 1;
+            }
+        }
+    }
+    /* RFC 9112 3.2: exactly one Host in HTTP/1.1, at most one before it. */
+    if (nhost > 1 || (nhost == 0 && p->http_minor >= 1)) return refuse(p, 400, "BAD_REQUEST", "one Host header is required");
+    if (ncl > 1) return refuse(p, 400, "BAD_REQUEST", "more than one Content-Length");
+    if (nte && ncl) return refuse(p, 400, "BAD_REQUEST", "Transfer-Encoding together with Content-Length");
+    if (nte && !te_chunked_last) return refuse(p, 400, "BAD_REQUEST", "Transfer-Encoding must end in chunked");
+    if (nte && te_other) return refuse(p, 501, "NOT_IMPLEMENTED", "only the chunked transfer coding is supported");
+    if (nte) {
+        ex->body_mode = BODY_CHUNKED;
+        qc_chunked_init(&ex->dechunk);
+    } else if (length) {
+        ex->body_mode = BODY_LENGTH;
+        ex->remaining = length;
+    }
+    return 0;
+}
+
+/* Builds what the handler sees: method, decoded path, query arguments, peer and headers
+ * with lowercase names, all in the exchange's one text buffer, sized first so that no
+ * pointer into it moves. */
+static int build_request(http_parser *p, qc_http_exchange *ex) {
+    const char *m = http_method_str((enum http_method)p->method);
+    size_t ml = strlen(m);
+    if (ml >= sizeof ex->method) ml = sizeof ex->method - 1;
+    memcpy(ex->method, m, ml);
+    ex->method[ml] = 0;
+    ex->head = p->method == HTTP_HEAD;
+
+    struct http_parser_url u;
+    http_parser_url_init(&u);
+    int connect = p->method == HTTP_CONNECT;
+    if (http_parser_parse_url(ex->raw, ex->url_len, connect, &u) != 0)
+        return refuse(p, 400, "BAD_REQUEST", "malformed request target");
+    const char *path = "/", *query = "";
+    size_t path_len = 1, query_len = 0;
+    if (u.field_set & (1 << UF_PATH)) {
+        path = ex->raw + u.field_data[UF_PATH].off;
+        path_len = u.field_data[UF_PATH].len;
+    }
+    if (u.field_set & (1 << UF_QUERY)) {
+        query = ex->raw + u.field_data[UF_QUERY].off;
+        query_len = u.field_data[UF_QUERY].len;
+    }
+    size_t peer_len = strlen(ex->peer);
+    size_t need = path_len + 2 + peer_len + 1 + 2 * (query_len + 1) + 2 * MAX_ARGS + 8; /* NULs of each name and value */
+    for (size_t i = 0; i < ex->nfields; i++) need += ex->fields[i].name_len + ex->fields[i].value_len + 2;
+    if (grow(&ex->text, &ex->text_cap, need) < 0) return refuse(p, 500, "INTERNAL", "out of memory");
+    char *t = ex->text;
+
+    long n = pct_decode(t, path, path_len, 0);
+    if (n < 0) return refuse(p, 400, "BAD_REQUEST", "NUL byte in the path");
+    if (t[0] != '/') { /* "*" (OPTIONS) or an authority (CONNECT): routes see "/" */
+        t[0] = '/';
+        t[1] = 0;
+        n = 1;
+    }
+    normalize_path(t);
+    ex->path = t;
+    t += strlen(t) + 1;
+    memcpy(t, ex->peer, peer_len + 1);
+    ex->peer = t;
+    t += peer_len + 1;
+
+    /* Arguments split at '&' before decoding, so an encoded '&' or '=' stays in its value;
+     * req.query is the decoded pairs joined with '&' again, for logs. */
+    char *q = t;
+    size_t ql = 0;
+    q[0] = 0;
+    t += query_len + 1;
+    size_t k = 0;
+    while (k < query_len && ex->nargs < MAX_ARGS) {
+        size_t e = k;
+        while (e < query_len && query[e] != '&') e++;
+        if (e > k) {
+            const char *eq = memchr(query + k, '=', e - k);
+            size_t nl = eq ? (size_t)(eq - (query + k)) : e - k;
+            char *name = t;
+            long dn = pct_decode(name, query + k, nl, 1);
+            if (dn < 0) return refuse(p, 400, "BAD_REQUEST", "NUL byte in the query");
+            t += dn + 1;
+            char *value = t;
+            long dv = eq ? pct_decode(value, eq + 1, (size_t)(query + e - eq - 1), 1) : (value[0] = 0, 0);
+            if (dv < 0) return refuse(p, 400, "BAD_REQUEST", "NUL byte in the query");
+            t += dv + 1;
+            if (ql) q[ql++] = '&';
+            memcpy(q + ql, name, (size_t)dn);
+            ql += (size_t)dn;
+            if (eq) {
+                q[ql++] = '=';
+                memcpy(q + ql, value, (size_t)dv);
+                ql += (size_t)dv;
+            }
+            q[ql] = 0;
+            if (dn) ex->args[ex->nargs++] = (qc_http_header){name, value};
+        }
+        k = e + 1;
+    }
+    ex->query = q;
+
+    for (size_t i = 0; i < ex->nfields; i++) {
+        raw_field *f = &ex->fields[i];
+        const char *v = ex->raw + f->value;
+        size_t vn = f->value_len;
+        trim(&v, &vn);
+        if (memchr(v, 0, vn) || memchr(v, '\r', vn) || memchr(v, '\n', vn))
+            return refuse(p, 400, "BAD_REQUEST", "invalid header value");
+        char *name = t;
+        for (size_t j = 0; j < f->name_len; j++) {
+            char ch = ex->raw[f->name + j];
+            name[j] = (ch >= 'A' && ch <= 'Z') ? (char)(ch + 32) : ch;
+        }
+        name[f->name_len] = 0;
+        t += f->name_len + 1;
+        memcpy(t, v, vn);
+        t[vn] = 0;
+        ex->headers[ex->nheaders++] = (qc_http_header){name, t};
+        if (!ex->origin && strcmp(name, "origin") == 0) ex->origin = t;
+        t += vn + 1;
+    }
+    ex->text_len = (size_t)(t - ex->text);
+    return 0;
+}
+
+static const char continue_line[] = "HTTP/1.1 100 Continue\r\n\r\n";
+
+static void on_continue_written(uv_write_t *req, int status) {
+    (void)status;
+    conn *c = req->data;
+    c->continue_busy = 0;
+}
+
+static int on_headers_complete(http_parser *p) {
+    conn *c = p->data;
+    qc_http_exchange *ex = c->ex;
+    ex->fields_done = 1;
+    if (p->http_major != 1) return refuse(p, 505, "HTTP_VERSION_NOT_SUPPORTED", "only HTTP/1.x is served here");
+    if (check_framing(p, ex) < 0) return -1;
+    if (build_request(p, ex) < 0) return -1;
+    int chunked = ex->body_mode == BODY_CHUNKED;
+    uint64_t declared = ex->body_mode == BODY_LENGTH ? ex->remaining : 0;
+    if (declared > c->srv->opts.max_body_bytes)
+        return refuse(p, 413, "PAYLOAD_TOO_LARGE", "request body is over the limit");
+    if (declared && grow(&ex->body, &ex->body_cap, (size_t)declared + 1) < 0)
+        return refuse(p, 413, "PAYLOAD_TOO_LARGE", "request body cannot be held");
+    if (!http_should_keep_alive(p) || p->upgrade) ex->close_after = 1;
+    /* curl and others wait a second for this before sending a body. */
+    const char *expect = qc_http_exchange_header(ex, "expect");
+    if (expect && strcasecmp(expect, "100-continue") == 0 && (declared || chunked) && p->http_minor >= 1 &&
+        !c->continue_busy) {
+        uv_buf_t b = uv_buf_init((char *)continue_line, sizeof continue_line - 1);
+        c->continue_req.data = c;
+        if (uv_write(&c->continue_req, (uv_stream_t *)&c->tcp, &b, 1, on_continue_written) == 0)
+            c->continue_busy = 1;
+    }
+    /* The body is read by body_feed, not by http-parser: 1 makes it end the message here. */
+    return 1;
+}
+
+static void body_sink(void *ud, const char *at, size_t len) {
+    qc_http_exchange *ex = ud;
+    if (ex->too_large) return;
+    if (ex->body_len + len > ex->srv->opts.max_body_bytes ||
+        grow(&ex->body, &ex->body_cap, ex->body_len + len + 1) < 0) {
+        ex->too_large = 1;
+        return;
+    }
+    memcpy(ex->body + ex->body_len, at, len);
     ex->body_len += len;
     ex->body[ex->body_len] = 0;
 }
 
-/* The whole body is in: answer 413 or hand the request on. */
-static int body_complete(qc_http_exchange *ex) {
-    if (ex->too_large) {
-        ex->in_callback = 1;
-        respond_error(ex, 413, "PAYLOAD_TOO_LARGE", "request body is over the limit");
-        ex->in_callback = 0;
-        return finish_in_callback(ex);
+/* Reads body bytes of the current request; returns how many it used. Bodies are framed
+ * here, not by http-parser, whose Debian build lets any two bytes stand for the CRLF after
+ * chunk data. A chunked body is refused with 413 within the read that passes the limit. */
+static size_t body_feed(conn *c, qc_http_exchange *ex, const char *src, size_t avail) {
+    size_t used = 0;
+    if (ex->body_mode == BODY_LENGTH) {
+        used = avail < ex->remaining ? avail : (size_t)ex->remaining;
+        body_sink(ex, src, used);
+        ex->remaining -= used;
+        if (!ex->remaining) ex->body_done = 1;
+    } else {
+        int st = qc_chunked_feed(&ex->dechunk, src, avail, &used, body_sink, ex);
+        if (st == QC_CHUNKED_ERROR) {
+            refuse(&c->parser, 400, "BAD_CHUNKED_BODY", "malformed chunked request body");
+            return avail;
+        }
+        if (st == QC_CHUNKED_DONE) ex->body_done = 1;
     }
-    dispatch(ex);
-    return finish_in_callback(ex);
+    if (ex->too_large) refuse(&c->parser, 413, "PAYLOAD_TOO_LARGE", "request body is over the limit");
+    return used;
 }
 
-/* After respond() inside our own callback: write now (the cheap path). */
-static int finish_in_callback(qc_http_exchange *ex) {
-    if (ex->responded && ex->wsi) return write_out(ex);
+/* What http-parser skips as Debian builds it (HTTP_PARSER_STRICT=0) is checked on the head
+ * bytes it consumed: a CR must be followed by LF, and the request line must end in
+ * " HTTP/d.d" (the non-strict parser takes any letters for "HTTP"). 0 or -1. */
+static int head_scan(conn *c, const char *p, size_t n) {
+    for (size_t i = 0; i < n; i++) {
+        char ch = p[i];
+        if (c->scan_cr) {
+            if (ch != '\n') return -1;
+            c->scan_cr = 0;
+        } else if (ch == '\r') {
+            c->scan_cr = 1;
+            continue;
+        }
+        if (c->scan_first_done) continue;
+        if (ch == '\n') {
+            if (c->scan_tail_len == 0) continue; /* empty lines before a request are allowed */
+            const char *t = c->scan_tail;
+            if (c->scan_tail_len < 9 || memcmp(t, " HTTP/", 6) != 0 || t[6] < '0' || t[6] > '9' || t[7] != '.' ||
+                t[8] < '0' || t[8] > '9')
+                return -1;
+            c->scan_first_done = 1;
+            continue;
+        }
+        if (c->scan_tail_len == 9) {
+            memmove(c->scan_tail, c->scan_tail + 1, 8);
+            c->scan_tail_len = 8;
+        }
+        c->scan_tail[c->scan_tail_len++] = ch;
+    }
     return 0;
 }
 
-static int callback_http(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in,
-                         size_t len) {
-    struct pss *pss = user;
-    qc_http_server *srv = lws_context_user(lws_get_context(wsi));
+/* Stops the parser at the end of each head (bodies are read by body_feed): what follows
+ * waits in the input until this request is answered, so answers go out in order. */
+static int on_message_complete(http_parser *p) {
+    http_parser_pause(p, 1);
+    return 0;
+}
 
-    if (reason == LWS_CALLBACK_FILTER_NETWORK_CONNECTION) {
-        /* Every accepted socket overwrites its slot, so an address never outlives its
-         * connection into the next one that gets the same descriptor. */
-        const struct lws_filter_network_conn_args *f = user;
-        int fd = (int)(lws_intptr_t)in;
-        if (fd < 0) return 0;
-        peer_slot *slot = &srv->peers[(unsigned)fd % PEER_SLOTS];
-        slot->fd = fd;
-        slot->addr[0] = 0;
-        if (f && f->cli_addr.ss_family == AF_INET)
-            inet_ntop(AF_INET, &((const struct sockaddr_in *)&f->cli_addr)->sin_addr, slot->addr, sizeof slot->addr);
-        else if (f && f->cli_addr.ss_family == AF_INET6)
-            inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)&f->cli_addr)->sin6_addr, slot->addr, sizeof slot->addr);
-        else
-            slot->fd = -1;
-        return 0;
-    }
-    if (!pss) return lws_callback_http_dummy(wsi, reason, user, in, len);
-    switch (reason) {
-    case LWS_CALLBACK_HTTP: {
-        qc_http_exchange *ex = exchange_new(srv, wsi, in);
-        if (!ex) return -1;
-        pss->ex = ex;
-        long long declared;
-        if (!body_expected(ex, &declared)) {
-            dispatch(ex);
-            return finish_in_callback(ex);
-        }
-        if (ex->chunked) {
-            /* lws 4.1 reads a chunked body as an unframed one of up to 100 MiB, so after
-             * the answer it would try to discard the rest: close instead of keep-alive. */
-            ex->close_after = 1;
-            qc_chunked_init(&ex->dechunk);
-        }
-        if (declared > 0 && (size_t)declared > srv->opts.max_body_bytes) {
-            ex->too_large = 1;
-            if ((size_t)declared / 16 > srv->opts.max_body_bytes) {
-                /* Far too large to read and throw away: refuse now and close. */
-                ex->close_after = 1;
-                return body_complete(ex);
+static void dispatch(conn *c) {
+    qc_http_exchange *ex = c->ex;
+    qc_http_incoming in = {
+        /* HEAD is GET without the body (RFC 9110 9.3.2): handlers answer it as GET and
+         * build_response leaves the body out. */
+        .method = ex->head ? "GET" : ex->method,
+        .path = ex->path,
+        .query = ex->query,
+        .args = ex->args,
+        .nargs = ex->nargs,
+        .headers = ex->headers,
+        .nheaders = ex->nheaders,
+        .body = ex->body_len ? ex->body : "",
+        .body_len = ex->body_len,
+        .peer = ex->peer,
+    };
+    ex->dispatched = 1;
+    c->srv->inflight++;
+    set_state(c, C_BUSY);
+    c->srv->opts.on_request(c->srv->opts.ud, ex, &in);
+}
+
+/* Parses what is buffered for a connection (data/len: fresh input in the shared buffer when
+ * nothing was buffered before it), hands on each complete request and keeps what it cannot
+ * use yet. Called again when an answer is queued or written. */
+static void parse_input(conn *c, const char *data, size_t len) {
+    c->in_process = 1;
+    while (!c->closing && c->state != C_LINGER) {
+        if (c->ex && c->ex->dispatched) break; /* answers go out in order */
+        const char *src = data ? data : c->in + c->in_start;
+        size_t avail = data ? len : c->in_len - c->in_start;
+        if (avail == 0) break;
+        if (c->writes && uv_stream_get_write_queue_size((uv_stream_t *)&c->tcp) > WRITE_HIGH) break;
+        if (c->state == C_IDLE) set_state(c, C_RECV);
+        c->fail_status = 0;
+        qc_http_exchange *ex = c->ex;
+        if (ex && ex->in_body) {
+            size_t used = body_feed(c, ex, src, avail);
+            if (data) data += used, len -= used;
+            else c->in_start += used;
+            if (c->fail_status) {
+                fail_parse(c);
+                break;
             }
-            /* Otherwise read and discard it, so the 413 reaches a client still sending. */
+            if (ex->body_done) dispatch(c);
+            continue;
         }
-        return 0;
-    }
-    case LWS_CALLBACK_HTTP_BODY: {
-        qc_http_exchange *ex = pss->ex;
-        if (!ex || ex->dispatched || ex->responded) return 0;
-        if (!ex->chunked) {
-            body_append(ex, in, len);
-            return 0;
+        size_t n = http_parser_execute(&c->parser, &c->srv->settings, src, avail);
+        enum http_errno e = HTTP_PARSER_ERRNO(&c->parser);
+        if ((e == HPE_OK || e == HPE_PAUSED) && head_scan(c, src, n) < 0) {
+            refuse(&c->parser, 400, "BAD_REQUEST", "malformed request line or line ending");
+            fail_parse(c);
+            break;
         }
-        size_t used = 0;
-        int st = qc_chunked_feed(&ex->dechunk, in, len, &used, body_append, ex);
-        if (st == QC_CHUNKED_ERROR) {
-            ex->in_callback = 1;
-            respond_error(ex, 400, "BAD_CHUNKED_BODY", "malformed chunked request body");
-            ex->in_callback = 0;
-            return finish_in_callback(ex);
+        if (data) data += n, len -= n;
+        else c->in_start += n;
+        if (e == HPE_PAUSED) { /* a head is complete */
+            http_parser_pause(&c->parser, 0);
+            c->scan_cr = c->scan_first_done = 0;
+            c->scan_tail_len = 0;
+            ex = c->ex;
+            if (ex->body_mode != BODY_NONE) {
+                ex->in_body = 1;
+                continue;
+            }
+            dispatch(c);
+            continue;
         }
-        if (st == QC_CHUNKED_DONE) return body_complete(ex);
-        return 0;
-    }
-    case LWS_CALLBACK_HTTP_BODY_COMPLETION: {
-        qc_http_exchange *ex = pss->ex;
-        if (!ex || ex->dispatched || ex->responded) return 0;
-        if (ex->chunked) { /* the peer stopped before the last chunk */
-            ex->in_callback = 1;
-            respond_error(ex, 400, "BAD_CHUNKED_BODY", "chunked request body ended early");
-            ex->in_callback = 0;
-            return finish_in_callback(ex);
+        if (e != HPE_OK) {
+            fail_parse(c);
+            break;
         }
-        return body_complete(ex);
     }
-    case LWS_CALLBACK_HTTP_WRITEABLE: {
-        qc_http_exchange *ex = pss->ex;
-        if (!ex || !ex->responded) return 0;
-        return write_out(ex);
+    c->in_process = 0;
+    if (c->closing) return;
+    if (c->state == C_LINGER) {
+        c->in_start = c->in_len = 0;
+        return;
     }
-    case LWS_CALLBACK_CLOSED_HTTP: {
-        qc_http_exchange *ex = pss->ex;
-        pss->ex = NULL;
-        if (!ex) return 0;
-        if (ex->dispatched && !ex->responded) {
-            ex->wsi = NULL; /* the handler still owes an answer; it frees the exchange */
-        } else {
-            exchange_free(ex);
+    if (data && len) { /* keep what is left for later */
+        if (grow(&c->in, &c->in_cap, c->in_len + len) < 0) {
+            conn_close(c);
+            return;
         }
-        return 0;
+        memcpy(c->in + c->in_len, data, len);
+        c->in_len += len;
     }
-    default:
+    if (c->in_start == c->in_len) {
+        c->in_start = c->in_len = 0;
+        if (c->in_cap > KEEP_BUFFER_MAX) {
+            free(c->in);
+            c->in = NULL;
+            c->in_cap = 0;
+        }
+    } else if (c->in_start > c->in_cap / 2) {
+        memmove(c->in, c->in + c->in_start, c->in_len - c->in_start);
+        c->in_len -= c->in_start;
+        c->in_start = 0;
+    }
+    int waiting = c->ex && c->ex->dispatched;
+    if (c->eof && c->in_len == 0) {
+        /* The client has said all it will. Answers still owed go out, then we close. */
+        if (waiting) return;
+        if (c->ex) { /* a request cut short */
+            fail(c, 400, "BAD_REQUEST", "the request ended before it was complete");
+            return;
+        }
+        if (c->writes) conn_linger(c);
+        else conn_close(c);
+        return;
+    }
+    reading(c, c->in_len - c->in_start < IN_HIGH);
+}
+
+static void process(conn *c) { parse_input(c, NULL, 0); }
+
+static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
+    conn *c = s->data;
+    qc_http_server *srv = c->srv;
+    if (buf->base == srv->readbuf) srv->readbuf_busy = 0;
+    if (nread == 0 || c->closing) return;
+    if (nread < 0) {
+        reading(c, 0);
+        if (nread != UV_EOF) {
+            conn_close(c);
+            return;
+        }
+        c->eof = 1;
+        if (c->state == C_LINGER) {
+            if (!c->writes) conn_close(c);
+            return;
+        }
+        process(c);
+        return;
+    }
+    if (c->state == C_LINGER) return; /* dropped */
+    c->used = 1;
+    if (c->in_len > c->in_start) { /* earlier input waits: append, parse in order */
+        if (grow(&c->in, &c->in_cap, c->in_len + (size_t)nread) < 0) {
+            conn_close(c);
+            return;
+        }
+        memcpy(c->in + c->in_len, buf->base, (size_t)nread);
+        c->in_len += (size_t)nread;
+        process(c);
+        return;
+    }
+    parse_input(c, buf->base, (size_t)nread);
+}
+
+static void on_timer(uv_timer_t *t) {
+    conn *c = t->data;
+    if (c->closing) return;
+    switch (c->state) {
+    case C_IDLE:
+        conn_close(c);
+        break;
+    case C_RECV:
+        if (!c->used) { /* nothing ever sent: no one to tell */
+            conn_close(c);
+            break;
+        }
+        fail(c, 408, "REQUEST_TIMEOUT", "the request took too long to arrive");
+        break;
+    case C_LINGER:
+        conn_close(c);
+        break;
+    case C_BUSY:
         break;
     }
-    return lws_callback_http_dummy(wsi, reason, user, in, len);
 }
 
-static const struct lws_protocols protocols[] = {
-    {"http", callback_http, sizeof(struct pss), 0, 0, NULL, 0},
-    {NULL, NULL, 0, 0, 0, NULL, 0},
-};
+/* ---- server ---------------------------------------------------------------------------- */
 
-static void lws_log_bridge(int level, const char *line) {
-    char msg[512];
-    snprintf(msg, sizeof msg, "%s", line);
-    size_t n = strlen(msg);
-    while (n && (msg[n - 1] == '\n' || msg[n - 1] == '\r')) msg[--n] = 0;
-    qc_log_line(level & LLL_ERR ? QC_LOG_ERROR : QC_LOG_WARN, "lws", msg, NULL);
-}
+static void free_handle(uv_handle_t *h) { free(h); }
 
-/* What the server owns besides the lws context. */
-static void server_release(qc_http_server *s) {
-    for (size_t i = 0; i < s->npool; i++) exchange_destroy(s->pool[i]);
-    for (size_t i = 0; i < s->ntokens; i++) free((char *)s->tokens[i].name);
-    free(s);
+/* Raises the descriptor limit as far as we may and returns how many client connections fit
+ * below it with a reserve left for everything else the process opens. */
+static size_t connection_budget(size_t wanted) {
+    struct rlimit rl;
+    size_t limit = 1024;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0) {
+        if (rl.rlim_cur < rl.rlim_max) {
+            struct rlimit up = rl;
+            up.rlim_cur = rl.rlim_max;
+            if (setrlimit(RLIMIT_NOFILE, &up) == 0) rl = up;
+        }
+        limit = rl.rlim_cur == RLIM_INFINITY ? (size_t)1 << 20 : (size_t)rl.rlim_cur;
+    }
+    size_t reserve = limit / 8 > RESERVE_MIN ? limit / 8 : RESERVE_MIN;
+    size_t fit = limit > reserve + 16 ? limit - reserve : 16;
+    if (wanted && wanted < fit) fit = wanted;
+    return fit;
 }
 
 qc_http_server *qc_http_server_new(uv_loop_t *loop, const qc_http_server_options *opts, char *err,
@@ -625,70 +1236,88 @@ qc_http_server *qc_http_server_new(uv_loop_t *loop, const qc_http_server_options
         snprintf(err, errlen, "out of memory");
         return NULL;
     }
+    s->loop = loop;
     s->opts = *opts;
-    for (int i = 0; i < PEER_SLOTS; i++) s->peers[i].fd = -1;
-    if (header_tokens_init(s) < 0) {
+    if (s->opts.request_timeout_ms <= 0) s->opts.request_timeout_ms = 15000;
+    s->max_conns = connection_budget(opts->max_connections);
+    http_parser_settings_init(&s->settings);
+    s->settings.on_message_begin = on_message_begin;
+    s->settings.on_url = on_url;
+    s->settings.on_header_field = on_header_field;
+    s->settings.on_header_value = on_header_value;
+    s->settings.on_headers_complete = on_headers_complete;
+    s->settings.on_message_complete = on_message_complete;
+
+    struct sockaddr_storage sa;
+    const char *host = opts->host && *opts->host ? opts->host : "0.0.0.0";
+    int rc = uv_ip4_addr(host, opts->port, (struct sockaddr_in *)&sa);
+    if (rc < 0) rc = uv_ip6_addr(host, opts->port, (struct sockaddr_in6 *)&sa);
+    if (rc < 0) {
+        snprintf(err, errlen, "cannot listen on %s:%d (not an IP address)", host, opts->port);
+        free(s);
+        return NULL;
+    }
+    s->listener = malloc(sizeof *s->listener);
+    if (!s->listener) {
         snprintf(err, errlen, "out of memory");
-        server_release(s);
+        free(s);
         return NULL;
     }
-    _Static_assert(QC_LWS_LOG_LEVELS == (LLL_ERR | LLL_WARN), "QC_LWS_LOG_LEVELS is LLL_ERR | LLL_WARN");
-    lws_set_log_level(QC_LWS_LOG_LEVELS, lws_log_bridge);
-
-    struct lws_context_creation_info info;
-    memset(&info, 0, sizeof info);
-    void *foreign_loops[1] = {loop};
-    info.options = LWS_SERVER_OPTION_LIBUV | LWS_SERVER_OPTION_EXPLICIT_VHOSTS;
-    info.foreign_loops = foreign_loops;
-    info.user = s;
-    info.timeout_secs = 60;
-    s->ctx = lws_create_context(&info);
-    if (!s->ctx) {
-        snprintf(err, errlen, "libwebsockets: cannot create context (is libwebsockets-evlib-uv installed?)");
-        server_release(s);
+    uv_tcp_init(loop, s->listener);
+    s->listener->data = s;
+    s->listening = 1;
+    rc = uv_tcp_bind(s->listener, (const struct sockaddr *)&sa, 0);
+    if (rc == 0) rc = uv_listen((uv_stream_t *)s->listener, 511, on_connection);
+    if (rc < 0) {
+        snprintf(err, errlen, "cannot listen on %s:%d (%s)", host, opts->port, uv_strerror(rc));
+        uv_close((uv_handle_t *)s->listener, free_handle); /* freed when the caller drains the loop */
+        free(s);
         return NULL;
     }
-
-    struct lws_context_creation_info vinfo;
-    memset(&vinfo, 0, sizeof vinfo);
-    vinfo.port = opts->port; /* 0: lws binds an ephemeral port (qc_http_server_port tells) */
-    vinfo.iface = (opts->host && strcmp(opts->host, "0.0.0.0") != 0) ? opts->host : NULL;
-    vinfo.protocols = protocols;
-    vinfo.keepalive_timeout = 30;
-    vinfo.timeout_secs = 60;
-    vinfo.options = LWS_SERVER_OPTION_DISABLE_IPV6;
-    s->vhost = lws_create_vhost(s->ctx, &vinfo);
-    if (!s->vhost) {
-        snprintf(err, errlen, "cannot listen on %s:%d (address in use or not available)",
-                 opts->host ? opts->host : "0.0.0.0", opts->port);
-        lws_context_destroy(s->ctx);
-        server_release(s);
-        return NULL;
-    }
+    qc_log(QC_LOG_INFO, "http", "limits", " max_connections=%zu request_timeout_ms=%ld max_body=%zu", s->max_conns,
+           s->opts.request_timeout_ms, s->opts.max_body_bytes);
     return s;
 }
 
-int qc_http_server_port(const qc_http_server *s) { return lws_get_vhost_listen_port(s->vhost); }
+int qc_http_server_port(const qc_http_server *s) {
+    struct sockaddr_storage sa;
+    int len = sizeof sa;
+    if (!s->listening) return -1;
+    if (uv_tcp_getsockname(s->listener, (struct sockaddr *)&sa, &len) < 0) return -1;
+    if (sa.ss_family == AF_INET) return ntohs(((struct sockaddr_in *)&sa)->sin_port);
+    if (sa.ss_family == AF_INET6) return ntohs(((struct sockaddr_in6 *)&sa)->sin6_port);
+    return -1;
+}
 
 size_t qc_http_server_inflight(const qc_http_server *s) { return s->inflight; }
+
+static void close_list(conn_list *l) {
+    while (l->head) conn_close(l->head);
+}
 
 void qc_http_server_stop_accepting(qc_http_server *s) {
     if (s->stopping) return;
     s->stopping = 1;
-    lws_context_deprecate(s->ctx, NULL);
+    if (s->listening) {
+        uv_close((uv_handle_t *)s->listener, free_handle);
+        s->listening = 0;
+    }
+    close_list(&s->idle); /* nothing to finish there */
 }
 
 void qc_http_server_shutdown(qc_http_server *s) {
     if (!s || s->shut) return;
+    qc_http_server_stop_accepting(s);
     s->shut = 1;
-    lws_context_destroy(s->ctx);
+    close_list(&s->idle);
+    close_list(&s->recv);
+    close_list(&s->other);
 }
 
-/* On a foreign loop lws finishes its destroy only after libuv closed its handles; the
- * second lws_context_destroy then frees what is left. */
+/* After the loop has run the close callbacks of every connection. */
 void qc_http_server_free(qc_http_server *s) {
     if (!s) return;
-    if (!s->shut) lws_context_destroy(s->ctx);
-    lws_context_destroy(s->ctx);
-    server_release(s);
+    for (size_t i = 0; i < s->npool; i++) exchange_destroy(s->pool[i]);
+    s->npool = 0;
+    free(s);
 }

@@ -1,6 +1,7 @@
-/* HTTP/1.1 server: libwebsockets on our libuv loop. It parses requests, collects bodies
- * (chunked included) up to a limit, hands each complete request to one callback and writes
- * the answer in a single lws_write. It knows nothing of Lua or routes. */
+/* HTTP/1.1 server on our libuv loop (framing by http-parser). It reads requests, pipelined
+ * ones in order, collects bodies (chunked included) up to a limit, refuses ambiguous framing,
+ * hands each complete request to one callback and writes the answer in a single write. It
+ * knows nothing of Lua or routes. */
 #ifndef QC_HTTP_SERVER_H
 #define QC_HTTP_SERVER_H
 
@@ -15,7 +16,8 @@ typedef struct qc_http_exchange qc_http_exchange;
 
 #include "http_header.h"
 
-/* The libwebsockets log levels we print (LLL_ERR | LLL_WARN; checked in http_server.c). */
+/* The libwebsockets log levels we print (LLL_ERR | LLL_WARN), for lws_log_gate.c. The
+ * server no longer runs on lws; the gate still serves anything else in the process that does. */
 #define QC_LWS_LOG_LEVELS 3
 
 typedef struct {
@@ -37,6 +39,8 @@ typedef struct {
     const char *host; /* interface address, "0.0.0.0" for all */
     int port;         /* 0: the kernel picks one; see qc_http_server_port */
     size_t max_body_bytes;
+    long request_timeout_ms;  /* head and body of one request must arrive within this (408); 0: 15000 */
+    size_t max_connections;   /* 0: as many as the descriptor limit allows, less a reserve */
     qc_http_request_cb on_request;
     void *ud;
 } qc_http_server_options;
@@ -54,13 +58,13 @@ const char *qc_http_exchange_header(const qc_http_exchange *ex, const char *lowe
 void qc_http_exchange_respond(qc_http_exchange *ex, int status, const qc_http_header *headers,
                               size_t nheaders, const char *body, size_t body_len);
 
-/* Graceful stop, step one: close the listening socket; keep-alive connections get
- * `Connection: close` on their next answer. */
+/* Graceful stop, step one: close the listening socket and idle keep-alive connections;
+ * the others get `Connection: close` on their next answer. */
 void qc_http_server_stop_accepting(qc_http_server *s);
 /* Requests handed out whose answer is not yet written (and whose client is still there). */
 size_t qc_http_server_inflight(const qc_http_server *s);
-/* Closes every connection and starts libwebsockets' teardown; the loop must run on until
- * libuv has closed lws' handles, then call qc_http_server_free. */
+/* Closes every connection; the loop must run on until libuv has closed their handles, then
+ * call qc_http_server_free. */
 void qc_http_server_shutdown(qc_http_server *s);
 void qc_http_server_free(qc_http_server *s);
 

@@ -203,6 +203,8 @@ static int cmd_serve(qc_config *cfg) {
         .host = cfg->listen_host,
         .port = cfg->listen_port,
         .max_body_bytes = cfg->max_body_bytes,
+        .request_timeout_ms = cfg->request_timeout_ms,
+        .max_connections = (size_t)cfg->max_connections,
         .on_request = qc_host_handle_http,
         .ud = s.host,
     };

@@ -64,6 +64,19 @@ int main(void) {
        "rejects data longer than its size");
     ok(decode_split("ffffffffffffffffff\r\n", 4, &o, &used) == QC_CHUNKED_ERROR, "rejects an absurd size");
     ok(decode_split("3\nabc\r\n0\r\n\r\n", 2, &o, &used) == QC_CHUNKED_ERROR, "rejects a bare LF after the size");
+    ok(decode_split("2\r\nab\r\n0\r\nX: 1\nGET / HTTP/1.1\r\n\r\n", 9, &o, &used) == QC_CHUNKED_ERROR,
+       "rejects a bare LF inside a trailer field");
+    ok(decode_split("2\r\nab\r\n0\r\n\n", 9, &o, &used) == QC_CHUNKED_ERROR,
+       "rejects a bare LF as the end of the trailer section");
+    ok(decode_split("2\r\nabXY0\r\n\r\n", 3, &o, &used) == QC_CHUNKED_ERROR,
+       "rejects other bytes where the CRLF after chunk data belongs");
+    {
+        static char big[QC_CHUNKED_MAX_TRAILER + 64];
+        size_t n = (size_t)snprintf(big, sizeof big, "0\r\nX: ");
+        memset(big + n, 'a', sizeof big - n - 1);
+        big[sizeof big - 1] = 0;
+        ok(decode_split(big, 10, &o, &used) == QC_CHUNKED_ERROR, "bounds the trailer section");
+    }
     {
         qc_chunked c;
         qc_chunked_init(&c);

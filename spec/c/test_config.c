@@ -53,6 +53,12 @@ int main(void) {
     ok(strcmp(cfg.listen_host, "127.0.0.1") == 0 && cfg.listen_port == 8000, "default listen is 127.0.0.1:8000");
     ok(cfg.max_body_bytes == 1024 * 1024, "default body limit is 1 MiB");
     ok(cfg.lua_budget_ms == 1000, "default Lua time budget is 1000 ms");
+    ok(cfg.request_timeout_ms == 15000 && cfg.max_connections == 0,
+       "default request deadline is 15 s; the connection cap comes from the descriptor limit");
+    setenv("QC_REQUEST_TIMEOUT_MS", "50", 1);
+    ok(qc_config_from_env(&cfg, err, sizeof err) == -1 && strstr(err, "QC_REQUEST_TIMEOUT_MS"),
+       "a request deadline under 100 ms is refused");
+    unsetenv("QC_REQUEST_TIMEOUT_MS");
     ok(qc_config_set_listen(&cfg, "0.0.0.0:9001", err, sizeof err) == 0 && cfg.listen_port == 9001 &&
            strcmp(cfg.listen_host, "0.0.0.0") == 0,
        "host:port parses");
