@@ -284,12 +284,11 @@ static int cmd_check(qc_config *cfg) {
 
 int main(int argc, char **argv) {
     signal(SIGPIPE, SIG_IGN); /* a client that hangs up must not kill the server */
-    qc_log_init();
     char err[2048];
     const char *envfile = getenv("QC_ENV_FILE");
     if (qc_config_load_dotenv(envfile && *envfile ? envfile : ".env", err, sizeof err) < 0)
         return fail("%s", err);
-    qc_log_init(); /* .env may have set QC_LOG_* */
+    if (qc_log_init(err, sizeof err) < 0) return fail("%s", err); /* after .env: it may set QC_LOG_* */
     qc_config cfg;
     if (qc_config_from_env(&cfg, err, sizeof err) < 0) return fail("%s", err);
 
