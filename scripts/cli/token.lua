@@ -7,11 +7,17 @@ local policies = require "qc.policies"
 
 local parser = argparse("quantcoach token", "Print a LiveKit access token.")
   :epilog("Signed with LIVEKIT_API_KEY / LIVEKIT_API_SECRET (.env or environment).")
+  :help_max_width(80)
 parser:option("--room", "Room name."):count(1)
 parser:option("--identity", "Participant identity."):count(1)
 parser:option("--role", "interviewer, candidate or agent."):count(1)
 parser:option("--name", "Display name.")
 parser:option("--ttl", "Lifetime in seconds (default: the roles policy's).")
+-- A usage error exits 2, like every other command of quantcoach (argparse's own is 1).
+function parser:error(msg) -- luacheck: ignore
+  io.stderr:write(("%s\n\nError: %s\n"):format(self:get_usage(), msg))
+  os.exit(2)
+end
 local args = parser:parse(arg)
 
 local ok, err = pcall(function()
