@@ -391,5 +391,7 @@ int main(int argc, char **argv) {
         snprintf(script, sizeof script, "%s/cli/%s.lua", cfg.scripts_dir, cmd);
         return run_lua(&cfg, script, argc - 2, argv + 2);
     }
-    return usage_error(NULL, "unknown command ", cmd);
+    char quoted[300];
+    snprintf(quoted, sizeof quoted, "\"%s\"", cmd);
+    return usage_error(NULL, "unknown command ", quoted);
 }

@@ -44,7 +44,7 @@ describe("usage errors", function()
     { "token --bogus", "--bogus" },
     { "token --room r", "--identity" },
     { "reload --bogus", "--bogus" },
-    { "frobnicate", "unknown command frobnicate" },
+    { "frobnicate", 'unknown command "frobnicate"' },
   }
   for _, c in ipairs(cases) do
     it(("exit 2 and name the option: quantcoach %s"):format(c[1]), function()
