@@ -121,32 +121,30 @@ static int log_at(lua_State *L, qc_log_level level) {
     tail_buf b;
     b.n = 0;
     if (lua_istable(L, 3)) {
-        /* The keys, anchored in a table of our own (4) so a __tostring that edits the
-         * fields table cannot free a key we still point at; pointers sorted in a box (5). */
-        lua_newtable(L);
-        lua_Integer n = 0;
+        /* The keys go on the Lua stack, above the fields table (slot 3): there they stay
+         * alive even if a __tostring edits the table. Their pointers are sorted in a C
+         * array, or a userdata box for an unusually long list. */
+        int n = 0;
         lua_pushnil(L);
         while (lua_next(L, 3)) {
             lua_pop(L, 1);
-            if (lua_type(L, -1) == LUA_TSTRING) {
-                lua_pushvalue(L, -1);
-                lua_rawseti(L, 4, ++n);
-            }
+            if (lua_type(L, -1) != LUA_TSTRING) continue;
+            luaL_checkstack(L, 3, "too many log fields");
+            lua_pushvalue(L, -1); /* the copy stays; the original goes on to lua_next */
+            lua_insert(L, -2);
+            n++;
         }
-        const char **keys = lua_newuserdatauv(L, (size_t)n * sizeof *keys + 1, 0);
-        for (lua_Integer i = 1; i <= n; i++) {
-            lua_rawgeti(L, 4, i);
-            keys[i - 1] = lua_tostring(L, -1);
-            lua_pop(L, 1);
-        }
+        const char *small[64];
+        const char **keys = n <= 64 ? small : lua_newuserdatauv(L, (size_t)n * sizeof *keys, 0);
+        for (int i = 0; i < n; i++) keys[i] = lua_tostring(L, 4 + i);
         qsort(keys, (size_t)n, sizeof *keys, cmp_str);
-        for (lua_Integer i = 0; i < n; i++) {
+        for (int i = 0; i < n; i++) {
             lua_getfield(L, 3, keys[i]);
             size_t vl;
             const char *v = luaL_tolstring(L, -1, &vl);
             if (!put_field(&b, keys[i], strlen(keys[i]), v, vl)) {
                 char mark[RESERVE];
-                put(&b, mark, (size_t)snprintf(mark, sizeof mark, " fields_cut=%lld", (long long)(n - i)));
+                put(&b, mark, (size_t)snprintf(mark, sizeof mark, " fields_cut=%d", n - i));
                 break;
             }
             lua_pop(L, 2);
