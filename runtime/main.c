@@ -70,7 +70,7 @@ static const char *run_help =
     "\n"
     "Runs a Lua file inside a task, so calls that wait (qc.fetch, qc.time.sleep)\n"
     "yield to the event loop. The bindings are modules: local fetch = require\n"
-    "\"qc.fetch\" (there is no global qc). `arg` holds the arguments, as do `...`.\n"
+    "\"qc.fetch\" (there is no global qc). `arg` and `...` hold the arguments.\n"
     "Exit status: the script's integer return value, 0 when it returns nothing,\n"
     "1 on an uncaught error (with a traceback on stderr).\n";
 
