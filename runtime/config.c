@@ -3,15 +3,120 @@
 #define _POSIX_C_SOURCE 200809L
 #include "config.h"
 
+#include <arpa/inet.h>
 #include <ctype.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #ifndef QC_SOURCE_DIR
 #define QC_SOURCE_DIR "."
 #endif
+
+/* Every QC_*, LIVEKIT_* and ELEVENLABS_* name quantcoach reads, wherever it reads it
+ * (here, log.c, store.c, main.c, scripts/cli, the spec harness). This is the one list: a
+ * name set in the environment or .env that is not here gets a start-up warning, so a new
+ * setting must be added here as well as read. */
+static const char *const known_settings[] = {
+    "QC_LISTEN", "QC_POLICIES", "QC_SCRIPTS", "QC_DATA", "QC_API_KEYS", "QC_ADMIN_KEY",
+    "QC_CORS_ORIGINS", "QC_MAX_BODY", "QC_LUA_BUDGET_MS", "QC_LUA_MEMORY_MB", "QC_STOP_TIMEOUT",
+    "QC_LIVEKIT_TIMEOUT_MS", "QC_STORE_SYNC", "QC_LOG_LEVEL", "QC_LOG_FORMAT", "QC_ENV_FILE",
+    "QC_ALLOW_DEV_KEYS", "QC_REQUEST_TIMEOUT_MS", "QC_MAX_CONNECTIONS", "LIVEKIT_URL",
+    "LIVEKIT_API_KEY", "LIVEKIT_API_SECRET",
+    /* refused with its own message (it became QC_LUA_BUDGET_MS) */
+    "QC_LUA_BUDGET",
+    /* DESIGN.md's name for the ElevenLabs STT engine's key; read once that engine lands,
+     * and already what ElevenLabs users have in their environment */
+    "ELEVENLABS_API_KEY",
+    /* read by the spec harness and bench/ (ctest sets them for every spec it runs), so a
+     * test run warns about nothing */
+    "QC_BIN", "QC_SOURCE_DIR",
+};
+
+/* Names people reach for that edit distance alone would not lead back to. */
+static const char *const common_mistakes[][2] = {
+    {"LIVEKIT_SECRET", "LIVEKIT_API_SECRET"}, {"LIVEKIT_KEY", "LIVEKIT_API_KEY"},
+    {"LIVEKIT_HOST", "LIVEKIT_URL"},          {"LIVEKIT_WS_URL", "LIVEKIT_URL"},
+    {"LIVEKIT_SERVER_URL", "LIVEKIT_URL"},    {"LIVEKIT_API_URL", "LIVEKIT_URL"},
+    {"LIVEKIT_API_HOST", "LIVEKIT_URL"},      {"LIVEKIT_SERVER", "LIVEKIT_URL"},
+    {"QC_PORT", "QC_LISTEN"},                 {"QC_HOST", "QC_LISTEN"},
+    {"QC_ADDRESS", "QC_LISTEN"},              {"QC_BIND", "QC_LISTEN"},
+    {"QC_DATA_DIR", "QC_DATA"},               {"QC_DB", "QC_DATA"},
+    {"QC_POLICY_DIR", "QC_POLICIES"},         {"QC_POLICIES_DIR", "QC_POLICIES"},
+    {"QC_LOG", "QC_LOG_LEVEL"},               {"QC_CORS", "QC_CORS_ORIGINS"},
+    {"QC_ENV", "QC_ENV_FILE"},                {"QC_DOTENV", "QC_ENV_FILE"},
+    {"ELEVENLABS_KEY", "ELEVENLABS_API_KEY"}, {"ELEVENLABS_TOKEN", "ELEVENLABS_API_KEY"},
+};
+
+#define NELEM(a) (sizeof(a) / sizeof((a)[0]))
+
+int qc_config_is_known(const char *name) {
+    for (size_t i = 0; i < NELEM(known_settings); i++)
+        if (strcmp(name, known_settings[i]) == 0) return 1;
+    return 0;
+}
+
+/* Optimal string alignment distance (Levenshtein plus swapping two neighbours), capped:
+ * names are short, so three rows on the stack do. */
+static size_t edit_distance(const char *a, const char *b) {
+    enum { MAXN = 64 };
+    size_t la = strlen(a), lb = strlen(b);
+    if (la >= MAXN || lb >= MAXN) return (size_t)-1;
+    size_t r0[MAXN], r1[MAXN], r2[MAXN]; /* rows i-2, i-1, i */
+    for (size_t j = 0; j <= lb; j++) r1[j] = j;
+    for (size_t i = 1; i <= la; i++) {
+        r2[0] = i;
+        for (size_t j = 1; j <= lb; j++) {
+            size_t cost = a[i - 1] != b[j - 1];
+            size_t d = r1[j] + 1;
+            if (r2[j - 1] + 1 < d) d = r2[j - 1] + 1;
+            if (r1[j - 1] + cost < d) d = r1[j - 1] + cost;
+            if (i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] && r0[j - 2] + 1 < d)
+                d = r0[j - 2] + 1;
+            r2[j] = d;
+        }
+        memcpy(r0, r1, sizeof r0);
+        memcpy(r1, r2, sizeof r1);
+    }
+    return r1[lb];
+}
+
+const char *qc_config_suggest(const char *name) {
+    for (size_t i = 0; i < NELEM(common_mistakes); i++)
+        if (strcasecmp(name, common_mistakes[i][0]) == 0) return common_mistakes[i][1];
+    const char *best = NULL;
+    size_t best_d = (size_t)-1, len = strlen(name);
+    /* A quarter of the name may be wrong, and at least two characters. */
+    size_t limit = len / 4 > 2 ? len / 4 : 2;
+    for (size_t i = 0; i < NELEM(known_settings); i++) {
+        size_t d = edit_distance(name, known_settings[i]);
+        if (d < best_d) best_d = d, best = known_settings[i];
+    }
+    return best_d <= limit ? best : NULL;
+}
+
+int qc_config_each_unknown(char *const *env, void (*fn)(const char *name, const char *suggestion, void *ud),
+                           void *ud) {
+    static const char *const prefixes[] = {"QC_", "LIVEKIT_", "ELEVENLABS_"};
+    int unknown = 0;
+    for (; env && *env; env++) {
+        const char *eq = strchr(*env, '=');
+        size_t nl = eq ? (size_t)(eq - *env) : strlen(*env);
+        char name[128];
+        if (nl >= sizeof name) nl = sizeof name - 1;
+        memcpy(name, *env, nl);
+        name[nl] = 0;
+        int ours = 0;
+        for (size_t i = 0; i < NELEM(prefixes); i++)
+            if (strncmp(name, prefixes[i], strlen(prefixes[i])) == 0) ours = 1;
+        if (!ours || qc_config_is_known(name)) continue;
+        unknown++;
+        if (fn) fn(name, qc_config_suggest(name), ud);
+    }
+    return unknown;
+}
 
 static char *trim(char *s) {
     while (isspace((unsigned char)*s)) s++;
@@ -75,6 +180,69 @@ static void env_str(const char *name, const char *def, char *dst, size_t cap) {
     snprintf(dst, cap, "%s", v && *v ? v : def);
 }
 
+/* Whether url's host is this machine: localhost, 127.0.0.0/8 or ::1. A name other than
+ * localhost counts as remote: it is not resolved here. */
+int qc_config_url_is_loopback(const char *url) {
+    const char *p = strstr(url, "://");
+    p = p ? p + 3 : url;
+    const char *end = p + strcspn(p, "/?#");
+    const char *at = memchr(p, '@', (size_t)(end - p));
+    if (at) p = at + 1;
+    char host[256];
+    size_t hl;
+    if (*p == '[') {
+        const char *close = memchr(p, ']', (size_t)(end - p));
+        if (!close) return 0;
+        p++;
+        hl = (size_t)(close - p);
+    } else {
+        const char *colon = memchr(p, ':', (size_t)(end - p));
+        hl = (size_t)((colon ? colon : end) - p);
+    }
+    if (hl == 0 || hl >= sizeof host) return 0;
+    memcpy(host, p, hl);
+    host[hl] = 0;
+    if (strcasecmp(host, "localhost") == 0) return 1;
+    unsigned char a[16];
+    if (inet_pton(AF_INET, host, a) == 1) return a[0] == 127;
+    if (inet_pton(AF_INET6, host, a) == 1) {
+        static const unsigned char one[16] = {[15] = 1};
+        static const unsigned char v4mapped[12] = {[10] = 0xff, [11] = 0xff};
+        return memcmp(a, one, 16) == 0 || (memcmp(a, v4mapped, 12) == 0 && a[12] == 127);
+    }
+    return 0;
+}
+
+static int env_flag(const char *name, int *out, char *err, size_t errlen) {
+    const char *v = getenv(name);
+    *out = 0;
+    if (!v || !*v || strcmp(v, "0") == 0 || strcasecmp(v, "false") == 0 || strcasecmp(v, "no") == 0) return 0;
+    if (strcmp(v, "1") == 0 || strcasecmp(v, "true") == 0 || strcasecmp(v, "yes") == 0) {
+        *out = 1;
+        return 0;
+    }
+    snprintf(err, errlen, "%s: expected 1 or 0, got \"%s\"", name, v);
+    return -1;
+}
+
+/* LiveKit's dev secret signs tokens anyone can forge: fine against a LiveKit on this
+ * machine (`livekit-server --dev`), a mistake against any other, usually a misspelt or
+ * missing LIVEKIT_API_SECRET. */
+static int check_dev_keys(qc_config *cfg, char *err, size_t errlen) {
+    if (strcmp(cfg->livekit_api_secret, "secret") != 0 || qc_config_url_is_loopback(cfg->livekit_url)) return 0;
+    int allow;
+    if (env_flag("QC_ALLOW_DEV_KEYS", &allow, err, errlen) < 0) return -1;
+    if (allow) {
+        cfg->dev_keys_remote = 1;
+        return 0;
+    }
+    snprintf(err, errlen,
+             "LIVEKIT_URL %s is not this machine, but LIVEKIT_API_KEY/LIVEKIT_API_SECRET are LiveKit's dev "
+             "keys (%s/secret): set your project's key pair, or QC_ALLOW_DEV_KEYS=1 to start anyway",
+             cfg->livekit_url, cfg->livekit_api_key);
+    return -1;
+}
+
 int qc_config_set_listen(qc_config *cfg, const char *value, char *err, size_t errlen) {
     const char *colon = strrchr(value, ':');
     const char *port_s = colon ? colon + 1 : value;
@@ -106,7 +274,12 @@ int qc_config_from_env(qc_config *cfg, char *err, size_t errlen) {
     snprintf(cfg->listen_host, sizeof cfg->listen_host, "127.0.0.1");
     cfg->listen_port = 8000;
     const char *listen = getenv("QC_LISTEN");
-    if (listen && *listen && qc_config_set_listen(cfg, listen, err, errlen) < 0) return -1;
+    if (listen && *listen && qc_config_set_listen(cfg, listen, err, errlen) < 0) {
+        char why[512];
+        snprintf(why, sizeof why, "%s", err);
+        snprintf(err, errlen, "QC_LISTEN: %s", why);
+        return -1;
+    }
     env_str("QC_POLICIES", QC_SOURCE_DIR "/policies", cfg->policies_dir, sizeof cfg->policies_dir);
     env_str("QC_SCRIPTS", QC_SOURCE_DIR "/scripts", cfg->scripts_dir, sizeof cfg->scripts_dir);
     env_str("QC_DATA", "./data", cfg->data_dir, sizeof cfg->data_dir);
@@ -120,7 +293,8 @@ int qc_config_from_env(qc_config *cfg, char *err, size_t errlen) {
     long v;
     if (env_long("QC_MAX_BODY", 1024 * 1024, 1, &v, err, errlen) < 0) return -1;
     cfg->max_body_bytes = (size_t)v;
-    if (getenv("QC_LUA_BUDGET")) { /* the former instruction count: say so rather than ignore it */
+    const char *former = getenv("QC_LUA_BUDGET");
+    if (former && *former) { /* the former instruction count: say so rather than ignore it */
         snprintf(err, errlen, "QC_LUA_BUDGET is now QC_LUA_BUDGET_MS: CPU milliseconds per call into Lua");
         return -1;
     }
@@ -136,6 +310,7 @@ int qc_config_from_env(qc_config *cfg, char *err, size_t errlen) {
     cfg->request_timeout_ms = v;
     if (env_long("QC_MAX_CONNECTIONS", 0, 0, &v, err, errlen) < 0) return -1;
     cfg->max_connections = v;
+    if (check_dev_keys(cfg, err, errlen) < 0) return -1;
     return 0;
 }
 

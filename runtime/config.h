@@ -24,18 +24,38 @@ typedef struct {
     long livekit_timeout_ms;     /* QC_LIVEKIT_TIMEOUT_MS: every LiveKit API call, bounded */
     long request_timeout_ms;     /* QC_REQUEST_TIMEOUT_MS: head and body of a request arrive within it */
     long max_connections;        /* QC_MAX_CONNECTIONS: client connections; 0 = from the descriptor limit */
+    int dev_keys_remote;         /* LiveKit's dev secret on a remote LIVEKIT_URL, allowed by
+                                    QC_ALLOW_DEV_KEYS=1 (otherwise qc_config_from_env fails) */
 } qc_config;
 
 /* Loads a .env file into the environment (KEY=VALUE lines, # comments, optional quotes,
  * optional `export `). Variables already set are kept. Missing file is not an error. */
 int qc_config_load_dotenv(const char *path, char *err, size_t errlen);
 
-/* Fills cfg from defaults and the environment. */
+/* Fills cfg from defaults and the environment. Fails, naming the variable, on a value it
+ * cannot use, and on LiveKit's dev secret with a LIVEKIT_URL that is not this machine
+ * unless QC_ALLOW_DEV_KEYS=1. */
 int qc_config_from_env(qc_config *cfg, char *err, size_t errlen);
 
 /* Walks a comma-separated setting (QC_API_KEYS, QC_CORS_ORIGINS): each call yields the
  * next item, trimmed of spaces, and returns 0 when there is none left. */
 int qc_config_list_next(const char **cursor, const char **item, size_t *len);
+
+/* Whether name is a setting quantcoach reads (the one list is in config.c). */
+int qc_config_is_known(const char *name);
+
+/* The known setting an unknown name most likely means (a table of common mistakes, then
+ * the nearest by edit distance), or NULL when none is close. */
+const char *qc_config_suggest(const char *name);
+
+/* Calls fn for each NAME=VALUE entry of env (a NULL-terminated list such as environ) whose
+ * NAME starts with QC_, LIVEKIT_ or ELEVENLABS_ and is not known; suggestion may be NULL.
+ * Returns how many there were. */
+int qc_config_each_unknown(char *const *env, void (*fn)(const char *name, const char *suggestion, void *ud),
+                           void *ud);
+
+/* Whether a URL's host is this machine (localhost, 127.0.0.0/8, ::1). */
+int qc_config_url_is_loopback(const char *url);
 
 /* Parses "host:port", ":port" or "port" into cfg. */
 int qc_config_set_listen(qc_config *cfg, const char *value, char *err, size_t errlen);

@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -22,7 +23,7 @@ static const char *level_names[] = {"debug", "info", "warn", "error"};
 
 qc_log_level qc_log_level_from_name(const char *name, int *ok) {
     for (int i = 0; i < 4; i++) {
-        if (name && strcmp(name, level_names[i]) == 0) {
+        if (name && strcasecmp(name, level_names[i]) == 0) {
             if (ok) *ok = 1;
             return (qc_log_level)i;
         }
@@ -31,11 +32,29 @@ qc_log_level qc_log_level_from_name(const char *name, int *ok) {
     return QC_LOG_INFO;
 }
 
-void qc_log_init(void) {
+int qc_log_init(char *err, size_t errlen) {
     const char *fmt = getenv("QC_LOG_FORMAT");
-    g_log.json = fmt && strcmp(fmt, "json") == 0;
+    int json = 0;
+    if (fmt && *fmt) {
+        if (strcasecmp(fmt, "json") == 0) json = 1;
+        else if (strcasecmp(fmt, "text") != 0) {
+            snprintf(err, errlen, "QC_LOG_FORMAT: expected text or json, got \"%s\"", fmt);
+            return -1;
+        }
+    }
     const char *lvl = getenv("QC_LOG_LEVEL");
-    if (lvl && *lvl) g_log.min = qc_log_level_from_name(lvl, NULL);
+    qc_log_level min = QC_LOG_INFO;
+    if (lvl && *lvl) {
+        int ok;
+        min = qc_log_level_from_name(lvl, &ok);
+        if (!ok) {
+            snprintf(err, errlen, "QC_LOG_LEVEL: expected debug, info, warn or error, got \"%s\"", lvl);
+            return -1;
+        }
+    }
+    g_log.json = json;
+    g_log.min = min;
+    return 0;
 }
 
 int qc_log_enabled(qc_log_level level) { return level >= g_log.min; }
@@ -73,60 +92,98 @@ static void emit(const char *line, size_t n) {
     g_log.used += n;
 }
 
-/* Appends s to out as a JSON string body (no quotes). */
-static size_t json_escape(char *out, size_t cap, const char *s) {
-    size_t o = 0;
-    for (; s && *s && o + 7 < cap; s++) {
-        unsigned char c = (unsigned char)*s;
-        if (c == '"' || c == '\\') {
-            out[o++] = '\\';
-            out[o++] = (char)c;
-        } else if (c < 0x20) {
-            o += (size_t)snprintf(out + o, cap - o, "\\u%04x", c);
-        } else {
-            out[o++] = (char)c;
-        }
+/* A line under construction in a fixed buffer. Appends that do not fit set `cut`; the
+ * caller then ends the line with CUT_MARK, for which room is always kept. */
+#define CUT_MARK "...[line cut]"
+typedef struct {
+    char *p;
+    size_t cap; /* bytes usable before the reserve for CUT_MARK and the line's closing */
+    size_t n;
+    int cut;
+} line_buf;
+
+static void put(line_buf *b, const char *s, size_t l) {
+    if (b->cut) return;
+    if (l > b->cap - b->n) {
+        l = b->cap - b->n;
+        b->cut = 1;
     }
-    out[o] = 0;
-    return o;
+    memcpy(b->p + b->n, s, l);
+    b->n += l;
+}
+
+static void put_str(line_buf *b, const char *s) {
+    if (s) put(b, s, strlen(s));
+}
+
+/* JSON punctuation goes in whole or not at all: half of `","message":"` is not JSON. */
+static void put_lit(line_buf *b, const char *s) {
+    size_t l = strlen(s);
+    if (l > b->cap - b->n) b->cut = 1;
+    else put(b, s, l);
+}
+
+/* Appends s as the body of a JSON string. An escape is written whole or not at all, so a
+ * cut line is still valid JSON. */
+static void put_json(line_buf *b, const char *s) {
+    for (; s && *s && !b->cut; s++) {
+        unsigned char c = (unsigned char)*s;
+        char esc[8];
+        size_t l;
+        if (c == '"' || c == '\\') {
+            esc[0] = '\\', esc[1] = (char)c, l = 2;
+        } else if (c < 0x20) {
+            l = (size_t)snprintf(esc, sizeof esc, "\\u%04x", c);
+        } else {
+            esc[0] = (char)c, l = 1;
+        }
+        if (l > b->cap - b->n) {
+            b->cut = 1;
+            return;
+        }
+        put(b, esc, l);
+    }
 }
 
 void qc_log_line(qc_log_level level, const char *component, const char *message, const char *kv) {
     if (!qc_log_enabled(level)) return;
-    char line[8192];
-    size_t n;
+    char line[QC_LOG_LINE_MAX];
+    /* Reserve: the cut marker, `"}` of a JSON line and the newline. */
+    line_buf b = {line, sizeof line - sizeof CUT_MARK - 3, 0, 0};
     if (!g_log.json) {
         /* Copies, not snprintf: this runs once per request for the access log. */
-        const char *parts[] = {level_names[level], " ", component, " ", message, kv ? kv : ""};
-        n = 0;
-        for (size_t i = 0; i < sizeof parts / sizeof parts[0]; i++) {
-            size_t l = strlen(parts[i]);
-            if (l > sizeof line - 1 - n) l = sizeof line - 1 - n;
-            memcpy(line + n, parts[i], l);
-            n += l;
-        }
-        line[n++] = '\n';
+        put_str(&b, level_names[level]);
+        put(&b, " ", 1);
+        put_str(&b, component);
+        put(&b, " ", 1);
+        put_str(&b, message);
+        put_str(&b, kv);
+        if (b.cut) memcpy(line + b.n, CUT_MARK, sizeof CUT_MARK - 1), b.n += sizeof CUT_MARK - 1;
     } else {
-        char msg[2048], k[4096];
-        json_escape(msg, sizeof msg, message);
-        json_escape(k, sizeof k, kv && *kv == ' ' ? kv + 1 : kv);
         struct timespec ts;
         clock_gettime(CLOCK_REALTIME, &ts);
-        int r = snprintf(line, sizeof line,
-                         "{\"ts\":%lld.%03ld,\"level\":\"%s\",\"component\":\"%s\",\"message\":\"%s\",\"fields\":\"%s\"}\n",
-                         (long long)ts.tv_sec, ts.tv_nsec / 1000000, level_names[level], component, msg, k);
-        n = r < 0 ? 0 : (size_t)r;
-        if (n >= sizeof line) {
-            n = sizeof line - 1;
-            line[n - 1] = '\n';
-        }
+        char head[64];
+        int hl = snprintf(head, sizeof head, "{\"ts\":%lld.%03ld,\"level\":\"%s\",\"component\":\"", (long long)ts.tv_sec,
+                          ts.tv_nsec / 1000000, level_names[level]);
+        put(&b, head, hl > 0 ? (size_t)hl : 0);
+        put_json(&b, component);
+        put_lit(&b, "\",\"message\":\"");
+        put_json(&b, message);
+        put_lit(&b, "\",\"fields\":\"");
+        put_json(&b, kv && *kv == ' ' ? kv + 1 : kv);
+        /* A cut ends inside whichever string was being written: closing it and the
+         * object still gives valid JSON. */
+        if (b.cut) memcpy(line + b.n, CUT_MARK, sizeof CUT_MARK - 1), b.n += sizeof CUT_MARK - 1;
+        line[b.n++] = '"';
+        line[b.n++] = '}';
     }
-    emit(line, n);
+    line[b.n++] = '\n';
+    emit(line, b.n);
 }
 
 void qc_log(qc_log_level level, const char *component, const char *message, const char *kvfmt, ...) {
     if (!qc_log_enabled(level)) return;
-    char kv[4096];
+    char kv[QC_LOG_FIELDS_MAX];
     kv[0] = 0;
     if (kvfmt) {
         va_list ap;

@@ -8,8 +8,20 @@
 
 typedef enum { QC_LOG_DEBUG, QC_LOG_INFO, QC_LOG_WARN, QC_LOG_ERROR } qc_log_level;
 
-/* Reads QC_LOG_FORMAT and QC_LOG_LEVEL. */
-void qc_log_init(void);
+/* Limits, so a log call never allocates and never writes a line without bound:
+ *  - a field value (qc.log) longer than QC_LOG_VALUE_MAX bytes is written cut, ending in
+ *    `...[cut, N bytes]` with N its full length;
+ *  - the fields of one line take at most QC_LOG_FIELDS_MAX bytes; fields past that are
+ *    left out and counted in a last field `fields_cut=K`;
+ *  - a line longer than QC_LOG_LINE_MAX ends in `...[line cut]` (JSON lines stay valid). */
+#define QC_LOG_VALUE_MAX 4096
+#define QC_LOG_FIELDS_MAX 16384
+#define QC_LOG_LINE_MAX 32768
+
+/* Reads QC_LOG_FORMAT (text, json) and QC_LOG_LEVEL (debug, info, warn, error; any case).
+ * Unset or empty means the default. -1 with a message naming the variable and the allowed
+ * values on anything else, and the settings are left as they were. */
+int qc_log_init(char *err, size_t errlen);
 
 /* kv is a preformatted " key=value key=value" tail (may be NULL). */
 void qc_log_line(qc_log_level level, const char *component, const char *message, const char *kv);

@@ -19,6 +19,15 @@
 #define QC_VERSION "0.0.0"
 #endif
 
+/* Which poll path this process runs (runtime/uv_poll_dedup.c), for the start-up line. */
+#ifdef QC_POLL_DEDUP
+int qc_poll_dedup_active(void);
+static const char *poll_dedup_state(void) { return qc_poll_dedup_active() ? "on" : "off_libuv_mismatch"; }
+#else
+static const char *poll_dedup_state(void) { return "off"; }
+#endif
+
+/* Help texts stay within 80 columns: a terminal would wrap them mid-word. */
 static const char *usage_text =
     "usage: quantcoach COMMAND [OPTIONS]\n"
     "\n"
@@ -30,16 +39,19 @@ static const char *usage_text =
     "  token              print a LiveKit access token\n"
     "\n"
     "options:\n"
-    "  --help             show help (also after a command)\n"
+    "  --help             show help (also after a command: quantcoach serve --help)\n"
     "  --version          print the version\n"
     "\n"
-    "Configuration comes from the environment and a .env file in the current directory.\n";
+    "Configuration comes from the environment and a .env file in the current\n"
+    "directory (QC_ENV_FILE names another). Usage errors exit with status 2.\n";
 
 static const char *serve_help =
     "usage: quantcoach serve [--listen HOST:PORT] [--policies DIR] [--data DIR]\n"
     "\n"
-    "  --listen HOST:PORT  address to listen on (QC_LISTEN, default 127.0.0.1:8000; port 0 picks one)\n"
-    "  --policies DIR      policy directory (QC_POLICIES, default the shipped policies/)\n"
+    "  --listen HOST:PORT  address to listen on (QC_LISTEN, default 127.0.0.1:8000;\n"
+    "                      port 0 picks a free port and logs it)\n"
+    "  --policies DIR      policy directory (QC_POLICIES, default the shipped\n"
+    "                      policies/)\n"
     "  --data DIR          data directory (QC_DATA, default ./data)\n"
     "\n"
     "Signals: SIGHUP reloads policies; SIGINT/SIGTERM stop gracefully.\n";
@@ -47,14 +59,27 @@ static const char *serve_help =
 static const char *check_help =
     "usage: quantcoach check [--policies DIR]\n"
     "\n"
-    "Loads every policy in DIR and runs its contract checks. Exit 0 when all pass, 1 otherwise.\n";
+    "  --policies DIR      policy directory (QC_POLICIES, default the shipped\n"
+    "                      policies/)\n"
+    "\n"
+    "Loads every policy in DIR and runs its contract checks.\n"
+    "Exit status: 0 when all pass, 1 otherwise.\n";
 
 static const char *run_help =
     "usage: quantcoach run SCRIPT [ARGS...]\n"
     "\n"
-    "Runs a Lua file inside a task: qc.fetch, qc.time.sleep and friends work from it.\n"
-    "`arg` holds the arguments. Exit status: the script's integer return value, 0 when it\n"
-    "returns nothing, 1 on an uncaught error (with a traceback on stderr).\n";
+    "Runs a Lua file inside a task, so calls that wait (qc.fetch, qc.time.sleep)\n"
+    "yield to the event loop. The bindings are modules: local fetch = require\n"
+    "\"qc.fetch\" (there is no global qc). `arg` and `...` hold the arguments.\n"
+    "Exit status: the script's integer return value, 0 when it returns nothing,\n"
+    "1 on an uncaught error (with a traceback on stderr).\n";
+
+/* A usage error: one line naming the command and what was wrong, exit status 2. */
+static int usage_error(const char *cmd, const char *what, const char *arg) {
+    fprintf(stderr, "quantcoach%s%s: %s%s (see quantcoach%s%s --help)\n", cmd ? " " : "", cmd ? cmd : "", what,
+            arg ? arg : "", cmd ? " " : "", cmd ? cmd : "");
+    return 2;
+}
 
 static int fail(const char *fmt, const char *a) {
     fprintf(stderr, "quantcoach: ");
@@ -63,55 +88,67 @@ static int fail(const char *fmt, const char *a) {
     return 2;
 }
 
-/* Parses --flag VALUE / --flag=VALUE options shared by serve/check/reload. Returns the
- * number of argv entries consumed, 0 when argv[i] is not one of them, -1 on error. */
-static int common_flag(qc_config *cfg, int argc, char **argv, int i, int *help) {
-    const char *a = argv[i];
-    if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
-        *help = 1;
-        return 1;
-    }
-    static const char *names[] = {"--listen", "--policies", "--data"};
-    for (int k = 0; k < 3; k++) {
-        size_t nl = strlen(names[k]);
-        const char *val = NULL;
-        int used = 0;
-        if (strcmp(a, names[k]) == 0) {
-            if (i + 1 >= argc) {
-                fail("%s needs a value", names[k]);
-                return -1;
-            }
-            val = argv[i + 1];
-            used = 2;
-        } else if (strncmp(a, names[k], nl) == 0 && a[nl] == '=') {
-            val = a + nl + 1;
-            used = 1;
-        } else {
+/* Options of serve and check, parsed before the configuration is read, so that --help
+ * and usage errors answer even when the configuration is broken. */
+enum { OPT_LISTEN = 1, OPT_POLICIES = 2, OPT_DATA = 4 };
+typedef struct {
+    const char *listen, *policies, *data;
+    int help;
+} cmd_flags;
+
+/* Parses --flag VALUE / --flag=VALUE among `allowed`. Returns 0, or 2 after printing a
+ * usage error. */
+static int parse_flags(const char *cmd, int allowed, int argc, char **argv, cmd_flags *f) {
+    static const struct {
+        int bit;
+        const char *name;
+    } opts[] = {{OPT_LISTEN, "--listen"}, {OPT_POLICIES, "--policies"}, {OPT_DATA, "--data"}};
+    memset(f, 0, sizeof *f);
+    for (int i = 0; i < argc; i++) {
+        const char *a = argv[i];
+        if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
+            f->help = 1;
             continue;
         }
-        char err[256];
-        if (k == 0 && qc_config_set_listen(cfg, val, err, sizeof err) < 0) {
-            fail("%s", err);
-            return -1;
+        if (a[0] != '-') return usage_error(cmd, "unexpected argument ", a);
+        const char *val = NULL;
+        int k = -1;
+        for (int j = 0; j < 3 && k < 0; j++) {
+            if (!(allowed & opts[j].bit)) continue;
+            size_t nl = strlen(opts[j].name);
+            if (strcmp(a, opts[j].name) == 0) {
+                if (i + 1 >= argc) return usage_error(cmd, opts[j].name, " needs a value");
+                val = argv[++i];
+                k = j;
+            } else if (strncmp(a, opts[j].name, nl) == 0 && a[nl] == '=') {
+                val = a + nl + 1;
+                k = j;
+            }
         }
-        if (k == 1) snprintf(cfg->policies_dir, sizeof cfg->policies_dir, "%s", val);
-        if (k == 2) snprintf(cfg->data_dir, sizeof cfg->data_dir, "%s", val);
-        return used;
+        if (k < 0) return usage_error(cmd, "unknown option ", a);
+        if (!*val) return usage_error(cmd, opts[k].name, " needs a value");
+        if (opts[k].bit == OPT_LISTEN) {
+            qc_config probe;
+            char err[512];
+            if (qc_config_set_listen(&probe, val, err, sizeof err) < 0) {
+                char what[600];
+                snprintf(what, sizeof what, "--listen: %s", err);
+                return usage_error(cmd, what, NULL);
+            }
+            f->listen = val;
+        }
+        if (opts[k].bit == OPT_POLICIES) f->policies = val;
+        if (opts[k].bit == OPT_DATA) f->data = val;
     }
     return 0;
 }
 
-static int parse_flags(qc_config *cfg, int argc, char **argv, int *help) {
-    for (int i = 0; i < argc;) {
-        int used = common_flag(cfg, argc, argv, i, help);
-        if (used < 0) return -1;
-        if (used == 0) {
-            fail("unknown option %s (see --help)", argv[i]);
-            return -1;
-        }
-        i += used;
-    }
-    return 0;
+/* Flags win over the environment and .env. */
+static void apply_flags(qc_config *cfg, const cmd_flags *f) {
+    char err[512];
+    if (f->listen) qc_config_set_listen(cfg, f->listen, err, sizeof err); /* checked when parsed */
+    if (f->policies) snprintf(cfg->policies_dir, sizeof cfg->policies_dir, "%s", f->policies);
+    if (f->data) snprintf(cfg->data_dir, sizeof cfg->data_dir, "%s", f->data);
 }
 
 /* ---- serve -------------------------------------------------------------------------- */
@@ -230,8 +267,8 @@ static int cmd_serve(qc_config *cfg) {
     uv_prepare_start(&s.log_flush, flush_logs);
     uv_unref((uv_handle_t *)&s.log_flush);
 
-    qc_log(QC_LOG_INFO, "server", "listening", " address=%s port=%d version=%s pid=%ld", cfg->listen_host,
-           qc_http_server_port(s.srv), QC_VERSION, (long)uv_os_getpid());
+    qc_log(QC_LOG_INFO, "server", "listening", " address=%s port=%d version=%s pid=%ld poll_dedup=%s",
+           cfg->listen_host, qc_http_server_port(s.srv), QC_VERSION, (long)uv_os_getpid(), poll_dedup_state());
     if (!cfg->api_keys[0])
         qc_log(QC_LOG_WARN, "server", "open: no QC_API_KEYS, room and token endpoints need no key (dev mode)",
                " address=%s", cfg->listen_host);
@@ -251,6 +288,7 @@ static int cmd_serve(qc_config *cfg) {
 
 static int run_lua(qc_config *cfg, const char *script, int argc, char **argv) {
     char err[2048];
+    qc_log(QC_LOG_DEBUG, "main", "running script", " script=%s poll_dedup=%s", script, poll_dedup_state());
     uv_loop_t loop;
     uv_loop_init(&loop);
     qc_host *h = qc_host_new(&loop, cfg, QC_HOST_SCRIPT, err, sizeof err);
@@ -284,49 +322,78 @@ static int cmd_check(qc_config *cfg) {
     return rc == 0 ? 0 : 1;
 }
 
+static void warn_unknown(const char *name, const char *suggestion, void *ud) {
+    (void)ud;
+    if (suggestion) qc_log(QC_LOG_WARN, "config", "unknown setting", " name=%s did_you_mean=%s", name, suggestion);
+    else qc_log(QC_LOG_WARN, "config", "unknown setting", " name=%s", name);
+}
+
+extern char **environ;
+
+/* Reads .env, the log settings and the configuration; 0, or the exit status to leave with.
+ * Settings errors exit 2, like usage errors: the command could not be run as given. */
+static int load_config(qc_config *cfg) {
+    char err[2048];
+    if (qc_log_init(err, sizeof err) < 0) return fail("%s", err);
+    /* After .env went into the environment: one list covers both. */
+    qc_config_each_unknown(environ, warn_unknown, NULL);
+    if (qc_config_from_env(cfg, err, sizeof err) < 0) return fail("%s", err);
+    if (cfg->dev_keys_remote)
+        qc_log(QC_LOG_WARN, "config", "LiveKit dev keys with a remote LIVEKIT_URL (QC_ALLOW_DEV_KEYS=1)",
+               " url=%s key=%s", cfg->livekit_url, cfg->livekit_api_key);
+    return 0;
+}
+
 int main(int argc, char **argv) {
     signal(SIGPIPE, SIG_IGN); /* a client that hangs up must not kill the server */
-    qc_log_init();
     char err[2048];
     const char *envfile = getenv("QC_ENV_FILE");
     if (qc_config_load_dotenv(envfile && *envfile ? envfile : ".env", err, sizeof err) < 0)
         return fail("%s", err);
-    qc_log_init(); /* .env may have set QC_LOG_* */
-    qc_config cfg;
-    if (qc_config_from_env(&cfg, err, sizeof err) < 0) return fail("%s", err);
 
-    if (argc < 2 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0 ||
-        strcmp(argv[1], "help") == 0) {
-        fputs(usage_text, argc < 2 ? stderr : stdout);
-        return argc < 2 ? 2 : 0;
+    if (argc < 2) {
+        fputs(usage_text, stderr);
+        return 2;
     }
-    if (strcmp(argv[1], "--version") == 0 || strcmp(argv[1], "version") == 0) {
+    const char *cmd = argv[1];
+    if (strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0 || strcmp(cmd, "help") == 0) {
+        fputs(usage_text, stdout);
+        return 0;
+    }
+    if (strcmp(cmd, "--version") == 0 || strcmp(cmd, "version") == 0) {
         printf("quantcoach %s\n", QC_VERSION);
         return 0;
     }
-    const char *cmd = argv[1];
-    int help = 0;
-    if (strcmp(cmd, "serve") == 0) {
-        if (parse_flags(&cfg, argc - 2, argv + 2, &help) < 0) return 2;
-        if (help) return fputs(serve_help, stdout), 0;
-        return cmd_serve(&cfg);
-    }
-    if (strcmp(cmd, "check") == 0) {
-        if (parse_flags(&cfg, argc - 2, argv + 2, &help) < 0) return 2;
-        if (help) return fputs(check_help, stdout), 0;
-        return cmd_check(&cfg);
+    qc_config cfg;
+    cmd_flags f;
+    int rc;
+    if (strcmp(cmd, "serve") == 0 || strcmp(cmd, "check") == 0) {
+        int serve = cmd[0] == 's';
+        if ((rc = parse_flags(cmd, serve ? OPT_LISTEN | OPT_POLICIES | OPT_DATA : OPT_POLICIES, argc - 2, argv + 2, &f)))
+            return rc;
+        if (f.help) return fputs(serve ? serve_help : check_help, stdout), 0;
+        if ((rc = load_config(&cfg))) return rc;
+        apply_flags(&cfg, &f);
+        return serve ? cmd_serve(&cfg) : cmd_check(&cfg);
     }
     if (strcmp(cmd, "run") == 0) {
-        if (argc < 3 || strcmp(argv[2], "--help") == 0 || strcmp(argv[2], "-h") == 0) {
-            fputs(run_help, argc < 3 ? stderr : stdout);
-            return argc < 3 ? 2 : 0;
+        if (argc < 3) {
+            fputs(run_help, stderr);
+            return 2;
         }
+        if (strcmp(argv[2], "--help") == 0 || strcmp(argv[2], "-h") == 0) return fputs(run_help, stdout), 0;
+        /* Options of the script come after SCRIPT; before it there are none. */
+        if (argv[2][0] == '-' && argv[2][1]) return usage_error("run", "unknown option ", argv[2]);
+        if ((rc = load_config(&cfg))) return rc;
         return run_lua(&cfg, argv[2], argc - 3, argv + 3);
     }
     if (strcmp(cmd, "reload") == 0 || strcmp(cmd, "token") == 0) {
+        if ((rc = load_config(&cfg))) return rc;
         char script[1200];
         snprintf(script, sizeof script, "%s/cli/%s.lua", cfg.scripts_dir, cmd);
         return run_lua(&cfg, script, argc - 2, argv + 2);
     }
-    return fail("unknown command \"%s\" (see quantcoach --help)", cmd);
+    char quoted[300];
+    snprintf(quoted, sizeof quoted, "\"%s\"", cmd);
+    return usage_error(NULL, "unknown command ", quoted);
 }

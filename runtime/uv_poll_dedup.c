@@ -11,12 +11,27 @@
  *    answer just went out), without telling epoll at all; otherwise epoll is told;
  *  - any other change is one EPOLL_CTL_MOD, the way libuv treats its own streams.
  * Result: one poll() per loop turn (for every socket promised in it) instead of 4-6
- * epoll_ctl per request, and no extra epoll_wait round. */
+ * epoll_ctl per request, and no extra epoll_wait round.
+ *
+ * It changes every uv_poll_t in the process, not only lws' ones: runtime/http_client.c
+ * drives libcurl's sockets with uv_poll_start too, so qc.fetch and the LiveKit client
+ * run through this path as well (curl asks for POLLOUT while it sends a request on a
+ * kept-alive connection). spec/poll_spec.lua runs many concurrent qc.fetch calls, with
+ * large uploads, against the server; `make test` runs it with this file (release build)
+ * and without it (ASan build, QC_POLL_DEDUP=OFF).
+ *
+ * It writes libuv-private fields, so it is built only against libuv 1.44 headers (CMake
+ * leaves it out otherwise, and the check below stops a build that forces it in), and at run
+ * time it steps aside unless the loaded libuv is the exact version it was compiled with. */
 #define _GNU_SOURCE
 #include <dlfcn.h>
 #include <poll.h>
 #include <string.h>
 #include <uv.h>
+
+#if UV_VERSION_MAJOR != 1 || UV_VERSION_MINOR != 44
+#error "uv_poll_dedup.c writes libuv 1.44's private fields: configure with -DQC_POLL_DEDUP=OFF"
+#endif
 
 typedef int (*poll_start_fn)(uv_poll_t *, int, uv_poll_cb);
 
@@ -44,12 +59,15 @@ static void queue_insert_tail(uvq *h, uvq *q) {
     Q_PREV(h) = q;
 }
 
-/* The layout used below is libuv 1.44's; any other runtime version takes the plain path. */
+/* The layout used below is libuv 1.44's, as compiled; a libuv loaded at run time that is
+ * not the exact version of the headers takes the plain path for every call. */
 static int same_libuv(void) {
     static int known = -1;
-    if (known < 0) known = uv_version() == (unsigned)UV_VERSION_HEX && UV_VERSION_MAJOR == 1 && UV_VERSION_MINOR == 44;
+    if (known < 0) known = uv_version() == (unsigned)UV_VERSION_HEX;
     return known;
 }
+
+int qc_poll_dedup_active(void) { return same_libuv(); }
 
 /* Handles promised a writable callback this loop turn. Delivered from a check handle,
  * which runs after the poll phase and before libuv frees any handle closed in this turn,
@@ -121,12 +139,12 @@ int uv_poll_start(uv_poll_t *handle, int events, uv_poll_cb cb) {
         real = (poll_start_fn)dlsym(RTLD_NEXT, "uv_poll_start");
         if (!real) return UV_ENOSYS;
     }
+    if (!same_libuv()) return real(handle, events, cb);
     uv__io_t *w = &handle->io_watcher;
     unsigned int bits = to_poll_bits(events);
     if (events == 0 || cb != handle->poll_cb || !uv_is_active((uv_handle_t *)handle) || w->events == 0)
         return real(handle, events, cb);
     if (w->pevents == bits) return 0;
-    if (!same_libuv()) return real(handle, events, cb);
     /* What uv__io_start/uv__io_stop do, minus the EPOLL_CTL_DEL. uv__io_poll masks what
      * epoll reports with pevents, so an event for an interest just dropped is not passed on. */
     w->pevents = bits;

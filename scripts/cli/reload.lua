@@ -5,7 +5,13 @@ local fetch = require "qc.fetch"
 
 local parser = argparse("quantcoach reload", "Make a running server reload its policies.")
   :epilog("Exit status: 0 reloaded, 1 rejected or no server. Set QC_ADMIN_KEY to reach a server off loopback.")
+  :help_max_width(80)
 parser:option("--listen", "Address of the running server (QC_LISTEN).", os.getenv("QC_LISTEN") or "127.0.0.1:8000")
+-- A usage error exits 2, like every other command of quantcoach (argparse's own is 1).
+function parser:error(msg) -- luacheck: ignore
+  io.stderr:write(("%s\n\nError: %s\n"):format(self:get_usage(), msg))
+  os.exit(2)
+end
 local args = parser:parse(arg)
 
 local host, port = args.listen:match("^(.*):(%d+)$")

@@ -9,6 +9,26 @@
 
 static int failures, count;
 
+struct seen {
+    char names[8][64];
+    char hints[8][64];
+    int n;
+};
+
+static void collect(const char *name, const char *suggestion, void *ud) {
+    struct seen *s = ud;
+    if (s->n == 8) return;
+    snprintf(s->names[s->n], sizeof s->names[0], "%s", name);
+    snprintf(s->hints[s->n], sizeof s->hints[0], "%s", suggestion ? suggestion : "-");
+    s->n++;
+}
+
+static int suggests(const char *name, const char *want) {
+    const char *got = qc_config_suggest(name);
+    if (!want) return got == NULL;
+    return got && strcmp(got, want) == 0;
+}
+
 static void ok(int cond, const char *what) {
     count++;
     printf("%s %d - %s\n", cond ? "ok" : "not ok", count, what);
@@ -75,6 +95,62 @@ int main(void) {
     setenv("QC_LUA_BUDGET_MS", "0", 1);
     ok(qc_config_from_env(&cfg, err, sizeof err) == -1, "a zero time budget is refused");
     unsetenv("QC_LUA_BUDGET_MS");
+
+    /* Misspelt and unknown names. */
+    ok(qc_config_is_known("LIVEKIT_API_SECRET") && qc_config_is_known("QC_LISTEN") &&
+           qc_config_is_known("ELEVENLABS_API_KEY") && qc_config_is_known("QC_BIN"),
+       "the settings that exist are known");
+    ok(!qc_config_is_known("LIVEKIT_SECRET") && !qc_config_is_known("QC_LISTEN_X"), "others are not");
+    ok(suggests("LIVEKIT_SECRET", "LIVEKIT_API_SECRET"), "LIVEKIT_SECRET: did you mean LIVEKIT_API_SECRET");
+    ok(suggests("LIVEKIT_KEY", "LIVEKIT_API_KEY"), "LIVEKIT_KEY: did you mean LIVEKIT_API_KEY");
+    ok(suggests("LIVEKIT_API_SECERT", "LIVEKIT_API_SECRET"), "swapped letters are one edit");
+    ok(suggests("QC_LOGLEVEL", "QC_LOG_LEVEL"), "a missing underscore is one edit");
+    ok(suggests("QC_API_KEY", "QC_API_KEYS"), "QC_API_KEY: did you mean QC_API_KEYS");
+    ok(suggests("QC_PORT", "QC_LISTEN"), "QC_PORT: did you mean QC_LISTEN");
+    ok(suggests("QC_FROBNICATE", NULL), "no suggestion when nothing is close");
+    {
+        char *env[] = {"PATH=/bin", "LIVEKIT_SECRET=abc", "QC_LISTEN=:1", "QC_FROBNICATE=1",
+                       "LIVEKIT_URL=ws://x", "ELEVENLABS_KEY=k", "QCX=1", NULL};
+        struct seen got = {0};
+        int n = qc_config_each_unknown(env, collect, &got);
+        ok(n == 3 && got.n == 3, "three unknown names among ours; other prefixes are not ours");
+        ok(strcmp(got.names[0], "LIVEKIT_SECRET") == 0 && strcmp(got.hints[0], "LIVEKIT_API_SECRET") == 0,
+           "each comes with the name it likely meant");
+        ok(strcmp(got.names[1], "QC_FROBNICATE") == 0 && strcmp(got.hints[1], "-") == 0, "or none");
+        ok(strcmp(got.hints[2], "ELEVENLABS_API_KEY") == 0, "ELEVENLABS_KEY: did you mean ELEVENLABS_API_KEY");
+    }
+
+    /* LiveKit's dev keys against a LiveKit that is not this machine. */
+    ok(qc_config_url_is_loopback("ws://127.0.0.1:7880") && qc_config_url_is_loopback("ws://localhost") &&
+           qc_config_url_is_loopback("http://[::1]:7880/x") && qc_config_url_is_loopback("wss://127.9.0.1") &&
+           qc_config_url_is_loopback("ws://u:p@localhost:1"),
+       "loopback URLs");
+    ok(!qc_config_url_is_loopback("wss://lk.example.com") && !qc_config_url_is_loopback("ws://10.0.0.5:7880") &&
+           !qc_config_url_is_loopback("ws://127.0.0.1.nip.io") && !qc_config_url_is_loopback("ws://[::2]:1") &&
+           !qc_config_url_is_loopback("ws://localhost@evil.example"),
+       "remote URLs");
+    setenv("LIVEKIT_URL", "wss://lk.example.com", 1);
+    unsetenv("LIVEKIT_API_KEY");
+    unsetenv("LIVEKIT_API_SECRET");
+    unsetenv("QC_ALLOW_DEV_KEYS");
+    ok(qc_config_from_env(&cfg, err, sizeof err) == -1 && strstr(err, "LIVEKIT_API_KEY/LIVEKIT_API_SECRET") &&
+           strstr(err, "QC_ALLOW_DEV_KEYS"),
+       "the dev keys with a remote LIVEKIT_URL are refused, naming both variables");
+    setenv("LIVEKIT_API_KEY", "APIreal", 1);
+    ok(qc_config_from_env(&cfg, err, sizeof err) == -1, "so is the dev secret with a key of one's own");
+    setenv("LIVEKIT_API_SECRET", "a-real-secret", 1);
+    ok(qc_config_from_env(&cfg, err, sizeof err) == 0 && !cfg.dev_keys_remote, "a real pair is fine");
+    unsetenv("LIVEKIT_API_KEY");
+    unsetenv("LIVEKIT_API_SECRET");
+    setenv("QC_ALLOW_DEV_KEYS", "1", 1);
+    ok(qc_config_from_env(&cfg, err, sizeof err) == 0 && cfg.dev_keys_remote, "QC_ALLOW_DEV_KEYS=1 lets it start");
+    setenv("QC_ALLOW_DEV_KEYS", "maybe", 1);
+    ok(qc_config_from_env(&cfg, err, sizeof err) == -1 && strstr(err, "QC_ALLOW_DEV_KEYS"), "a bad flag is refused");
+    unsetenv("QC_ALLOW_DEV_KEYS");
+    setenv("LIVEKIT_URL", "ws://localhost:7880", 1);
+    ok(qc_config_from_env(&cfg, err, sizeof err) == 0 && !cfg.dev_keys_remote, "the dev keys on loopback are fine");
+    unsetenv("LIVEKIT_URL");
+
     {
         const char *cursor = " a , ,b,, c ", *item;
         size_t len;
