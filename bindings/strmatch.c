@@ -23,7 +23,7 @@ enum { STOP_BUDGET = 1, STOP_LIMIT = 2 };
 
 typedef struct {
     lua_State *L;
-    const ctl *c;
+    ctl *c;
 } call;
 
 static int check(void *ud, unsigned long long steps) {
@@ -41,8 +41,8 @@ static void begin(lua_State *L, qc_strmatch *m, call *k, const char *s, size_t l
 }
 
 static void account(lua_State *L, const qc_strmatch *m) {
-    ctl *c = lua_touserdata(L, lua_upvalueindex(1));
-    c->steps += qc_strmatch_steps(m);
+    (void)L;
+    ((call *)m->ud)->c->steps += qc_strmatch_steps(m);
 }
 
 static int raise_error(lua_State *L, const qc_strmatch *m) {
@@ -115,19 +115,15 @@ static int find_or_match(lua_State *L, int find) {
     call k;
     begin(L, &m, &k, s, ls, p, lp);
     const char *at = s + init;
-    do {
-        qc_strmatch_reset(&m);
-        const char *e = qc_strmatch_at(&m, at, p);
-        if (e) {
-            account(L, &m);
-            if (!find) return push_captures(L, &m, at, e);
-            lua_pushinteger(L, (lua_Integer)(at - s) + 1);
-            lua_pushinteger(L, (lua_Integer)(e - s));
-            return push_captures(L, &m, NULL, NULL) + 2;
-        }
-        if (m.err) return raise_error(L, &m);
-    } while (at++ < m.src_end && !anchor);
+    const char *e = qc_strmatch_scan(&m, &at, p, anchor, NULL);
+    if (m.err) return raise_error(L, &m);
     account(L, &m);
+    if (e) {
+        if (!find) return push_captures(L, &m, at, e);
+        lua_pushinteger(L, (lua_Integer)(at - s) + 1);
+        lua_pushinteger(L, (lua_Integer)(e - s));
+        return push_captures(L, &m, NULL, NULL) + 2;
+    }
     luaL_pushfail(L);
     return 1;
 }
@@ -137,46 +133,51 @@ static int l_match(lua_State *L) { return find_or_match(L, 0); }
 
 /* ---- gmatch ------------------------------------------------------------------------------ */
 
+/* The subject and pattern stay alive as upvalues of the iterator, and Lua never moves a
+ * string: their addresses are kept here instead of being fetched on every call. */
 typedef struct {
+    const char *s, *p;
+    size_t ls, lp;
+    ctl *c;
     size_t next; /* where the next search starts */
     size_t last; /* the end of the last match, or SIZE_MAX: an empty match there is skipped */
 } gmatch_state;
 
-/* Upvalues: ctl, subject, pattern, state. */
+/* Upvalues: subject, pattern, state. */
 static int gmatch_next(lua_State *L) {
-    size_t ls, lp;
-    const char *s = lua_tolstring(L, lua_upvalueindex(2), &ls);
-    const char *p = lua_tolstring(L, lua_upvalueindex(3), &lp);
-    gmatch_state *g = lua_touserdata(L, lua_upvalueindex(4));
+    gmatch_state *g = lua_touserdata(L, lua_upvalueindex(3));
+    if (g->next > g->ls) return 0; /* init was past the end, or all is done */
+    const char *s = g->s;
     qc_strmatch m;
-    call k;
-    begin(L, &m, &k, s, ls, p, lp);
-    for (size_t at = g->next; at <= ls; at++) {
-        qc_strmatch_reset(&m);
-        const char *e = qc_strmatch_at(&m, s + at, p);
-        if (e && (size_t)(e - s) != g->last) {
-            g->next = g->last = (size_t)(e - s);
-            account(L, &m);
-            return push_captures(L, &m, s + at, e);
-        }
-        if (m.err) return raise_error(L, &m);
-    }
+    call k = {L, g->c};
+    qc_strmatch_init(&m, s, g->ls, g->p, g->lp, check, &k);
+    const char *at = s + g->next;
+    const char *e = qc_strmatch_scan(&m, &at, g->p, 0, g->last == (size_t)-1 ? NULL : s + g->last);
+    if (m.err) return raise_error(L, &m);
     account(L, &m);
-    return 0;
+    if (!e) {
+        g->next = g->ls + 1;
+        return 0;
+    }
+    g->next = g->last = (size_t)(e - s);
+    return push_captures(L, &m, at, e);
 }
 
 static int l_gmatch(lua_State *L) {
-    size_t ls;
-    luaL_checklstring(L, 1, &ls);
-    luaL_checkstring(L, 2);
+    size_t ls, lp;
+    const char *s = luaL_checklstring(L, 1, &ls);
+    const char *p = luaL_checklstring(L, 2, &lp);
     size_t init = start_at(luaL_optinteger(L, 3, 1), ls) - 1;
     lua_settop(L, 2);
     gmatch_state *g = lua_newuserdatauv(L, sizeof *g, 0);
+    g->s = s;
+    g->p = p;
+    g->ls = ls;
+    g->lp = lp;
+    g->c = lua_touserdata(L, lua_upvalueindex(1));
     g->next = init > ls ? ls + 1 : init;
     g->last = (size_t)-1;
-    lua_pushvalue(L, lua_upvalueindex(1));
-    lua_insert(L, 1);
-    lua_pushcclosure(L, gmatch_next, 4);
+    lua_pushcclosure(L, gmatch_next, 3);
     return 1;
 }
 
@@ -324,16 +325,29 @@ static void push_ctl(lua_State *L) {
 
 /* The module has only the knobs: the matcher itself is reached as string.find and friends,
  * so error messages name them "string.find", not a second home. */
+#define STOCK_KEY "qc.strmatch.stock"
+
+/* The module has only the knobs, and the stock functions for benchmarks (bench/strmatch.lua):
+ * the matcher itself is reached as string.find and friends, so error messages name them
+ * "string.find", not a second home. Policies cannot require it. */
 int luaopen_qc_strmatch(lua_State *L) {
     luaL_newlibtable(L, module_funcs);
     push_ctl(L);
     luaL_setfuncs(L, module_funcs, 1);
+    lua_getfield(L, LUA_REGISTRYINDEX, STOCK_KEY);
+    lua_setfield(L, -2, "stock");
     return 1;
 }
 
 void qc_strmatch_install(lua_State *L) {
     luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
     lua_getfield(L, -1, LUA_STRLIBNAME);
+    lua_createtable(L, 0, 4);
+    for (const luaL_Reg *f = string_funcs; f->name; f++) {
+        lua_getfield(L, -2, f->name);
+        lua_setfield(L, -2, f->name);
+    }
+    lua_setfield(L, LUA_REGISTRYINDEX, STOCK_KEY);
     push_ctl(L);
     luaL_setfuncs(L, string_funcs, 1);
     lua_pop(L, 2);

@@ -18,7 +18,7 @@
  * paid for before the next, so one scan cannot outrun the budget by much. */
 #define SLICE 4096
 
-static int tick_slow(qc_strmatch *m) {
+__attribute__((noinline, cold)) static int tick_slow(qc_strmatch *m) {
     m->steps_base += (unsigned long long)(QC_STRMATCH_CHECK_EVERY - m->tick);
     m->tick = QC_STRMATCH_CHECK_EVERY;
     if (!m->check || m->err) return m->err != QC_STRMATCH_OK;
@@ -35,7 +35,7 @@ static int tick_slow(qc_strmatch *m) {
 /* Pays n steps; true when the match must stop. */
 static inline int pay(qc_strmatch *m, size_t n) {
     m->tick -= (long)n;
-    return m->tick <= 0 && tick_slow(m);
+    return __builtin_expect(m->tick <= 0, 0) && tick_slow(m);
 }
 
 static const char *fail(qc_strmatch *m, const char *msg) {
@@ -79,10 +79,22 @@ int qc_strmatch_is_plain(const char *p, size_t plen) {
     return 1;
 }
 
+/* Short needles: memchr to each candidate and compare, quick on the short strings handlers
+ * search and at most MEMCHR_NEEDLE compares per byte. Longer ones: glibc's memmem, linear. */
+#define MEMCHR_NEEDLE 32
+
 const char *qc_strmatch_memfind(const char *s, size_t slen, const char *p, size_t plen) {
     if (plen == 0) return s;
     if (plen > slen) return NULL;
-    return memmem(s, slen, p, plen);
+    if (plen > MEMCHR_NEEDLE) return memmem(s, slen, p, plen);
+    const char *last = s + (slen - plen); /* the last start that leaves room for p */
+    while (s <= last) {
+        const char *c = memchr(s, p[0], (size_t)(last - s) + 1);
+        if (!c) return NULL;
+        if (memcmp(c + 1, p + 1, plen - 1) == 0) return c;
+        s = c + 1;
+    }
+    return NULL;
 }
 
 /* ---- single characters ----------------------------------------------------------------- */
@@ -159,26 +171,49 @@ static inline int single(const qc_strmatch *m, const char *s, const char *p, con
     }
 }
 
-/* How many characters from s in a row belong to the class p..ep. */
+/* How many characters from s in a row belong to the class p..ep. A %-class picks its ctype
+ * test once per slice, not once per character as class_hit would. */
 static size_t run_length(qc_strmatch *m, const char *s, const char *p, const char *ep) {
     size_t avail = (size_t)(m->src_end - s);
     if (*p == '.') return avail;
+    int kind = 0, negate = 0, lit = UC(*p);
+    if (*p == ESC) {
+        int cl = UC(p[1]);
+        kind = tolower(cl);
+        negate = isupper(cl) != 0;
+        if (!strchr("acdglpsuwxz", kind) || kind == 0) { /* "%." and such: the character itself */
+            kind = negate = 0;
+            lit = cl;
+        }
+    } else if (*p == '[') {
+        kind = '[';
+    }
+#define RUN(test)                                                   \
+    while (j < stop && ((test) != 0) != negate) j++; \
+    break
     size_t i = 0;
     while (i < avail) {
         size_t stop = avail - i > SLICE ? i + SLICE : avail, j = i;
-        if (*p == ESC) {
-            int cl = UC(p[1]);
-            while (j < stop && class_hit(UC(s[j]), cl)) j++;
-        } else if (*p == '[') {
-            while (j < stop && set_hit(UC(s[j]), p, ep - 1)) j++;
-        } else {
-            int c = UC(*p);
-            while (j < stop && UC(s[j]) == c) j++;
+        switch (kind) {
+        case 0: RUN(UC(s[j]) == lit);
+        case '[': RUN(set_hit(UC(s[j]), p, ep - 1));
+        case 'a': RUN(isalpha(UC(s[j])));
+        case 'c': RUN(iscntrl(UC(s[j])));
+        case 'd': RUN(isdigit(UC(s[j])));
+        case 'g': RUN(isgraph(UC(s[j])));
+        case 'l': RUN(islower(UC(s[j])));
+        case 'p': RUN(ispunct(UC(s[j])));
+        case 's': RUN(isspace(UC(s[j])));
+        case 'u': RUN(isupper(UC(s[j])));
+        case 'w': RUN(isalnum(UC(s[j])));
+        case 'x': RUN(isxdigit(UC(s[j])));
+        default: RUN(s[j] == 0); /* 'z' */
         }
         if (pay(m, j - i)) return 0;
         if (j < stop) return j;
         i = j;
     }
+#undef RUN
     return i;
 }
 
@@ -403,4 +438,19 @@ out:
 const char *qc_strmatch_at(qc_strmatch *m, const char *s, const char *p) {
     const char *r = match(m, s, p);
     return m->err ? NULL : r;
+}
+
+const char *qc_strmatch_scan(qc_strmatch *m, const char **at, const char *p, int anchor, const char *skip_end) {
+    const char *s = *at;
+    for (;;) {
+        qc_strmatch_reset(m);
+        const char *e = match(m, s, p);
+        if (m->err) return NULL;
+        if (e && e != skip_end) {
+            *at = s;
+            return e;
+        }
+        if (anchor || s >= m->src_end) return NULL;
+        s++;
+    }
 }

@@ -55,6 +55,12 @@ void qc_strmatch_init(qc_strmatch *m, const char *s, size_t slen, const char *p,
  * the end of the match, or NULL: no match if m->err is QC_STRMATCH_OK, else an error. */
 const char *qc_strmatch_at(qc_strmatch *m, const char *s, const char *p);
 
+/* Lua's search loop: attempts at *at, *at + 1, ... up to the subject's end (only *at when
+ * anchored) until one matches with an end other than skip_end (gmatch's rule against an
+ * empty match where the last one ended; NULL for none). Returns the end and sets *at to the
+ * match's start; NULL when nothing matched or on an error (m->err). */
+const char *qc_strmatch_scan(qc_strmatch *m, const char **at, const char *p, int anchor, const char *skip_end);
+
 /* Clears the captures and the nesting count before the next attempt. */
 static inline void qc_strmatch_reset(qc_strmatch *m) {
     m->level = 0;
