@@ -95,9 +95,13 @@ static int find_or_match(lua_State *L, int find) {
         luaL_pushfail(L);
         return 1;
     }
+    qc_strmatch m;
+    call k;
     if (find && (lua_toboolean(L, 4) || qc_strmatch_is_plain(p, lp))) {
-        /* Linear in the subject, so the memory cap bounds it: no steps to count. */
-        const char *hit = qc_strmatch_memfind(s + init, ls - init, p, lp);
+        begin(L, &m, &k, s, ls, p, lp);
+        const char *hit = qc_strmatch_plain(&m, s + init, ls - init, p, lp);
+        if (m.err) return raise_error(L, &m);
+        account(L, &m);
         if (hit) {
             lua_pushinteger(L, (lua_Integer)(hit - s) + 1);
             lua_pushinteger(L, (lua_Integer)(hit - s) + (lua_Integer)lp);
@@ -111,8 +115,6 @@ static int find_or_match(lua_State *L, int find) {
         p++;
         lp--;
     }
-    qc_strmatch m;
-    call k;
     begin(L, &m, &k, s, ls, p, lp);
     const char *at = s + init;
     const char *e = qc_strmatch_scan(&m, &at, p, anchor, NULL);

@@ -82,6 +82,7 @@ int qc_strmatch_is_plain(const char *p, size_t plen) {
 /* Short needles: memchr to each candidate and compare, quick on the short strings handlers
  * search and at most MEMCHR_NEEDLE compares per byte. Longer ones: glibc's memmem, linear. */
 #define MEMCHR_NEEDLE 32
+#define PLAIN_WINDOW (1u << 16) /* bytes a plain search looks at between two payments */
 
 const char *qc_strmatch_memfind(const char *s, size_t slen, const char *p, size_t plen) {
     if (plen == 0) return s;
@@ -93,6 +94,25 @@ const char *qc_strmatch_memfind(const char *s, size_t slen, const char *p, size_
         if (!c) return NULL;
         if (memcmp(c + 1, p + 1, plen - 1) == 0) return c;
         s = c + 1;
+    }
+    return NULL;
+}
+
+const char *qc_strmatch_plain(qc_strmatch *m, const char *s, size_t slen, const char *p, size_t plen) {
+    if (plen == 0) return s;
+    /* Windows overlap by plen - 1, so an occurrence across a border is found in the next
+     * window, and windows are searched in order, so the first hit is the first occurrence.
+     * A window is at least twice the needle: memmem's set-up per window stays a fraction
+     * of the bytes it searches. */
+    size_t step = plen > PLAIN_WINDOW ? plen : PLAIN_WINDOW;
+    const char *at = s, *end = s + slen;
+    while ((size_t)(end - at) >= plen) {
+        size_t len = (size_t)(end - at);
+        if (len > step + plen - 1) len = step + plen - 1;
+        const char *hit = qc_strmatch_memfind(at, len, p, plen);
+        if (hit) return hit;
+        if (pay(m, len)) return NULL;
+        at += len - plen + 1;
     }
     return NULL;
 }

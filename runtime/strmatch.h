@@ -77,7 +77,12 @@ int qc_strmatch_charge(qc_strmatch *m, size_t n);
 /* Whether p has none of the characters that make a pattern more than a plain string. */
 int qc_strmatch_is_plain(const char *p, size_t plen);
 
-/* The first occurrence of p in s, or NULL. Linear time (glibc's two-way memmem). */
+/* string.find's plain search: the first occurrence of p in s, or NULL (also when the check
+ * callback said stop: see m->err). Paid for by the byte, in windows of 64 KiB. */
+const char *qc_strmatch_plain(qc_strmatch *m, const char *s, size_t slen, const char *p, size_t plen);
+
+/* The first occurrence of p in s, or NULL: memchr and compare for short needles, glibc's
+ * two-way memmem (linear) for long ones. */
 const char *qc_strmatch_memfind(const char *s, size_t slen, const char *p, size_t plen);
 
 #endif

@@ -144,6 +144,8 @@ describe("pattern matching", function()
       case("find", "a\0b", "%z"), case("find", "a\0b", "[%z]"), case("find", "a\0b", ".\0."),
       case("find", "abc", "[a-"), case("find", "a-", "[a-]+"), case("find", "]", "[]]"), case("find", "^", "[]^]"),
       case("find", "x", "[^]x]"), case("find", "abc", "[%a-z]+"), case("find", "aXb", "[%u]"),
+      case("find", ("a"):rep(65533) .. "needle", "needle", 1, true), case("find", ("a"):rep(70000) .. "b", ("a"):rep(66000) .. "b"),
+      case("find", ("ab"):rep(40000), ("ab"):rep(33000) .. "a", -70000, true), case("find", ("a"):rep(70000), "aab", 1, true),
       -- match: classes and their negations over every byte value
       case("match", "  trim me  ", "^%s*(.-)%s*$"), case("match", "2024-05-06", "(%d+)-(%d+)-(%d+)"),
       case("match", "hello", ".-"), case("match", "hello", ".-$"), case("match", "hello", "l*"),

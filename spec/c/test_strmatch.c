@@ -127,6 +127,31 @@ int main(void) {
        "a run of a repeated class pays for every byte");
     free(s);
 
+    /* Plain search in windows: a hit across a window's border, a needle longer than a
+     * window, and a miss paid for by the byte. */
+    size_t n = 300000;
+    char *hay2 = malloc(n + 1), *needle = malloc(100001);
+    if (!hay2 || !needle) return 1;
+    memset(hay2, 'x', n);
+    hay2[n] = 0;
+    memcpy(hay2 + 65530, "needle", 6);
+    qc_strmatch_init(&m, hay2, n, "needle", 6, NULL, NULL);
+    ok(qc_strmatch_plain(&m, hay2, n, "needle", 6) == hay2 + 65530, "a plain hit across a window border");
+    memset(needle, 'x', 100000);
+    needle[99999] = 'y';
+    needle[100000] = 0;
+    hay2[250000] = 'y';
+    qc_strmatch_init(&m, hay2, n, needle, 100000, NULL, NULL);
+    ok(qc_strmatch_plain(&m, hay2, n, needle, 100000) == hay2 + 150001, "a needle longer than a window");
+    qc_strmatch_init(&m, hay2, n, "nope", 4, NULL, NULL);
+    ok(qc_strmatch_plain(&m, hay2, n, "nope", 4) == NULL && m.err == QC_STRMATCH_OK && qc_strmatch_steps(&m) >= n - 4,
+       "a plain miss pays for the bytes it read");
+    limit = 100000;
+    qc_strmatch_init(&m, hay2, n, "nope", 4, stop_after, &limit);
+    ok(qc_strmatch_plain(&m, hay2, n, "nope", 4) == NULL && m.err == QC_STRMATCH_ESTOPPED, "and can be stopped");
+    free(hay2);
+    free(needle);
+
     ok(qc_strmatch_is_plain("a)b]c", 5) && !qc_strmatch_is_plain("a.b", 3) && !qc_strmatch_is_plain("x-", 2),
        "plain patterns");
     const char hay[] = "abcabd";
