@@ -49,7 +49,7 @@ static int raise_error(lua_State *L, const qc_strmatch *m) {
     account(L, m);
     if (m->err == QC_STRMATCH_ESTOPPED) {
         if (m->stop_code == STOP_BUDGET) return qc_host_budget_error(L);
-        const ctl *c = lua_touserdata(L, lua_upvalueindex(1));
+        const ctl *c = ((const call *)m->ud)->c; /* not upvalue 1: gmatch's iterator has others */
         return luaL_error(L, "pattern step limit exceeded (%I steps)", (lua_Integer)c->limit);
     }
     return luaL_error(L, "%s", m->msg);

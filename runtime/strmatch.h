@@ -1,7 +1,7 @@
 /* Lua 5.4 pattern matching (manual §6.4.1) that can be stopped: the same results, errors and
  * limits as the string library's matcher, but it counts its steps and asks a callback every
- * few hundred of them whether to go on. A matcher inside one C call runs no VM instruction,
- * so a count hook never sees it; this one stops when the caller's budget says so.
+ * QC_STRMATCH_CHECK_EVERY of them whether to go on. A matcher inside one C call runs no VM
+ * instruction, so a count hook never sees it; this one stops when the caller's budget says.
  * Knows nothing of Lua: the binding (bindings/strmatch.c) turns errors into Lua errors. */
 #ifndef QC_STRMATCH_H
 #define QC_STRMATCH_H
@@ -69,10 +69,6 @@ static inline void qc_strmatch_reset(qc_strmatch *m) {
 
 /* Steps counted so far by this state. */
 unsigned long long qc_strmatch_steps(const qc_strmatch *m);
-
-/* Counts n steps of work done outside the matcher (a caller's scan): 0, or -1 when the
- * check callback said stop (m->err is set). */
-int qc_strmatch_charge(qc_strmatch *m, size_t n);
 
 /* Whether p has none of the characters that make a pattern more than a plain string. */
 int qc_strmatch_is_plain(const char *p, size_t plen);

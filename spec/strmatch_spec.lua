@@ -258,12 +258,21 @@ describe("pattern matching", function()
     compare(kept)
   end)
 
-  it("checks its budget often: a step limit stops the issue's pattern", function()
+  it("checks its budget often: a step limit stops the issue's pattern in each function", function()
+    local s, p = ("a"):rep(24), ("a*"):rep(12) .. "b"
     local old = strmatch.limit(100000)
-    local ok, err = pcall(string.find, ("a"):rep(24), ("a*"):rep(12) .. "b")
+    local results = {
+      table.pack(pcall(string.find, s, p)),
+      table.pack(pcall(string.match, s, p)),
+      table.pack(pcall(function() for _ in s:gmatch(p) do end end)),
+      table.pack(pcall(string.gsub, s, p, "")),
+      table.pack(pcall(string.find, ("a"):rep(1 << 20), "b", 1, true)),
+    }
     strmatch.limit(old)
-    assert.is_false(ok)
-    assert.matches("pattern step limit exceeded", err)
+    for i, r in ipairs(results) do
+      assert.is_false(r[1], "call " .. i)
+      assert.matches("pattern step limit exceeded", r[2])
+    end
   end)
 end)
 
