@@ -65,7 +65,6 @@ unsigned long long qc_strmatch_steps(const qc_strmatch *m) {
     return m->steps_base + (unsigned long long)(QC_STRMATCH_CHECK_EVERY - m->tick);
 }
 
-
 int qc_strmatch_is_plain(const char *p, size_t plen) {
     for (size_t i = 0; i < plen; i++) {
         switch (p[i]) {
