@@ -6,7 +6,7 @@
 static const luaL_Reg modules[] = {
     {"qc.log", luaopen_qc_log},   {"qc.time", luaopen_qc_time}, {"qc.fetch", luaopen_qc_fetch},
     {"qc.host", luaopen_qc_host}, {"qc.jwt", luaopen_qc_jwt},   {"qc.store", luaopen_qc_store},
-    {NULL, NULL},
+    {"qc.strmatch", luaopen_qc_strmatch}, {NULL, NULL},
 };
 
 void qc_bindings_preload(lua_State *L, qc_host *h) {
@@ -17,6 +17,8 @@ void qc_bindings_preload(lua_State *L, qc_host *h) {
         lua_setfield(L, -2, m->name);
     }
     lua_pop(L, 1);
+    /* Before any policy copies the string table: the budget must hold in pattern matching. */
+    qc_strmatch_install(L);
 }
 
 qc_host *qc_bindings_host(lua_State *L) {

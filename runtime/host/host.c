@@ -100,7 +100,19 @@ static void budget_hook(lua_State *L, lua_Debug *ar) {
         lua_sethook(L, NULL, 0, 0);
         return;
     }
-    luaL_error(L, "time budget exceeded (%d ms of CPU)", (int)h->cfg.lua_budget_ms);
+    qc_host_budget_error(L);
+}
+
+int qc_host_budget_exceeded(lua_State *L) {
+    void *ud;
+    lua_getallocf(L, &ud);
+    return ((qc_host *)ud)->budget_tripped != 0;
+}
+
+int qc_host_budget_error(lua_State *L) {
+    void *ud;
+    lua_getallocf(L, &ud);
+    return luaL_error(L, "time budget exceeded (%d ms of CPU)", (int)((qc_host *)ud)->cfg.lua_budget_ms);
 }
 
 /* From the watchdog's signal, on the loop thread, while the overrunning call is still in

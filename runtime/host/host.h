@@ -49,6 +49,12 @@ int qc_host_run_script(qc_host *h, const char *path, int argc, char **argv, int 
 typedef struct lua_State lua_State;
 int qc_host_spawn(qc_host *h, lua_State *L, int first);
 
+/* For C functions that run long without returning to Lua (the pattern matcher): whether
+ * the running call has overrun its time budget, a flag the watchdog's signal sets, cheap to
+ * poll; and the error the budget's hook raises, raised from C (never returns). */
+int qc_host_budget_exceeded(lua_State *L);
+int qc_host_budget_error(lua_State *L);
+
 /* Closes the handles bindings own (sleep timers and such) so none can fire into a freed
  * task; call right after qc_host_free when the loop keeps running. */
 void qc_host_close_owned_handles(uv_loop_t *loop);
