@@ -17,16 +17,14 @@ build: deps
 	@cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
 	@cmake --build $(BUILD) -j $(JOBS)
 
-# The ASan build runs without uv_poll_dedup (QC_POLL_DEDUP=OFF) and the release build with
-# it, so `make test` runs every spec on both poll paths.
 asan: test-deps
-	@cmake -S . -B $(ASAN_BUILD) -DCMAKE_BUILD_TYPE=Debug -DQC_SANITIZE=ON -DQC_POLL_DEDUP=OFF >/dev/null
+	@cmake -S . -B $(ASAN_BUILD) -DCMAKE_BUILD_TYPE=Debug -DQC_SANITIZE=ON >/dev/null
 	@cmake --build $(ASAN_BUILD) -j $(JOBS)
 
 run: build
 	./$(BUILD)/quantcoach serve
 
-# Every test twice: the release build (poll dedup on), then under ASan + UBSan (off).
+# Every test twice: the release build, then under ASan + UBSan.
 test: test-deps build asan
 	cd $(BUILD) && ctest --output-on-failure
 	cd $(ASAN_BUILD) && ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 ctest --output-on-failure

@@ -16,10 +16,6 @@ typedef struct qc_http_exchange qc_http_exchange;
 
 #include "http_header.h"
 
-/* The libwebsockets log levels we print (LLL_ERR | LLL_WARN), for lws_log_gate.c. The
- * server no longer runs on lws; the gate still serves anything else in the process that does. */
-#define QC_LWS_LOG_LEVELS 3
-
 typedef struct {
     const char *method;
     const char *path;  /* decoded path, no query */

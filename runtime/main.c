@@ -19,14 +19,6 @@
 #define QC_VERSION "0.0.0"
 #endif
 
-/* Which poll path this process runs (runtime/uv_poll_dedup.c), for the start-up line. */
-#ifdef QC_POLL_DEDUP
-int qc_poll_dedup_active(void);
-static const char *poll_dedup_state(void) { return qc_poll_dedup_active() ? "on" : "off_libuv_mismatch"; }
-#else
-static const char *poll_dedup_state(void) { return "off"; }
-#endif
-
 /* Help texts stay within 80 columns: a terminal would wrap them mid-word. */
 static const char *usage_text =
     "usage: quantcoach COMMAND [OPTIONS]\n"
@@ -267,8 +259,8 @@ static int cmd_serve(qc_config *cfg) {
     uv_prepare_start(&s.log_flush, flush_logs);
     uv_unref((uv_handle_t *)&s.log_flush);
 
-    qc_log(QC_LOG_INFO, "server", "listening", " address=%s port=%d version=%s pid=%ld poll_dedup=%s",
-           cfg->listen_host, qc_http_server_port(s.srv), QC_VERSION, (long)uv_os_getpid(), poll_dedup_state());
+    qc_log(QC_LOG_INFO, "server", "listening", " address=%s port=%d version=%s pid=%ld",
+           cfg->listen_host, qc_http_server_port(s.srv), QC_VERSION, (long)uv_os_getpid());
     if (!cfg->api_keys[0])
         qc_log(QC_LOG_WARN, "server", "open: no QC_API_KEYS, room and token endpoints need no key (dev mode)",
                " address=%s", cfg->listen_host);
@@ -288,7 +280,7 @@ static int cmd_serve(qc_config *cfg) {
 
 static int run_lua(qc_config *cfg, const char *script, int argc, char **argv) {
     char err[2048];
-    qc_log(QC_LOG_DEBUG, "main", "running script", " script=%s poll_dedup=%s", script, poll_dedup_state());
+    qc_log(QC_LOG_DEBUG, "main", "running script", " script=%s", script);
     uv_loop_t loop;
     uv_loop_init(&loop);
     qc_host *h = qc_host_new(&loop, cfg, QC_HOST_SCRIPT, err, sizeof err);

@@ -1,39 +1,7 @@
--- The two poll paths (runtime/uv_poll_dedup.c): the server reports the one it runs, the
--- sanitizer build runs without the dedup, and outbound HTTP through libcurl's poll handles
--- works on whichever path this build has. `make test` runs this spec on both builds.
+-- Outbound HTTP through libcurl's poll handles on the libuv loop (runtime/http_client.c):
+-- many transfers at once, small and large, on reused connections, against our own server.
 local server = require "support.server"
 local host = require "qc.host"
-
--- The build's own configuration, from the CMake cache next to the binary under test.
-local function cache_value(name)
-  local dir = server.bin:match("^(.*)/[^/]+$") or "."
-  local text = server.read_file(dir .. "/CMakeCache.txt")
-  if not text then return nil end
-  return text:match("\n" .. name .. ":[%u]+=([^\n]*)")
-end
-
-describe("the poll path", function()
-  it("is reported at start and is the one the build was configured with", function()
-    local built = cache_value("QC_POLL_DEDUP_IN_BUILD")
-    assert.truthy(built, "CMakeCache.txt next to " .. server.bin .. " says whether the dedup is built in")
-    local s = server.start {}
-    local state = s:log_text():match("listening address=%S+ port=%d+ .-poll_dedup=(%S+)")
-    s:stop()
-    assert.equal(built == "ON" and "on" or "off", state)
-  end)
-
-  it("in the sanitizer build is the plain one, without the dedup", function()
-    if cache_value("QC_SANITIZE") ~= "ON" then
-      -- the release build: nothing to check here, the test above covers it
-      return
-    end
-    assert.equal("OFF", cache_value("QC_POLL_DEDUP_IN_BUILD"))
-    local s = server.start {}
-    local log = s:log_text()
-    s:stop()
-    assert.truthy(log:find("poll_dedup=off\n", 1, true), log)
-  end)
-end)
 
 describe("many concurrent qc.fetch calls against the server", function()
   local s
