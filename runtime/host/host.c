@@ -2,8 +2,12 @@
  * binding that waits on I/O yields, and its libuv callback resumes the task through
  * qc_task_resume. Policies live in generations built by scripts/lib/qc/generation.lua; the live
  * one is swapped only after a complete, checked build, between events. */
-#define _POSIX_C_SOURCE 200809L
+#define _GNU_SOURCE /* dlsym(RTLD_DEFAULT), malloc_trim */
 #include "host.h"
+
+#include <dlfcn.h>
+#include <malloc.h>
+#include <stdint.h>
 
 #include <lauxlib.h>
 #include <lua.h>
@@ -20,6 +24,13 @@
 #include "task.h"
 
 #define POOL_MAX 64    /* finished coroutines kept for reuse */
+/* A request may hold up to a quarter of the Lua memory cap, so one runaway request cannot
+ * starve the others; new requests are refused (503 OVERLOADED) while the state uses more
+ * than three quarters of the cap, so requests already running have room to finish. */
+#define TASK_SHARE_DIV 4
+#define ADMIT_NUM 3
+#define ADMIT_DEN 4
+#define ADMIT_GC_INTERVAL_MS 10 /* at most one full collection per this, when refusing */
 
 struct qc_task {
     qc_host *host;
@@ -32,7 +43,29 @@ struct qc_task {
     int is_detached; /* started by qc.host.spawn: nobody waits for its results */
     int done;
     int script_status;
+    /* Answers after records (task.h): barriers joined and not yet passed; a finished
+     * request waits for them with its results on its stack. */
+    int holds;
+    int ended;      /* finished while held: answer at the last pass */
+    int end_nres;   /* ... with these results (0 when its error was answered already) */
+    const char *hold_code, *hold_msg; /* set when a barrier failed */
+    qc_barrier *joined;  /* the barrier last joined, and its pass count then */
+    unsigned long joined_pass;
+    /* Memory: bytes the task's own steps added to the state (net of what was freed while
+     * it ran), and whether Lua ran out of memory in it. */
+    long long mem_net;
+    int mem_error;
     qc_task *prev, *next;
+};
+
+struct qc_barrier {
+    qc_host *host; /* NULL once the host is freed */
+    qc_task **tasks;
+    size_t n, cap;
+    unsigned long passes;
+    void (*flush)(void *ud);
+    void *ud;
+    qc_barrier *prev, *next;
 };
 
 struct qc_host {
@@ -42,6 +75,13 @@ struct qc_host {
     lua_State *L;
     size_t mem_used;
     int cap_active; /* the memory cap applies while Lua code runs, not to host bookkeeping */
+    size_t task_limit;  /* mem_used may not pass this while the current task runs */
+    int refused;        /* the last allocation was refused (Lua retries once after a full GC) */
+    int mem_error;      /* ... and the retry was refused too: Lua raised "not enough memory" */
+    uint64_t admit_gc_at; /* loop time of the last collection before refusing a request */
+    uv_timer_t *reclaim;  /* after a memory error: full GC, then memory back to the OS */
+    int reclaim_scheduled;
+    qc_barrier *barriers;
     /* The time budget (serve mode): the watchdog measures each call into Lua; past its
      * budget it arms a count hook on the thread running then, and the hook raises. */
     qc_watchdog *watchdog;
@@ -71,6 +111,8 @@ static double wall_now(void) {
 
 /* ---- memory cap and instruction budget ---------------------------------------------- */
 
+static void free_self(uv_handle_t *handle) { free(handle); }
+
 static void *host_alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
     qc_host *h = ud;
     size_t old = ptr ? osize : 0;
@@ -79,13 +121,83 @@ static void *host_alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
         h->mem_used -= old;
         return NULL;
     }
-    if (nsize > old && h->cap_active && h->cfg.lua_memory_bytes &&
-        h->mem_used + (nsize - old) > h->cfg.lua_memory_bytes)
-        return NULL; /* Lua turns this into a "not enough memory" error for that call */
+    if (nsize > old && h->cap_active) {
+        size_t after = h->mem_used + (nsize - old);
+        if ((h->cfg.lua_memory_bytes && after > h->cfg.lua_memory_bytes) || after > h->task_limit) {
+            /* Lua answers a refusal with an emergency full collection and one retry; a
+             * second refusal in a row is the "not enough memory" error for that call. */
+            if (h->refused) h->mem_error = 1;
+            h->refused = 1;
+            return NULL;
+        }
+    }
     void *p = realloc(ptr, nsize);
     if (!p) return NULL;
+    h->refused = 0;
     h->mem_used = h->mem_used - old + nsize;
     return p;
+}
+
+/* Gives freed memory back to the OS: mimalloc's mi_collect(true) when the process uses
+ * mimalloc (release builds link it; looked up at run time, so the ASan build without it
+ * needs no switch), glibc's malloc_trim otherwise. mimalloc decommits freed pages only
+ * after decommit_delay (25 ms) and only from a later call into it, which an idle server
+ * never makes: measured, 20 MB stayed resident after a 64 MB bomb. So the delay is zero
+ * while the full collection frees the garbage and
+ * while mimalloc collects; the hot path keeps the delay. */
+#ifdef __has_include
+#if __has_include(<mimalloc.h>)
+#include <mimalloc.h>
+#define QC_HAVE_MIMALLOC_H 1
+#endif
+#endif
+static void collect_and_return_memory(lua_State *L) {
+#ifdef QC_HAVE_MIMALLOC_H
+    static int looked;
+    static void (*collect)(bool);
+    static long (*option_get)(mi_option_t);
+    static void (*option_set)(mi_option_t, long);
+    if (!looked) {
+        looked = 1;
+        *(void **)&collect = dlsym(RTLD_DEFAULT, "mi_collect");
+        *(void **)&option_get = dlsym(RTLD_DEFAULT, "mi_option_get");
+        *(void **)&option_set = dlsym(RTLD_DEFAULT, "mi_option_set");
+    }
+    if (collect && option_get && option_set) {
+        long delay = option_get(mi_option_decommit_delay);
+        option_set(mi_option_decommit_delay, 0);
+        lua_gc(L, LUA_GCCOLLECT);
+        collect(true);
+        option_set(mi_option_decommit_delay, delay);
+        return;
+    }
+#endif
+    lua_gc(L, LUA_GCCOLLECT);
+    malloc_trim(0);
+}
+
+/* After a memory error, between events: the failed request's garbage is collected at once
+ * (the generational collector would leave it for a major collection that may not come for
+ * a long while) and the pages go back to the OS. Once per loop turn at most. */
+static void reclaim_now(uv_timer_t *timer) {
+    qc_host *h = timer->data;
+    h->reclaim_scheduled = 0;
+    size_t before = h->mem_used;
+    collect_and_return_memory(h->L);
+    qc_log(QC_LOG_INFO, "host", "memory reclaimed after a memory error", " lua_bytes_before=%zu lua_bytes=%zu",
+           before, h->mem_used);
+}
+
+static void schedule_reclaim(qc_host *h) {
+    if (h->reclaim_scheduled || h->mode != QC_HOST_SERVE) return;
+    if (!h->reclaim) {
+        h->reclaim = malloc(sizeof *h->reclaim);
+        if (!h->reclaim) return;
+        uv_timer_init(h->loop, h->reclaim);
+        h->reclaim->data = h;
+    }
+    h->reclaim_scheduled = 1;
+    uv_timer_start(h->reclaim, reclaim_now, 0, 0);
 }
 
 static void budget_hook(lua_State *L, lua_Debug *ar) {
@@ -141,6 +253,11 @@ static void lua_leave(qc_host *h, lua_State *outer) {
 
 /* ---- tasks -------------------------------------------------------------------------- */
 
+static void task_release(qc_task *t, int reusable);
+static void finish_request(qc_task *t, int nres, const char *origin);
+static void respond_json_error(qc_task *t, int status, const char *code, const char *message,
+                               const char *origin);
+
 qc_task *qc_task_current(lua_State *L) { return *(qc_task **)lua_getextraspace(L); }
 lua_State *qc_task_thread(qc_task *t) { return t->co; }
 uv_loop_t *qc_task_loop(qc_task *t) { return t->host->loop; }
@@ -168,6 +285,11 @@ static qc_task *task_new(qc_host *h) {
     t->waiting = t->running = t->done = t->is_script = t->is_detached = 0;
     t->ex = NULL;
     t->script_status = 0;
+    t->holds = t->ended = t->end_nres = 0;
+    t->hold_code = t->hold_msg = NULL;
+    t->joined = NULL;
+    t->mem_net = 0;
+    t->mem_error = 0;
     t->prev = NULL;
     t->next = h->tasks;
     if (h->tasks) h->tasks->prev = t;
@@ -264,6 +386,16 @@ static void finish_request(qc_task *t, int nres, const char *origin) {
         return;
     }
     int status = (int)lua_tointeger(co, base);
+    if (t->mem_error && status >= 400) {
+        /* The handler caught Lua's "not enough memory" and answered some error of its own
+         * (dispatch's pcall around cjson.decode says BAD_JSON): that is not the client's
+         * fault, so it is not reported as such. */
+        qc_log(QC_LOG_WARN, "host", "error answer replaced: the request ran out of memory", " path=%s status=%d",
+               qc_http_exchange_path(t->ex), status);
+        respond_json_error(t, 503, "MEMORY_LIMIT", "the server is short of memory for this request; try again later",
+                           origin);
+        return;
+    }
     qc_http_header hs[64];
     size_t nh = 0;
     if (lua_istable(co, base + 1)) {
@@ -289,7 +421,15 @@ static void finish_request(qc_task *t, int nres, const char *origin) {
 static void finish_request_error(qc_task *t, int st, const char *origin, const char *path) {
     qc_host *h = t->host;
     lua_State *co = t->co;
-    if (st != LUA_ERRMEM && lua_istable(co, -1)) {
+    if (st == LUA_ERRMEM || t->mem_error) {
+        const char *m = lua_type(co, -1) == LUA_TSTRING ? lua_tostring(co, -1) : "(an error table)";
+        qc_log(QC_LOG_ERROR, "host", "request ran out of memory", " path=%s error=\"%s\" lua_bytes=%zu", path, m,
+               h->mem_used);
+        respond_json_error(t, 503, "MEMORY_LIMIT", "the server is short of memory for this request; try again later",
+                           origin);
+        return;
+    }
+    if (lua_istable(co, -1)) {
         lua_getfield(co, -1, "status");
         lua_getfield(co, -2, "code");
         lua_getfield(co, -3, "message");
@@ -320,10 +460,7 @@ static void finish_request_error(qc_task *t, int st, const char *origin, const c
     line[o] = 0;
     lua_pop(h->L, 1);
     const char *code = "INTERNAL", *public_msg = "internal error";
-    if (st == LUA_ERRMEM) {
-        code = "MEMORY_LIMIT";
-        public_msg = "the handler ran out of its memory allowance";
-    } else if (h->budget_tripped) {
+    if (h->budget_tripped) {
         code = "BUDGET_EXCEEDED";
         public_msg = "the handler ran past its time budget";
     }
@@ -353,11 +490,27 @@ static void task_step(qc_task *t, int nargs) {
     qc_host *h = t->host;
     t->waiting = 0;
     t->running = 1;
+    /* The task's share of the cap: what its earlier steps kept, plus this step's growth
+     * (what it allocates less what is freed meanwhile), may not pass cap / TASK_SHARE_DIV. */
+    size_t saved_limit = h->task_limit, start = h->mem_used;
+    if (h->mode == QC_HOST_SERVE && h->cfg.lua_memory_bytes) {
+        long long room = (long long)(h->cfg.lua_memory_bytes / TASK_SHARE_DIV) - t->mem_net;
+        h->task_limit = room > 0 ? start + (size_t)room : start;
+    }
+    h->refused = h->mem_error = 0;
     lua_State *outer = lua_enter(h, t->co);
     int nres = 0;
     int st = lua_resume(t->co, NULL, nargs, &nres);
     lua_leave(h, outer);
     t->running = 0;
+    h->task_limit = saved_limit;
+    long long net = t->mem_net + (long long)h->mem_used - (long long)start;
+    t->mem_net = net > 0 ? net : 0;
+    if (h->mem_error || st == LUA_ERRMEM) {
+        t->mem_error = 1;
+        schedule_reclaim(h);
+    }
+    h->refused = h->mem_error = 0;
     if (st == LUA_YIELD) {
         if (t->waiting) {
             lua_pop(t->co, nres);
@@ -387,12 +540,100 @@ static void task_step(qc_task *t, int nargs) {
     const char *path = t->ex ? qc_http_exchange_path(t->ex) : "?";
     const char *origin = t->ex ? qc_http_exchange_header(t->ex, "origin") : NULL;
     if (st == LUA_OK) {
+        if (t->holds) { /* a barrier it joined has not passed: the answer waits */
+            t->ended = 1;
+            t->end_nres = nres;
+            return;
+        }
         finish_request(t, nres, origin);
         task_release(t, 1);
     } else {
+        /* A failure claims nothing done: it is answered now, held or not. */
         finish_request_error(t, st, origin, path);
+        if (t->holds) {
+            t->ended = 2; /* released at the last pass */
+            return;
+        }
         task_release(t, 0);
     }
+}
+
+/* ---- barriers: answers after records (task.h) ----------------------------------------- */
+
+/* The last barrier a held task waited for has passed. */
+static void answer_held(qc_task *t) {
+    if (t->ended == 2) {
+        task_release(t, 0);
+        return;
+    }
+    const char *origin = t->ex ? qc_http_exchange_header(t->ex, "origin") : NULL;
+    if (t->hold_code) {
+        respond_json_error(t, 503, t->hold_code, t->hold_msg, origin);
+    } else {
+        finish_request(t, t->end_nres, origin);
+    }
+    task_release(t, 1);
+}
+
+qc_barrier *qc_barrier_new(qc_host *h, void (*flush)(void *ud), void *ud) {
+    qc_barrier *b = calloc(1, sizeof *b);
+    if (!b) return NULL;
+    b->host = h;
+    b->flush = flush;
+    b->ud = ud;
+    b->next = h->barriers;
+    if (h->barriers) h->barriers->prev = b;
+    h->barriers = b;
+    return b;
+}
+
+int qc_barrier_join(qc_barrier *b, qc_task *t) {
+    if (!b || !b->host || !t || !t->ex) return 0;
+    if (t->joined == b && t->joined_pass == b->passes) return 0;
+    if (b->n == b->cap) {
+        size_t cap = b->cap ? b->cap * 2 : 64;
+        qc_task **nt = realloc(b->tasks, cap * sizeof *nt);
+        if (!nt) return -1;
+        b->tasks = nt;
+        b->cap = cap;
+    }
+    b->tasks[b->n++] = t;
+    t->holds++;
+    t->joined = b;
+    t->joined_pass = b->passes;
+    return 0;
+}
+
+void qc_barrier_pass(qc_barrier *b, const char *code, const char *message) {
+    if (!b) return;
+    b->passes++;
+    size_t n = b->n;
+    b->n = 0;
+    if (!b->host) return;
+    /* Answering runs no Lua, so nothing joins while this runs. */
+    for (size_t i = 0; i < n; i++) {
+        qc_task *t = b->tasks[i];
+        if (code && !t->hold_code) {
+            t->hold_code = code;
+            t->hold_msg = message;
+        }
+        if (--t->holds == 0 && t->ended) answer_held(t);
+    }
+}
+
+size_t qc_barrier_waiting(const qc_barrier *b) { return b ? b->n : 0; }
+
+void qc_barrier_free(qc_barrier *b) {
+    if (!b) return;
+    if (b->n) qc_barrier_pass(b, "UNAVAILABLE", "the work this request waited for was abandoned");
+    qc_host *h = b->host;
+    if (h) {
+        if (b->prev) b->prev->next = b->next;
+        else h->barriers = b->next;
+        if (b->next) b->next->prev = b->prev;
+    }
+    free(b->tasks);
+    free(b);
 }
 
 void qc_task_resume(qc_task *t, int nresults) {
@@ -439,8 +680,35 @@ int qc_host_spawn(qc_host *h, lua_State *L, int first) {
 
 /* ---- HTTP requests ------------------------------------------------------------------ */
 
+/* Is there room for one more request of body_len bytes? Near the cap, the garbage of
+ * finished requests is collected first (at most once every ADMIT_GC_INTERVAL_MS). */
+static int admit(qc_host *h, size_t body_len) {
+    if (h->mode != QC_HOST_SERVE || !h->cfg.lua_memory_bytes) return 1;
+    size_t limit = h->cfg.lua_memory_bytes / ADMIT_DEN * ADMIT_NUM;
+    if (h->mem_used + body_len <= limit) return 1;
+    uint64_t now = uv_now(h->loop);
+    if (h->admit_gc_at && now - h->admit_gc_at < ADMIT_GC_INTERVAL_MS) return 0;
+    h->admit_gc_at = now ? now : 1;
+    lua_gc(h->L, LUA_GCCOLLECT);
+    return h->mem_used + body_len <= limit;
+}
+
 void qc_host_handle_http(void *ud, qc_http_exchange *ex, const qc_http_incoming *req) {
     qc_host *h = ud;
+    if (!admit(h, req->body_len)) {
+        /* Established requests keep the memory they need to finish; this one may retry. */
+        char body[160];
+        int n = snprintf(body, sizeof body,
+                         "{\"error\":{\"code\":\"OVERLOADED\",\"message\":\"%s\"}}",
+                         "the server is short of memory; try again later");
+        qc_http_header hs[4] = {{"content-type", "application/json"}, {"retry-after", "1"}};
+        size_t nh = 2;
+        cors_headers(h, qc_http_exchange_header(ex, "origin"), hs, &nh);
+        qc_log(QC_LOG_WARN, "host", "request refused: Lua memory near its cap", " path=%s lua_bytes=%zu", req->path,
+               h->mem_used);
+        qc_http_exchange_respond(ex, 503, hs, nh, body, (size_t)n);
+        return;
+    }
     qc_task *t = task_new(h);
     if (!t) {
         qc_http_header hs[] = {{"content-type", "application/json"}};
@@ -576,6 +844,7 @@ qc_host *qc_host_new(uv_loop_t *loop, const qc_config *cfg, qc_host_mode mode, c
     h->cfg = *cfg;
     h->mode = mode;
     h->gen_ref = LUA_NOREF;
+    h->task_limit = SIZE_MAX;
     h->started_at = wall_now();
     h->L = lua_newstate(host_alloc, h);
     if (!h->L) {
@@ -618,8 +887,6 @@ qc_host *qc_host_new(uv_loop_t *loop, const qc_config *cfg, qc_host_mode mode, c
     return h;
 }
 
-static void free_self(uv_handle_t *handle) { free(handle); }
-
 /* Convention for bindings: a handle whose data points to itself is the first member of a
  * heap block nothing else owns (a sleep timer whose task died), so the drain frees it. */
 static void close_owned(uv_handle_t *handle, void *arg) {
@@ -636,6 +903,22 @@ void qc_host_free(qc_host *h) {
     if (!h) return;
     if (h->http) qc_http_client_close(h->http);
     h->http = NULL;
+    if (h->reclaim) { /* freed by the loop drain (task.h's convention) */
+        h->reclaim->data = h->reclaim;
+        uv_close((uv_handle_t *)h->reclaim, free_self);
+        h->reclaim = NULL;
+    }
+    /* Answers held for work not yet done: let the owners do it (a group commit) and pass
+     * their barriers now; then no barrier may point at a task any more. */
+    for (qc_barrier *b = h->barriers; b; b = b->next)
+        if (b->flush) b->flush(b->ud);
+    while (h->barriers) {
+        qc_barrier *b = h->barriers;
+        h->barriers = b->next;
+        b->host = NULL;
+        b->n = 0;
+        b->prev = b->next = NULL;
+    }
     /* Tasks still waiting (timers, transfers) die with the state; their handles are
      * closed by the caller's loop drain. */
     while (h->tasks) {
