@@ -50,4 +50,30 @@ describe("answers after records", function()
     assert.equal(0, #missing, ("%d of %d tokens answered 200 are not in the store (first: %s)"):format(
       #missing, answered, tostring(missing[1])))
   end)
+
+  it("answers 503 STORE_UNAVAILABLE, not 200, when the commit of its token fails", function()
+    local s = server.start {}
+    assert.equal(200, (s:request("POST", "/tokens/generate", {
+      room_name = "storm", participant_identity = "warm-up", participant_type = "candidate" })))
+    -- From outside, as a broken disk or a full one would: every insert into tokens fails.
+    local db = assert(store.open(s.data .. "/quantcoach.db"))
+    assert(db:exec([[CREATE TRIGGER refuse_tokens BEFORE INSERT ON tokens
+                     BEGIN SELECT RAISE(ABORT, 'refused by the spec'); END]]))
+    local status, body = s:request("POST", "/tokens/generate", {
+      room_name = "storm", participant_identity = "cand-1", participant_type = "candidate" })
+    assert.equal(503, status)
+    assert.equal("STORE_UNAVAILABLE", body.error.code)
+    assert.is_nil(body.token)
+    assert.matches("deferred write failed", s:log_text())
+    -- Once the store takes writes again, so does the server; the failed batch stays dropped.
+    assert(db:exec("DROP TRIGGER refuse_tokens"))
+    assert.equal(200, (s:request("POST", "/tokens/generate", {
+      room_name = "storm", participant_identity = "cand-2", participant_type = "candidate" })))
+    local rows = assert(db:query("SELECT identity FROM tokens ORDER BY id"))
+    db:close()
+    local ids = {}
+    for _, r in ipairs(rows) do ids[#ids + 1] = r.identity end
+    assert.same({ "warm-up", "cand-2" }, ids)
+    s:stop()
+  end)
 end)
