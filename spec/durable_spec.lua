@@ -27,6 +27,28 @@ local function storm(s, answers, concurrency)
   return result
 end
 
+-- The fixture routes plus one that records a token, then waits (as a handler waiting on
+-- LiveKit would) before it answers: its record is committed while it still runs.
+local function policies_with_waiting_writer()
+  local dir = server.tmpdir() .. "/policies"
+  assert(os.execute("mkdir -p " .. dir .. " && cp " .. server.source .. "/spec/fixtures/policies/*.lua " .. dir))
+  local routes = server.read_file(dir .. "/routes.lua")
+  local changed, n = routes:gsub('\n  { "GET", "/text",', function(m)
+    return [[
+
+  { "POST", "/record-then-wait", function(req)
+      local db = require "qc.db"
+      db.defer("INSERT INTO tokens (room, identity, role, issued_at, expires_at) VALUES (?, ?, ?, ?, ?)",
+        "storm", req.json.identity, "candidate", 0, 0)
+      qc.time.sleep(0.2)
+      return 200, nil, { recorded = req.json.identity }
+    end },]] .. m
+  end)
+  assert(n == 1, "fixture routes changed: /text not found")
+  server.write_file(dir .. "/routes.lua", changed)
+  return dir
+end
+
 describe("answers after records", function()
   it("has committed every token it answered 200 when it is killed right after the answers", function()
     -- One crash hits the window between answer and commit about half the time on a build
@@ -49,6 +71,23 @@ describe("answers after records", function()
     end
     assert.equal(0, #missing, ("%d of %d tokens answered 200 are not in the store (first: %s)"):format(
       #missing, answered, tostring(missing[1])))
+  end)
+
+  it("answers 503 when the commit of its record failed while the handler was still waiting", function()
+    local s = server.start { policies = policies_with_waiting_writer() }
+    assert.equal(200, (s:request("POST", "/record-then-wait", { identity = "first" })))
+    local db = assert(store.open(s.data .. "/quantcoach.db"))
+    assert(db:exec([[CREATE TRIGGER refuse_tokens BEFORE INSERT ON tokens
+                     BEGIN SELECT RAISE(ABORT, 'refused by the spec'); END]]))
+    local status, body = s:request("POST", "/record-then-wait", { identity = "second" })
+    assert.equal(503, status)
+    assert.equal("STORE_UNAVAILABLE", body.error.code)
+    assert(db:exec("DROP TRIGGER refuse_tokens"))
+    assert.equal(200, (s:request("POST", "/record-then-wait", { identity = "third" })))
+    local n = db:first("SELECT count(*) AS n FROM tokens WHERE identity IN ('first', 'second', 'third')").n
+    db:close()
+    assert.equal(2, n)
+    s:stop()
   end)
 
   it("answers 503 STORE_UNAVAILABLE, not 200, when the commit of its token fails", function()

@@ -43,13 +43,10 @@ struct qc_task {
     int is_detached; /* started by qc.host.spawn: nobody waits for its results */
     int done;
     int script_status;
-    /* Answers after records (task.h): barriers joined and not yet passed; a finished
-     * request waits for them with its results on its stack. */
-    int holds;
-    int ended;      /* finished while held: answer at the last pass */
-    int end_nres;   /* ... with these results (0 when its error was answered already) */
-    const char *hold_code, *hold_msg; /* set when a barrier failed */
-    qc_barrier *joined;  /* the barrier last joined, and its pass count then */
+    /* Answers after records (task.h): what the request waits for, once it joined a
+     * barrier; the barrier it joined last, and that barrier's pass count then. */
+    struct hold *hold;
+    qc_barrier *joined;
     unsigned long joined_pass;
     /* Memory: bytes the task's own steps added to the state (net of what was freed while
      * it ran), and whether Lua ran out of memory in it. */
@@ -58,9 +55,29 @@ struct qc_task {
     qc_task *prev, *next;
 };
 
+/* A successful answer copied out of Lua, sent once the barriers it waits for have passed.
+ * Copied so the task and its coroutine go back to the pool at once instead of staying out
+ * of it, one per held answer, for a loop turn. */
+struct held_answer {
+    int status;
+    size_t nh, body_len;
+    const char *body;
+    qc_http_header hs[];
+};
+
+/* A request's wait for barriers. It outlives its task when the task ends first. */
+struct hold {
+    qc_host *host;
+    int waits;                /* barriers joined and not yet passed */
+    enum { HOLD_RUNNING, HOLD_ANSWER_READY, HOLD_ANSWERED } state;
+    const char *code, *msg;   /* set when a barrier failed: no 200 for this request */
+    qc_http_exchange *ex;     /* HOLD_ANSWER_READY: where the answer goes */
+    struct held_answer *answer;
+};
+
 struct qc_barrier {
     qc_host *host; /* NULL once the host is freed */
-    qc_task **tasks;
+    struct hold **holds;
     size_t n, cap;
     unsigned long passes;
     void (*flush)(void *ud);
@@ -254,7 +271,7 @@ static void lua_leave(qc_host *h, lua_State *outer) {
 /* ---- tasks -------------------------------------------------------------------------- */
 
 static void task_release(qc_task *t, int reusable);
-static void finish_request(qc_task *t, int nres, const char *origin);
+static int finish_request(qc_task *t, int nres, const char *origin, struct held_answer **hold);
 static void respond_json_error(qc_task *t, int status, const char *code, const char *message,
                                const char *origin);
 
@@ -285,8 +302,7 @@ static qc_task *task_new(qc_host *h) {
     t->waiting = t->running = t->done = t->is_script = t->is_detached = 0;
     t->ex = NULL;
     t->script_status = 0;
-    t->holds = t->ended = t->end_nres = 0;
-    t->hold_code = t->hold_msg = NULL;
+    t->hold = NULL;
     t->joined = NULL;
     t->mem_net = 0;
     t->mem_error = 0;
@@ -351,8 +367,8 @@ static void cors_headers(qc_host *h, const char *origin, qc_http_header *out, si
     }
 }
 
-static void respond_json_error_field(qc_task *t, int status, const char *code, const char *message,
-                                     const char *field, const char *origin) {
+static void respond_error_on(qc_host *h, qc_http_exchange *ex, int status, const char *code,
+                             const char *message, const char *field, const char *origin, const char *retry_after) {
     char body[2400], qcode[128], qmsg[1800], qfield[200];
     json_quote(qcode, sizeof qcode, code);
     json_quote(qmsg, sizeof qmsg, message);
@@ -366,8 +382,14 @@ static void respond_json_error_field(qc_task *t, int status, const char *code, c
     }
     qc_http_header hs[4] = {{"content-type", "application/json"}};
     size_t nh = 1;
-    cors_headers(t->host, origin, hs, &nh);
-    qc_http_exchange_respond(t->ex, status, hs, nh, body, (size_t)n);
+    if (retry_after) hs[nh++] = (qc_http_header){"retry-after", retry_after};
+    cors_headers(h, origin, hs, &nh);
+    qc_http_exchange_respond(ex, status, hs, nh, body, (size_t)n);
+}
+
+static void respond_json_error_field(qc_task *t, int status, const char *code, const char *message,
+                                     const char *field, const char *origin) {
+    respond_error_on(t->host, t->ex, status, code, message, field, origin, NULL);
     t->ex = NULL;
 }
 
@@ -376,14 +398,38 @@ static void respond_json_error(qc_task *t, int status, const char *code, const c
     respond_json_error_field(t, status, code, message, NULL, origin);
 }
 
-/* The request task ended normally: its results are status, headers, body. */
-static void finish_request(qc_task *t, int nres, const char *origin) {
+static struct held_answer *copy_answer(int status, const qc_http_header *hs, size_t nh, const char *body,
+                                       size_t blen) {
+    size_t bytes = sizeof(struct held_answer) + nh * sizeof(qc_http_header) + blen + 1;
+    for (size_t i = 0; i < nh; i++) bytes += strlen(hs[i].name) + strlen(hs[i].value) + 2;
+    struct held_answer *a = malloc(bytes);
+    if (!a) return NULL;
+    a->status = status;
+    a->nh = nh;
+    a->body_len = blen;
+    char *p = (char *)(a->hs + nh);
+    for (size_t i = 0; i < nh; i++) {
+        size_t ln = strlen(hs[i].name) + 1, lv = strlen(hs[i].value) + 1;
+        a->hs[i].name = memcpy(p, hs[i].name, ln);
+        a->hs[i].value = memcpy(p + ln, hs[i].value, lv);
+        p += ln + lv;
+    }
+    if (blen) memcpy(p, body, blen);
+    p[blen] = 0;
+    a->body = p;
+    return a;
+}
+
+/* The request task ended normally: its results are status, headers, body. With `hold`, a
+ * successful answer is copied to *hold instead of sent, and 1 is returned; an error answer
+ * is always sent at once (it claims nothing done). */
+static int finish_request(qc_task *t, int nres, const char *origin, struct held_answer **hold) {
     lua_State *co = t->co;
     int base = lua_gettop(co) - nres + 1;
     if (nres < 3 || !lua_isinteger(co, base) || !lua_isstring(co, base + 2)) {
         qc_log(QC_LOG_ERROR, "host", "dispatch returned a malformed answer", NULL);
         respond_json_error(t, 500, "INTERNAL", "internal error", origin);
-        return;
+        return 0;
     }
     int status = (int)lua_tointeger(co, base);
     if (t->mem_error && status >= 400) {
@@ -394,7 +440,7 @@ static void finish_request(qc_task *t, int nres, const char *origin) {
                qc_http_exchange_path(t->ex), status);
         respond_json_error(t, 503, "MEMORY_LIMIT", "the server is short of memory for this request; try again later",
                            origin);
-        return;
+        return 0;
     }
     qc_http_header hs[64];
     size_t nh = 0;
@@ -412,8 +458,16 @@ static void finish_request(qc_task *t, int nres, const char *origin) {
     cors_headers(t->host, origin, hs, &nh);
     size_t blen;
     const char *body = lua_tolstring(co, base + 2, &blen);
+    if (hold && status < 400) {
+        *hold = copy_answer(status, hs, nh, body, blen);
+        if (*hold) return 1;
+        respond_json_error(t, 503, "MEMORY_LIMIT", "the server is short of memory for this request; try again later",
+                           origin);
+        return 0;
+    }
     qc_http_exchange_respond(t->ex, status, hs, nh, body, blen);
     t->ex = NULL;
+    return 0;
 }
 
 /* The task raised: a table {status, code, message} is an intended HTTP error; anything
@@ -539,40 +593,44 @@ static void task_step(qc_task *t, int nargs) {
      * answer is sent (the handler may have changed the request table). */
     const char *path = t->ex ? qc_http_exchange_path(t->ex) : "?";
     const char *origin = t->ex ? qc_http_exchange_header(t->ex, "origin") : NULL;
-    if (st == LUA_OK) {
-        if (t->holds) { /* a barrier it joined has not passed: the answer waits */
-            t->ended = 1;
-            t->end_nres = nres;
-            return;
-        }
-        finish_request(t, nres, origin);
-        task_release(t, 1);
-    } else {
-        /* A failure claims nothing done: it is answered now, held or not. */
-        finish_request_error(t, st, origin, path);
-        if (t->holds) {
-            t->ended = 2; /* released at the last pass */
-            return;
-        }
-        task_release(t, 0);
+    struct hold *r = t->hold;
+    t->hold = NULL;
+    int waiting = r && r->waits > 0;
+    if (st != LUA_OK) {
+        finish_request_error(t, st, origin, path); /* a failure claims nothing done: now */
+    } else if (r && r->code) {
+        /* A commit this request waited for failed while it still ran. */
+        respond_json_error(t, 503, r->code, r->msg, origin);
+    } else if (finish_request(t, nres, origin, waiting ? &r->answer : NULL)) {
+        r->ex = t->ex; /* sent when the last barrier it joined passes */
+        t->ex = NULL;
+        r->state = HOLD_ANSWER_READY;
+        r = NULL;
     }
+    if (r) {
+        if (r->waits > 0) r->state = HOLD_ANSWERED; /* freed at the last pass */
+        else free(r);
+    }
+    task_release(t, st == LUA_OK);
 }
 
 /* ---- barriers: answers after records (task.h) ----------------------------------------- */
 
-/* The last barrier a held task waited for has passed. */
-static void answer_held(qc_task *t) {
-    if (t->ended == 2) {
-        task_release(t, 0);
-        return;
+/* The last barrier a request waited for has passed (or the host stops: `stopping`). */
+static void hold_done(struct hold *r, int stopping) {
+    if (r->state == HOLD_ANSWER_READY) {
+        const char *origin = qc_http_exchange_header(r->ex, "origin");
+        if (stopping)
+            respond_error_on(r->host, r->ex, 503, "STOPPING", "the server stopped before this request finished",
+                             NULL, origin, NULL);
+        else if (r->code)
+            respond_error_on(r->host, r->ex, 503, r->code, r->msg, NULL, origin, NULL);
+        else
+            qc_http_exchange_respond(r->ex, r->answer->status, r->answer->hs, r->answer->nh, r->answer->body,
+                                     r->answer->body_len);
     }
-    const char *origin = t->ex ? qc_http_exchange_header(t->ex, "origin") : NULL;
-    if (t->hold_code) {
-        respond_json_error(t, 503, t->hold_code, t->hold_msg, origin);
-    } else {
-        finish_request(t, t->end_nres, origin);
-    }
-    task_release(t, 1);
+    free(r->answer);
+    free(r);
 }
 
 qc_barrier *qc_barrier_new(qc_host *h, void (*flush)(void *ud), void *ud) {
@@ -592,13 +650,18 @@ int qc_barrier_join(qc_barrier *b, qc_task *t) {
     if (t->joined == b && t->joined_pass == b->passes) return 0;
     if (b->n == b->cap) {
         size_t cap = b->cap ? b->cap * 2 : 64;
-        qc_task **nt = realloc(b->tasks, cap * sizeof *nt);
-        if (!nt) return -1;
-        b->tasks = nt;
+        struct hold **nh = realloc(b->holds, cap * sizeof *nh);
+        if (!nh) return -1;
+        b->holds = nh;
         b->cap = cap;
     }
-    b->tasks[b->n++] = t;
-    t->holds++;
+    if (!t->hold) {
+        t->hold = calloc(1, sizeof *t->hold);
+        if (!t->hold) return -1;
+        t->hold->host = b->host;
+    }
+    b->holds[b->n++] = t->hold;
+    t->hold->waits++;
     t->joined = b;
     t->joined_pass = b->passes;
     return 0;
@@ -612,12 +675,12 @@ void qc_barrier_pass(qc_barrier *b, const char *code, const char *message) {
     if (!b->host) return;
     /* Answering runs no Lua, so nothing joins while this runs. */
     for (size_t i = 0; i < n; i++) {
-        qc_task *t = b->tasks[i];
-        if (code && !t->hold_code) {
-            t->hold_code = code;
-            t->hold_msg = message;
+        struct hold *r = b->holds[i];
+        if (code && !r->code) {
+            r->code = code;
+            r->msg = message;
         }
-        if (--t->holds == 0 && t->ended) answer_held(t);
+        if (--r->waits == 0 && r->state != HOLD_RUNNING) hold_done(r, 0);
     }
 }
 
@@ -632,7 +695,7 @@ void qc_barrier_free(qc_barrier *b) {
         else h->barriers = b->next;
         if (b->next) b->next->prev = b->prev;
     }
-    free(b->tasks);
+    free(b->holds);
     free(b);
 }
 
@@ -697,16 +760,10 @@ void qc_host_handle_http(void *ud, qc_http_exchange *ex, const qc_http_incoming 
     qc_host *h = ud;
     if (!admit(h, req->body_len)) {
         /* Established requests keep the memory they need to finish; this one may retry. */
-        char body[160];
-        int n = snprintf(body, sizeof body,
-                         "{\"error\":{\"code\":\"OVERLOADED\",\"message\":\"%s\"}}",
-                         "the server is short of memory; try again later");
-        qc_http_header hs[4] = {{"content-type", "application/json"}, {"retry-after", "1"}};
-        size_t nh = 2;
-        cors_headers(h, qc_http_exchange_header(ex, "origin"), hs, &nh);
         qc_log(QC_LOG_WARN, "host", "request refused: Lua memory near its cap", " path=%s lua_bytes=%zu", req->path,
                h->mem_used);
-        qc_http_exchange_respond(ex, 503, hs, nh, body, (size_t)n);
+        respond_error_on(h, ex, 503, "OVERLOADED", "the server is short of memory; try again later", NULL,
+                         qc_http_exchange_header(ex, "origin"), "1");
         return;
     }
     qc_task *t = task_new(h);
@@ -915,6 +972,10 @@ void qc_host_free(qc_host *h) {
     while (h->barriers) {
         qc_barrier *b = h->barriers;
         h->barriers = b->next;
+        for (size_t i = 0; i < b->n; i++) { /* a hold of a running task goes with the task */
+            struct hold *r = b->holds[i];
+            if (--r->waits == 0 && r->state != HOLD_RUNNING) hold_done(r, 1);
+        }
         b->host = NULL;
         b->n = 0;
         b->prev = b->next = NULL;
@@ -924,6 +985,8 @@ void qc_host_free(qc_host *h) {
     while (h->tasks) {
         qc_task *t = h->tasks;
         if (t->ex) respond_json_error(t, 503, "STOPPING", "the server stopped before this request finished", NULL);
+        free(t->hold); /* no barrier points at it any more */
+        t->hold = NULL;
         task_release(t, 0);
     }
     qc_watchdog_free(h->watchdog); /* before the state it would hook goes */
