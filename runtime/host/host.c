@@ -30,7 +30,14 @@
 #define TASK_SHARE_DIV 4
 #define ADMIT_NUM 3
 #define ADMIT_DEN 4
-#define ADMIT_GC_INTERVAL_MS 10 /* at most one full collection per this, when refusing */
+/* Near the cap, a full collection runs before a refusal when the state has grown by this
+ * fraction of the cap since the last one, or that one is this old (requests that held
+ * memory may have finished since, and nothing else would collect their garbage while no
+ * request is let in). More often would free nothing and cost a whole heap walk each. */
+#define ADMIT_GC_GROWTH_DIV 16
+#define ADMIT_GC_AGE_MS 100
+/* After a refusal, memory goes back to the OS this long after (a burst is over by then). */
+#define RECLAIM_AFTER_REFUSAL_MS 1000
 
 struct qc_task {
     qc_host *host;
@@ -95,7 +102,8 @@ struct qc_host {
     size_t task_limit;  /* mem_used may not pass this while the current task runs */
     int refused;        /* the last allocation was refused (Lua retries once after a full GC) */
     int mem_error;      /* ... and the retry was refused too: Lua raised "not enough memory" */
-    uint64_t admit_gc_at; /* loop time of the last collection before refusing a request */
+    size_t live_after_gc; /* mem_used after the last full collection the host ran */
+    uint64_t gc_at;       /* and the loop time then */
     uv_timer_t *reclaim;  /* after a memory error: full GC, then memory back to the OS */
     int reclaim_scheduled;
     qc_barrier *barriers;
@@ -195,17 +203,20 @@ static void collect_and_return_memory(lua_State *L) {
 
 /* After a memory error, between events: the failed request's garbage is collected at once
  * (the generational collector would leave it for a major collection that may not come for
- * a long while) and the pages go back to the OS. Once per loop turn at most. */
+ * a long while) and the pages go back to the OS. Once per loop turn at most; after a request
+ * refused near the cap, a second later. */
 static void reclaim_now(uv_timer_t *timer) {
     qc_host *h = timer->data;
     h->reclaim_scheduled = 0;
     size_t before = h->mem_used;
     collect_and_return_memory(h->L);
-    qc_log(QC_LOG_INFO, "host", "memory reclaimed after a memory error", " lua_bytes_before=%zu lua_bytes=%zu",
+    h->live_after_gc = h->mem_used;
+    h->gc_at = uv_now(h->loop);
+    qc_log(QC_LOG_INFO, "host", "memory reclaimed", " lua_bytes_before=%zu lua_bytes=%zu",
            before, h->mem_used);
 }
 
-static void schedule_reclaim(qc_host *h) {
+static void schedule_reclaim(qc_host *h, uint64_t delay_ms) {
     if (h->reclaim_scheduled || h->mode != QC_HOST_SERVE) return;
     if (!h->reclaim) {
         h->reclaim = malloc(sizeof *h->reclaim);
@@ -214,7 +225,7 @@ static void schedule_reclaim(qc_host *h) {
         h->reclaim->data = h;
     }
     h->reclaim_scheduled = 1;
-    uv_timer_start(h->reclaim, reclaim_now, 0, 0);
+    uv_timer_start(h->reclaim, reclaim_now, delay_ms, 0);
 }
 
 static void budget_hook(lua_State *L, lua_Debug *ar) {
@@ -562,7 +573,7 @@ static void task_step(qc_task *t, int nargs) {
     t->mem_net = net > 0 ? net : 0;
     if (h->mem_error || st == LUA_ERRMEM) {
         t->mem_error = 1;
-        schedule_reclaim(h);
+        schedule_reclaim(h, 0);
     }
     h->refused = h->mem_error = 0;
     if (st == LUA_YIELD) {
@@ -744,15 +755,18 @@ int qc_host_spawn(qc_host *h, lua_State *L, int first) {
 /* ---- HTTP requests ------------------------------------------------------------------ */
 
 /* Is there room for one more request of body_len bytes? Near the cap, the garbage of
- * finished requests is collected first (at most once every ADMIT_GC_INTERVAL_MS). */
+ * finished requests is collected first, if enough can have piled up since the last time. */
 static int admit(qc_host *h, size_t body_len) {
     if (h->mode != QC_HOST_SERVE || !h->cfg.lua_memory_bytes) return 1;
     size_t limit = h->cfg.lua_memory_bytes / ADMIT_DEN * ADMIT_NUM;
     if (h->mem_used + body_len <= limit) return 1;
     uint64_t now = uv_now(h->loop);
-    if (h->admit_gc_at && now - h->admit_gc_at < ADMIT_GC_INTERVAL_MS) return 0;
-    h->admit_gc_at = now ? now : 1;
+    if (h->mem_used < h->live_after_gc + h->cfg.lua_memory_bytes / ADMIT_GC_GROWTH_DIV &&
+        now - h->gc_at < ADMIT_GC_AGE_MS)
+        return 0;
     lua_gc(h->L, LUA_GCCOLLECT);
+    h->live_after_gc = h->mem_used;
+    h->gc_at = now;
     return h->mem_used + body_len <= limit;
 }
 
@@ -762,6 +776,7 @@ void qc_host_handle_http(void *ud, qc_http_exchange *ex, const qc_http_incoming 
         /* Established requests keep the memory they need to finish; this one may retry. */
         qc_log(QC_LOG_WARN, "host", "request refused: Lua memory near its cap", " path=%s lua_bytes=%zu", req->path,
                h->mem_used);
+        schedule_reclaim(h, RECLAIM_AFTER_REFUSAL_MS);
         respond_error_on(h, ex, 503, "OVERLOADED", "the server is short of memory; try again later", NULL,
                          qc_http_exchange_header(ex, "origin"), "1");
         return;
