@@ -104,7 +104,7 @@ struct qc_host {
     int mem_error;      /* ... and the retry was refused too: Lua raised "not enough memory" */
     size_t live_after_gc; /* mem_used after the last full collection the host ran */
     uint64_t gc_at;       /* and the loop time then */
-    uv_timer_t *reclaim;  /* after a memory error: full GC, then memory back to the OS */
+    uv_timer_t *reclaim;  /* after a memory error or a refusal: full GC, memory back to the OS */
     int reclaim_scheduled;
     qc_barrier *barriers;
     /* The time budget (serve mode): the watchdog measures each call into Lua; past its
