@@ -3,6 +3,7 @@
 -- after the kill.
 local server = require "support.server"
 local store = require "qc.store"
+local time = require "qc.time"
 local cjson = require "cjson"
 
 local STORM = server.source .. "/spec/support/token_storm.js"
@@ -71,6 +72,38 @@ describe("answers after records", function()
     end
     assert.equal(0, #missing, ("%d of %d tokens answered 200 are not in the store (first: %s)"):format(
       #missing, answered, tostring(missing[1])))
+  end)
+
+  it("has not answered 200 for a token whose commit waits on the write lock when it is killed", function()
+    -- A second connection holds SQLite's write lock, so the group commit waits (up to the 5 s
+    -- busy timeout): a server that answers before it commits has answered that batch by
+    -- then, and the kill after its first answer loses those rows every time.
+    local s = server.start {}
+    assert.equal(200, (s:request("POST", "/tokens/generate", {
+      room_name = "storm", participant_identity = "warm-up", participant_type = "candidate" })))
+    local db = assert(store.open(s.data .. "/quantcoach.db"))
+    assert(db:exec("BEGIN IMMEDIATE"))
+    local out = server.tmpdir() .. "/storm.json"
+    assert(os.execute(("node %s --url %s --pid %d --answers 1 --concurrency 64 > %s 2>&1 &"):format(
+      server.quote(STORM), s.url, s.pid, server.quote(out))))
+    time.sleep(1.5) -- the lock is held meanwhile; then the commit can go
+    assert(db:exec("ROLLBACK"))
+    local line = server.wait_for(function()
+      local text = server.read_file(out) or ""
+      return text:match("{[^\n]*}%s*$")
+    end, 30, "the storm to end")
+    s.stopped = true
+    server.wait_for(function() return server.read_file(s.exitfile) end, 10, "the killed server to exit")
+    local result = cjson.decode(line)
+    assert.is_true(result.killed)
+    assert.is_true(#result.answered >= 1, "nothing answered 200: " .. cjson.encode(result.statuses))
+    local seen = recorded(s.data)
+    db:close()
+    local missing = {}
+    for _, identity in ipairs(result.answered) do
+      if not seen[identity] then missing[#missing + 1] = identity end
+    end
+    assert.equal(0, #missing, ("%d of %d tokens answered 200 are not in the store"):format(#missing, #result.answered))
   end)
 
   it("answers 503 when the commit of its record failed while the handler was still waiting", function()
