@@ -2,7 +2,8 @@
  * queries bind Lua values, step to completion in C and always reset the cached statement,
  * so no read snapshot outlives a call. Calls block the caller (SQLite has no async API).
  * db:defer queues a write for the group commit that a zero timer runs on the next turn of
- * the loop. */
+ * the loop; the answer of a request that deferred a write waits for that commit (a barrier,
+ * runtime/host/task.h), so nothing is answered as done before it is on disk. */
 #define _POSIX_C_SOURCE 200809L
 #include "store.h"
 
@@ -15,6 +16,7 @@
 
 #include "../runtime/host/bindings.h"
 #include "../runtime/host/host.h"
+#include "../runtime/host/task.h"
 #include "../runtime/log.h"
 
 #define DB_MT "qc.store.DB"
@@ -26,6 +28,7 @@ typedef struct {
     uv_timer_t timer; /* first: see task.h on handle ownership */
     qc_store *s;      /* NULL once the db closed */
     int scheduled;
+    qc_barrier *b;    /* the requests whose answers wait for the next commit */
 } flusher;
 
 typedef struct {
@@ -289,21 +292,40 @@ static int l_transaction(lua_State *L) {
     return lua_gettop(L) - 2;
 }
 
-/* The group commit, on the loop turn after the first db:defer of a batch. */
-static void flush_now(uv_timer_t *timer) {
-    flusher *f = (flusher *)timer;
+static void flush_now(uv_timer_t *timer);
+
+/* The group commit, then the answers that waited for it: sent if it committed, 503 if not
+ * (and then the batch is dropped, since its callers were told it failed). */
+static void flush_batch(flusher *f) {
     f->scheduled = 0;
     if (!f->s) return;
     size_t rows = 0;
     char err[512];
-    if (qc_store_flush(f->s, &rows, err, sizeof err) == 0) return;
-    if (qc_store_pending(f->s)) { /* the write lock was busy: try again shortly */
+    if (qc_store_flush(f->s, &rows, err, sizeof err) == 0) {
+        qc_barrier_pass(f->b, NULL, NULL);
+        return;
+    }
+    size_t waiting = qc_barrier_waiting(f->b);
+    if (!waiting && qc_store_pending(f->s)) { /* the write lock was busy: try again shortly */
         qc_log(QC_LOG_WARN, "store", "deferred write delayed", " rows=%zu error=\"%s\"", rows, err);
         f->scheduled = 1;
         uv_timer_start(&f->timer, flush_now, DEFER_RETRY_MS, 0);
         return;
     }
-    qc_log(QC_LOG_ERROR, "store", "deferred write failed", " rows=%zu error=\"%s\"", rows, err);
+    qc_store_discard(f->s);
+    qc_log(QC_LOG_ERROR, "store", "deferred write failed", " rows=%zu answers_503=%zu error=\"%s\"", rows, waiting,
+           err);
+    qc_barrier_pass(f->b, "STORE_UNAVAILABLE", "the record of this request could not be written");
+}
+
+/* On the loop turn after the first db:defer of a batch. */
+static void flush_now(uv_timer_t *timer) { flush_batch((flusher *)timer); }
+
+/* The host is stopping: commit and answer now. */
+static void flush_for_host(void *ud) {
+    flusher *f = ud;
+    uv_timer_stop(&f->timer);
+    flush_batch(f);
 }
 
 static void flusher_closed(uv_handle_t *h) { free(h); }
@@ -322,7 +344,13 @@ static int l_defer(lua_State *L) {
     if (!d->f) {
         flusher *f = calloc(1, sizeof *f);
         if (!f) return luaL_error(L, "store: out of memory");
-        uv_timer_init(qc_host_loop(qc_bindings_host(L)), &f->timer);
+        qc_host *h = qc_bindings_host(L);
+        f->b = qc_barrier_new(h, flush_for_host, f);
+        if (!f->b) {
+            free(f);
+            return luaL_error(L, "store: out of memory");
+        }
+        uv_timer_init(qc_host_loop(h), &f->timer);
         f->timer.data = f;
         f->s = s;
         d->f = f;
@@ -330,6 +358,12 @@ static int l_defer(lua_State *L) {
     char err[512];
     if (qc_store_defer(s, sql, v, n, err, sizeof err) < 0)
         return fail(L, err, qc_store_code_name(qc_store_errcode(s)));
+    /* The caller's answer now waits for the commit of this row. */
+    if (qc_barrier_join(d->f->b, qc_task_current(L)) < 0) {
+        qc_store_discard(s); /* only whole batches are all-or-nothing: drop it, say so */
+        qc_barrier_pass(d->f->b, "STORE_UNAVAILABLE", "the record of this request could not be written");
+        return luaL_error(L, "store: out of memory");
+    }
     if (!d->f->scheduled) {
         d->f->scheduled = 1;
         uv_timer_start(&d->f->timer, flush_now, 0, 0);
@@ -341,9 +375,12 @@ static int l_defer(lua_State *L) {
 /* The one close: db:close(), __gc and __close. Idempotent. */
 static int l_close(lua_State *L) {
     ldb *d = luaL_checkudata(L, 1, DB_MT);
-    if (d->f) { /* what is queued is written by qc_store_close below */
-        d->f->s = NULL;
+    if (d->f) { /* commit what is queued, and answer whoever waits for it */
         uv_timer_stop(&d->f->timer);
+        flush_batch(d->f);
+        qc_barrier_free(d->f->b);
+        d->f->b = NULL;
+        d->f->s = NULL;
         uv_close((uv_handle_t *)&d->f->timer, flusher_closed);
         d->f = NULL;
     }

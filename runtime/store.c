@@ -366,6 +366,10 @@ int qc_store_flush(qc_store *s, size_t *rows, char *err, size_t errlen) {
     return ok ? 0 : -1;
 }
 
+void qc_store_discard(qc_store *s) {
+    if (s) s->q.nrows = s->q.nvalues = s->q.arena_len = 0;
+}
+
 void qc_store_close(qc_store *s) {
     if (!s) return;
     char err[256];

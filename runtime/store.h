@@ -71,6 +71,9 @@ size_t qc_store_pending(const qc_store *s);
  * queued for a later flush; after any other failure they are dropped. 0 or -1. */
 int qc_store_flush(qc_store *s, size_t *rows, char *err, size_t errlen);
 
+/* Drops every queued row unwritten (a batch whose callers were told it failed). */
+void qc_store_discard(qc_store *s);
+
 /* The SQLite extended result code of the last failed qc_store_prepare/qc_store_exec
  * (SQLITE_ERROR for "not exactly one statement", SQLITE_NOMEM for out of memory). */
 int qc_store_errcode(const qc_store *s);

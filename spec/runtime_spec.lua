@@ -138,7 +138,7 @@ describe("the HTTP server", function()
 
   it("stops a memory bomb at the memory cap and stays up", function()
     local status, body = s:request("GET", "/bomb")
-    assert.equal(500, status)
+    assert.equal(503, status)
     assert.equal("MEMORY_LIMIT", body.error.code)
     assert.equal(200, (s:request("GET", "/health")))
     assert.equal(200, (s:request("GET", "/rooms/a/participants")))

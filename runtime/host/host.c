@@ -2,8 +2,12 @@
  * binding that waits on I/O yields, and its libuv callback resumes the task through
  * qc_task_resume. Policies live in generations built by scripts/lib/qc/generation.lua; the live
  * one is swapped only after a complete, checked build, between events. */
-#define _POSIX_C_SOURCE 200809L
+#define _GNU_SOURCE /* dlsym(RTLD_DEFAULT), malloc_trim */
 #include "host.h"
+
+#include <dlfcn.h>
+#include <malloc.h>
+#include <stdint.h>
 
 #include <lauxlib.h>
 #include <lua.h>
@@ -23,6 +27,20 @@
 #include "task.h"
 
 #define POOL_MAX 64    /* finished coroutines kept for reuse */
+/* A request may hold up to a quarter of the Lua memory cap, so one runaway request cannot
+ * starve the others; new requests are refused (503 OVERLOADED) while the state uses more
+ * than three quarters of the cap, so requests already running have room to finish. */
+#define TASK_SHARE_DIV 4
+#define ADMIT_NUM 3
+#define ADMIT_DEN 4
+/* Near the cap, a full collection runs before a refusal when the state has grown by this
+ * fraction of the cap since the last one, or that one is this old (requests that held
+ * memory may have finished since, and nothing else would collect their garbage while no
+ * request is let in). More often would free nothing and cost a whole heap walk each. */
+#define ADMIT_GC_GROWTH_DIV 16
+#define ADMIT_GC_AGE_MS 100
+/* After a refusal, memory goes back to the OS this long after (a burst is over by then). */
+#define RECLAIM_AFTER_REFUSAL_MS 1000
 
 struct qc_task {
     qc_host *host;
@@ -35,7 +53,46 @@ struct qc_task {
     int is_detached; /* started by qc.host.spawn: nobody waits for its results */
     int done;
     int script_status;
+    /* Answers after records (task.h): what the request waits for, once it joined a
+     * barrier; the barrier it joined last, and that barrier's pass count then. */
+    struct hold *hold;
+    qc_barrier *joined;
+    unsigned long joined_pass;
+    /* Memory: bytes the task's own steps added to the state (net of what was freed while
+     * it ran), and whether Lua ran out of memory in it. */
+    long long mem_net;
+    int mem_error;
     qc_task *prev, *next;
+};
+
+/* A successful answer copied out of Lua, sent once the barriers it waits for have passed.
+ * Copied so the task and its coroutine go back to the pool at once instead of staying out
+ * of it, one per held answer, for a loop turn. */
+struct held_answer {
+    int status;
+    size_t nh, body_len;
+    const char *body;
+    qc_http_header hs[];
+};
+
+/* A request's wait for barriers. It outlives its task when the task ends first. */
+struct hold {
+    qc_host *host;
+    int waits;                /* barriers joined and not yet passed */
+    enum { HOLD_RUNNING, HOLD_ANSWER_READY, HOLD_ANSWERED } state;
+    const char *code, *msg;   /* set when a barrier failed: no 200 for this request */
+    qc_http_exchange *ex;     /* HOLD_ANSWER_READY: where the answer goes */
+    struct held_answer *answer;
+};
+
+struct qc_barrier {
+    qc_host *host; /* NULL once the host is freed */
+    struct hold **holds;
+    size_t n, cap;
+    unsigned long passes;
+    void (*flush)(void *ud);
+    void *ud;
+    qc_barrier *prev, *next;
 };
 
 struct qc_host {
@@ -45,6 +102,14 @@ struct qc_host {
     lua_State *L;
     size_t mem_used;
     int cap_active; /* the memory cap applies while Lua code runs, not to host bookkeeping */
+    size_t task_limit;  /* mem_used may not pass this while the current task runs */
+    int refused;        /* the last allocation was refused (Lua retries once after a full GC) */
+    int mem_error;      /* ... and the retry was refused too: Lua raised "not enough memory" */
+    size_t live_after_gc; /* mem_used after the last full collection the host ran */
+    uint64_t gc_at;       /* and the loop time then */
+    uv_timer_t *reclaim;  /* after a memory error or a refusal: full GC, memory back to the OS */
+    int reclaim_scheduled;
+    qc_barrier *barriers;
     /* The time budget (serve mode): the watchdog measures each call into Lua; past its
      * budget it arms a count hook on the thread running then, and the hook raises. */
     qc_watchdog *watchdog;
@@ -74,6 +139,8 @@ static double wall_now(void) {
 
 /* ---- memory cap and instruction budget ---------------------------------------------- */
 
+static void free_self(uv_handle_t *handle) { free(handle); }
+
 static void *host_alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
     qc_host *h = ud;
     size_t old = ptr ? osize : 0;
@@ -82,13 +149,86 @@ static void *host_alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
         h->mem_used -= old;
         return NULL;
     }
-    if (nsize > old && h->cap_active && h->cfg.lua_memory_bytes &&
-        h->mem_used + (nsize - old) > h->cfg.lua_memory_bytes)
-        return NULL; /* Lua turns this into a "not enough memory" error for that call */
+    if (nsize > old && h->cap_active) {
+        size_t after = h->mem_used + (nsize - old);
+        if ((h->cfg.lua_memory_bytes && after > h->cfg.lua_memory_bytes) || after > h->task_limit) {
+            /* Lua answers a refusal with an emergency full collection and one retry; a
+             * second refusal in a row is the "not enough memory" error for that call. */
+            if (h->refused) h->mem_error = 1;
+            h->refused = 1;
+            return NULL;
+        }
+    }
     void *p = realloc(ptr, nsize);
     if (!p) return NULL;
+    h->refused = 0;
     h->mem_used = h->mem_used - old + nsize;
     return p;
+}
+
+/* Gives freed memory back to the OS: mimalloc's mi_collect(true) when the process uses
+ * mimalloc (release builds link it; looked up at run time, so the ASan build without it
+ * needs no switch), glibc's malloc_trim otherwise. mimalloc decommits freed pages only
+ * after decommit_delay (25 ms) and only from a later call into it, which an idle server
+ * never makes: measured, 20 MB stayed resident after a 64 MB bomb. So the delay is zero
+ * while the full collection frees the garbage and
+ * while mimalloc collects; the hot path keeps the delay. */
+#ifdef __has_include
+#if __has_include(<mimalloc.h>)
+#include <mimalloc.h>
+#define QC_HAVE_MIMALLOC_H 1
+#endif
+#endif
+static void collect_and_return_memory(lua_State *L) {
+#ifdef QC_HAVE_MIMALLOC_H
+    static int looked;
+    static void (*collect)(bool);
+    static long (*option_get)(mi_option_t);
+    static void (*option_set)(mi_option_t, long);
+    if (!looked) {
+        looked = 1;
+        *(void **)&collect = dlsym(RTLD_DEFAULT, "mi_collect");
+        *(void **)&option_get = dlsym(RTLD_DEFAULT, "mi_option_get");
+        *(void **)&option_set = dlsym(RTLD_DEFAULT, "mi_option_set");
+    }
+    if (collect && option_get && option_set) {
+        long delay = option_get(mi_option_decommit_delay);
+        option_set(mi_option_decommit_delay, 0);
+        lua_gc(L, LUA_GCCOLLECT);
+        collect(true);
+        option_set(mi_option_decommit_delay, delay);
+        return;
+    }
+#endif
+    lua_gc(L, LUA_GCCOLLECT);
+    malloc_trim(0);
+}
+
+/* After a memory error, between events: the failed request's garbage is collected at once
+ * (the generational collector would leave it for a major collection that may not come for
+ * a long while) and the pages go back to the OS. Once per loop turn at most; after a request
+ * refused near the cap, a second later. */
+static void reclaim_now(uv_timer_t *timer) {
+    qc_host *h = timer->data;
+    h->reclaim_scheduled = 0;
+    size_t before = h->mem_used;
+    collect_and_return_memory(h->L);
+    h->live_after_gc = h->mem_used;
+    h->gc_at = uv_now(h->loop);
+    qc_log(QC_LOG_INFO, "host", "memory reclaimed", " lua_bytes_before=%zu lua_bytes=%zu",
+           before, h->mem_used);
+}
+
+static void schedule_reclaim(qc_host *h, uint64_t delay_ms) {
+    if (h->reclaim_scheduled || h->mode != QC_HOST_SERVE) return;
+    if (!h->reclaim) {
+        h->reclaim = malloc(sizeof *h->reclaim);
+        if (!h->reclaim) return;
+        uv_timer_init(h->loop, h->reclaim);
+        h->reclaim->data = h;
+    }
+    h->reclaim_scheduled = 1;
+    uv_timer_start(h->reclaim, reclaim_now, delay_ms, 0);
 }
 
 static void budget_hook(lua_State *L, lua_Debug *ar) {
@@ -156,6 +296,11 @@ static void lua_leave(qc_host *h, lua_State *outer) {
 
 /* ---- tasks -------------------------------------------------------------------------- */
 
+static void task_release(qc_task *t, int reusable);
+static int finish_request(qc_task *t, int nres, const char *origin, struct held_answer **hold);
+static void respond_json_error(qc_task *t, int status, const char *code, const char *message,
+                               const char *origin);
+
 qc_task *qc_task_current(lua_State *L) { return *(qc_task **)lua_getextraspace(L); }
 lua_State *qc_task_thread(qc_task *t) { return t->co; }
 uv_loop_t *qc_task_loop(qc_task *t) { return t->host->loop; }
@@ -183,6 +328,10 @@ static qc_task *task_new(qc_host *h) {
     t->waiting = t->running = t->done = t->is_script = t->is_detached = 0;
     t->ex = NULL;
     t->script_status = 0;
+    t->hold = NULL;
+    t->joined = NULL;
+    t->mem_net = 0;
+    t->mem_error = 0;
     t->prev = NULL;
     t->next = h->tasks;
     if (h->tasks) h->tasks->prev = t;
@@ -209,23 +358,29 @@ static void task_release(qc_task *t, int reusable) {
  * answer's Allow header: with it, a 2xx answer to a preflight gets the preflight headers
  * too. A preflight is an OPTIONS request with an Origin; its Access-Control-Request-Method
  * is no header lws 4.1 collects, and a browser sends a cross-origin OPTIONS only as one. */
-static void cors_headers(qc_task *t, const char *origin, int status, const char *allow, qc_http_header *out,
-                         size_t *n) {
+static void cors_headers(qc_host *h, qc_http_exchange *ex, const char *origin, int status, const char *allow,
+                         qc_http_header *out, size_t *n) {
     if (!origin) return;
-    int options = strcmp(qc_http_exchange_method(t->ex), "OPTIONS") == 0;
+    int options = strcmp(qc_http_exchange_method(ex), "OPTIONS") == 0;
     const char *preflight = options && allow && status >= 200 && status < 300 ? allow : NULL;
-    const char *acrh = preflight ? qc_http_exchange_header(t->ex, "access-control-request-headers") : NULL;
-    *n += qc_cors_headers(t->host->cfg.cors_origins, origin, preflight, acrh, out + *n);
+    const char *acrh = preflight ? qc_http_exchange_header(ex, "access-control-request-headers") : NULL;
+    *n += qc_cors_headers(h->cfg.cors_origins, origin, preflight, acrh, out + *n);
+}
+
+static void respond_error_on(qc_host *h, qc_http_exchange *ex, int status, const char *code,
+                             const char *message, const char *field, const char *origin, const char *retry_after) {
+    char body[QC_HTTP_ERROR_MAX];
+    size_t n = qc_http_error_json(body, sizeof body, code, message, field);
+    qc_http_header hs[2 + QC_CORS_MAX_HEADERS] = {{"content-type", "application/json"}};
+    size_t nh = 1;
+    if (retry_after) hs[nh++] = (qc_http_header){"retry-after", retry_after};
+    cors_headers(h, ex, origin, status, NULL, hs, &nh);
+    qc_http_exchange_respond(ex, status, hs, nh, body, n);
 }
 
 static void respond_json_error_field(qc_task *t, int status, const char *code, const char *message,
                                      const char *field, const char *origin) {
-    char body[QC_HTTP_ERROR_MAX];
-    size_t n = qc_http_error_json(body, sizeof body, code, message, field);
-    qc_http_header hs[1 + QC_CORS_MAX_HEADERS] = {{"content-type", "application/json"}};
-    size_t nh = 1;
-    cors_headers(t, origin, status, NULL, hs, &nh);
-    qc_http_exchange_respond(t->ex, status, hs, nh, body, n);
+    respond_error_on(t->host, t->ex, status, code, message, field, origin, NULL);
     t->ex = NULL;
 }
 
@@ -234,16 +389,50 @@ static void respond_json_error(qc_task *t, int status, const char *code, const c
     respond_json_error_field(t, status, code, message, NULL, origin);
 }
 
-/* The request task ended normally: its results are status, headers, body. */
-static void finish_request(qc_task *t, int nres, const char *origin) {
+static struct held_answer *copy_answer(int status, const qc_http_header *hs, size_t nh, const char *body,
+                                       size_t blen) {
+    size_t bytes = sizeof(struct held_answer) + nh * sizeof(qc_http_header) + blen + 1;
+    for (size_t i = 0; i < nh; i++) bytes += strlen(hs[i].name) + strlen(hs[i].value) + 2;
+    struct held_answer *a = malloc(bytes);
+    if (!a) return NULL;
+    a->status = status;
+    a->nh = nh;
+    a->body_len = blen;
+    char *p = (char *)(a->hs + nh);
+    for (size_t i = 0; i < nh; i++) {
+        size_t ln = strlen(hs[i].name) + 1, lv = strlen(hs[i].value) + 1;
+        a->hs[i].name = memcpy(p, hs[i].name, ln);
+        a->hs[i].value = memcpy(p + ln, hs[i].value, lv);
+        p += ln + lv;
+    }
+    if (blen) memcpy(p, body, blen);
+    p[blen] = 0;
+    a->body = p;
+    return a;
+}
+
+/* The request task ended normally: its results are status, headers, body. With `hold`, a
+ * successful answer is copied to *hold instead of sent, and 1 is returned; an error answer
+ * is always sent at once (it claims nothing done). */
+static int finish_request(qc_task *t, int nres, const char *origin, struct held_answer **hold) {
     lua_State *co = t->co;
     int base = lua_gettop(co) - nres + 1;
     if (nres < 3 || !lua_isinteger(co, base) || !lua_isstring(co, base + 2)) {
         qc_log(QC_LOG_ERROR, "host", "dispatch returned a malformed answer", NULL);
         respond_json_error(t, 500, "INTERNAL", "internal error", origin);
-        return;
+        return 0;
     }
     int status = (int)lua_tointeger(co, base);
+    if (t->mem_error && status >= 400) {
+        /* The handler caught Lua's "not enough memory" and answered some error of its own
+         * (dispatch's pcall around cjson.decode says BAD_JSON): that is not the client's
+         * fault, so it is not reported as such. */
+        qc_log(QC_LOG_WARN, "host", "error answer replaced: the request ran out of memory", " path=%s status=%d",
+               qc_http_exchange_path(t->ex), status);
+        respond_json_error(t, 503, "MEMORY_LIMIT", "the server is short of memory for this request; try again later",
+                           origin);
+        return 0;
+    }
     qc_http_header hs[64];
     size_t nh = 0;
     const char *allow = NULL;
@@ -259,11 +448,19 @@ static void finish_request(qc_task *t, int nres, const char *origin) {
             lua_pop(co, 1);
         }
     }
-    cors_headers(t, origin, status, allow, hs, &nh);
+    cors_headers(t->host, t->ex, origin, status, allow, hs, &nh);
     size_t blen;
     const char *body = lua_tolstring(co, base + 2, &blen);
+    if (hold && status < 400) {
+        *hold = copy_answer(status, hs, nh, body, blen);
+        if (*hold) return 1;
+        respond_json_error(t, 503, "MEMORY_LIMIT", "the server is short of memory for this request; try again later",
+                           origin);
+        return 0;
+    }
     qc_http_exchange_respond(t->ex, status, hs, nh, body, blen);
     t->ex = NULL;
+    return 0;
 }
 
 /* Pushes t[key] without metamethods: the call has ended, and code run now (an __index)
@@ -278,7 +475,15 @@ static int raw_field(lua_State *L, int t, const char *key) {
 static void finish_request_error(qc_task *t, int st, const char *origin, const char *path) {
     qc_host *h = t->host;
     lua_State *co = t->co;
-    if (st != LUA_ERRMEM && lua_istable(co, -1)) {
+    if (st == LUA_ERRMEM || t->mem_error) {
+        const char *m = lua_type(co, -1) == LUA_TSTRING ? lua_tostring(co, -1) : "(an error table)";
+        qc_log(QC_LOG_ERROR, "host", "request ran out of memory", " path=%s error=\"%s\" lua_bytes=%zu", path, m,
+               h->mem_used);
+        respond_json_error(t, 503, "MEMORY_LIMIT", "the server is short of memory for this request; try again later",
+                           origin);
+        return;
+    }
+    if (lua_istable(co, -1)) {
         if (raw_field(co, -1, "status") == LUA_TNUMBER && lua_isinteger(co, -1)) {
             int status = (int)lua_tointeger(co, -1);
             raw_field(co, -2, "code");
@@ -319,10 +524,7 @@ static void finish_request_error(qc_task *t, int st, const char *origin, const c
     line[o] = 0;
     lua_pop(h->L, 1);
     const char *code = "INTERNAL", *public_msg = "internal error";
-    if (st == LUA_ERRMEM) {
-        code = "MEMORY_LIMIT";
-        public_msg = "the handler ran out of its memory allowance";
-    } else if (h->budget_tripped) {
+    if (h->budget_tripped) {
         code = "BUDGET_EXCEEDED";
         public_msg = "the handler ran past its time budget";
     }
@@ -352,11 +554,27 @@ static void task_step(qc_task *t, int nargs) {
     qc_host *h = t->host;
     t->waiting = 0;
     t->running = 1;
+    /* The task's share of the cap: what its earlier steps kept, plus this step's growth
+     * (what it allocates less what is freed meanwhile), may not pass cap / TASK_SHARE_DIV. */
+    size_t saved_limit = h->task_limit, start = h->mem_used;
+    if (h->mode == QC_HOST_SERVE && h->cfg.lua_memory_bytes) {
+        long long room = (long long)(h->cfg.lua_memory_bytes / TASK_SHARE_DIV) - t->mem_net;
+        h->task_limit = room > 0 ? start + (size_t)room : start;
+    }
+    h->refused = h->mem_error = 0;
     lua_State *outer = lua_enter(h, t->co);
     int nres = 0;
     int st = lua_resume(t->co, NULL, nargs, &nres);
     lua_leave(h, outer);
     t->running = 0;
+    h->task_limit = saved_limit;
+    long long net = t->mem_net + (long long)h->mem_used - (long long)start;
+    t->mem_net = net > 0 ? net : 0;
+    if (h->mem_error || st == LUA_ERRMEM) {
+        t->mem_error = 1;
+        schedule_reclaim(h, 0);
+    }
+    h->refused = h->mem_error = 0;
     if (st == LUA_YIELD) {
         if (t->waiting) {
             lua_pop(t->co, nres);
@@ -385,13 +603,110 @@ static void task_step(qc_task *t, int nargs) {
      * answer is sent (the handler may have changed the request table). */
     const char *path = t->ex ? qc_http_exchange_path(t->ex) : "?";
     const char *origin = t->ex ? qc_http_exchange_header(t->ex, "origin") : NULL;
-    if (st == LUA_OK) {
-        finish_request(t, nres, origin);
-        task_release(t, 1);
-    } else {
-        finish_request_error(t, st, origin, path);
-        task_release(t, 0);
+    struct hold *r = t->hold;
+    t->hold = NULL;
+    int waiting = r && r->waits > 0;
+    if (st != LUA_OK) {
+        finish_request_error(t, st, origin, path); /* a failure claims nothing done: now */
+    } else if (r && r->code) {
+        /* A commit this request waited for failed while it still ran. */
+        respond_json_error(t, 503, r->code, r->msg, origin);
+    } else if (finish_request(t, nres, origin, waiting ? &r->answer : NULL)) {
+        r->ex = t->ex; /* sent when the last barrier it joined passes */
+        t->ex = NULL;
+        r->state = HOLD_ANSWER_READY;
+        r = NULL;
     }
+    if (r) {
+        if (r->waits > 0) r->state = HOLD_ANSWERED; /* freed at the last pass */
+        else free(r);
+    }
+    task_release(t, st == LUA_OK);
+}
+
+/* ---- barriers: answers after records (task.h) ----------------------------------------- */
+
+/* The last barrier a request waited for has passed (or the host stops: `stopping`). */
+static void hold_done(struct hold *r, int stopping) {
+    if (r->state == HOLD_ANSWER_READY) {
+        const char *origin = qc_http_exchange_header(r->ex, "origin");
+        if (stopping)
+            respond_error_on(r->host, r->ex, 503, "STOPPING", "the server stopped before this request finished",
+                             NULL, origin, NULL);
+        else if (r->code)
+            respond_error_on(r->host, r->ex, 503, r->code, r->msg, NULL, origin, NULL);
+        else
+            qc_http_exchange_respond(r->ex, r->answer->status, r->answer->hs, r->answer->nh, r->answer->body,
+                                     r->answer->body_len);
+    }
+    free(r->answer);
+    free(r);
+}
+
+qc_barrier *qc_barrier_new(qc_host *h, void (*flush)(void *ud), void *ud) {
+    qc_barrier *b = calloc(1, sizeof *b);
+    if (!b) return NULL;
+    b->host = h;
+    b->flush = flush;
+    b->ud = ud;
+    b->next = h->barriers;
+    if (h->barriers) h->barriers->prev = b;
+    h->barriers = b;
+    return b;
+}
+
+int qc_barrier_join(qc_barrier *b, qc_task *t) {
+    if (!b || !b->host || !t || !t->ex) return 0;
+    if (t->joined == b && t->joined_pass == b->passes) return 0;
+    if (b->n == b->cap) {
+        size_t cap = b->cap ? b->cap * 2 : 64;
+        struct hold **nh = realloc(b->holds, cap * sizeof *nh);
+        if (!nh) return -1;
+        b->holds = nh;
+        b->cap = cap;
+    }
+    if (!t->hold) {
+        t->hold = calloc(1, sizeof *t->hold);
+        if (!t->hold) return -1;
+        t->hold->host = b->host;
+    }
+    b->holds[b->n++] = t->hold;
+    t->hold->waits++;
+    t->joined = b;
+    t->joined_pass = b->passes;
+    return 0;
+}
+
+void qc_barrier_pass(qc_barrier *b, const char *code, const char *message) {
+    if (!b) return;
+    b->passes++;
+    size_t n = b->n;
+    b->n = 0;
+    if (!b->host) return;
+    /* Answering runs no Lua, so nothing joins while this runs. */
+    for (size_t i = 0; i < n; i++) {
+        struct hold *r = b->holds[i];
+        if (code && !r->code) {
+            r->code = code;
+            r->msg = message;
+        }
+        if (--r->waits == 0 && r->state != HOLD_RUNNING) hold_done(r, 0);
+    }
+}
+
+size_t qc_barrier_waiting(const qc_barrier *b) { return b ? b->n : 0; }
+
+void qc_barrier_free(qc_barrier *b) {
+    if (!b) return;
+    if (b->n) qc_barrier_pass(b, "UNAVAILABLE", "the work this request waited for was abandoned");
+    qc_host *h = b->host;
+    if (h) {
+        if (b->prev) b->prev->next = b->next;
+        else h->barriers = b->next;
+        if (b->next) b->next->prev = b->prev;
+    }
+    free(b->holds);
+    free(b);
 }
 
 void qc_task_resume(qc_task *t, int nresults) {
@@ -438,8 +753,33 @@ int qc_host_spawn(qc_host *h, lua_State *L, int first) {
 
 /* ---- HTTP requests ------------------------------------------------------------------ */
 
+/* Is there room for one more request of body_len bytes? Near the cap, the garbage of
+ * finished requests is collected first, if enough can have piled up since the last time. */
+static int admit(qc_host *h, size_t body_len) {
+    if (h->mode != QC_HOST_SERVE || !h->cfg.lua_memory_bytes) return 1;
+    size_t limit = h->cfg.lua_memory_bytes / ADMIT_DEN * ADMIT_NUM;
+    if (h->mem_used + body_len <= limit) return 1;
+    uint64_t now = uv_now(h->loop);
+    if (h->mem_used < h->live_after_gc + h->cfg.lua_memory_bytes / ADMIT_GC_GROWTH_DIV &&
+        now - h->gc_at < ADMIT_GC_AGE_MS)
+        return 0;
+    lua_gc(h->L, LUA_GCCOLLECT);
+    h->live_after_gc = h->mem_used;
+    h->gc_at = now;
+    return h->mem_used + body_len <= limit;
+}
+
 void qc_host_handle_http(void *ud, qc_http_exchange *ex, const qc_http_incoming *req) {
     qc_host *h = ud;
+    if (!admit(h, req->body_len)) {
+        /* Established requests keep the memory they need to finish; this one may retry. */
+        qc_log(QC_LOG_WARN, "host", "request refused: Lua memory near its cap", " path=%s lua_bytes=%zu", req->path,
+               h->mem_used);
+        schedule_reclaim(h, RECLAIM_AFTER_REFUSAL_MS);
+        respond_error_on(h, ex, 503, "OVERLOADED", "the server is short of memory; try again later", NULL,
+                         qc_http_exchange_header(ex, "origin"), "1");
+        return;
+    }
     qc_task *t = task_new(h);
     if (!t) {
         qc_http_header hs[] = {{"content-type", "application/json"}};
@@ -576,6 +916,7 @@ qc_host *qc_host_new(uv_loop_t *loop, const qc_config *cfg, qc_host_mode mode, c
     h->cfg = *cfg;
     h->mode = mode;
     h->gen_ref = LUA_NOREF;
+    h->task_limit = SIZE_MAX;
     h->started_at = wall_now();
     h->L = lua_newstate(host_alloc, h);
     if (!h->L) {
@@ -618,8 +959,6 @@ qc_host *qc_host_new(uv_loop_t *loop, const qc_config *cfg, qc_host_mode mode, c
     return h;
 }
 
-static void free_self(uv_handle_t *handle) { free(handle); }
-
 /* Convention for bindings: a handle whose data points to itself is the first member of a
  * heap block nothing else owns (a sleep timer whose task died), so the drain frees it. */
 static void close_owned(uv_handle_t *handle, void *arg) {
@@ -636,11 +975,33 @@ void qc_host_free(qc_host *h) {
     if (!h) return;
     if (h->http) qc_http_client_close(h->http);
     h->http = NULL;
+    if (h->reclaim) { /* freed by the loop drain (task.h's convention) */
+        h->reclaim->data = h->reclaim;
+        uv_close((uv_handle_t *)h->reclaim, free_self);
+        h->reclaim = NULL;
+    }
+    /* Answers held for work not yet done: let the owners do it (a group commit) and pass
+     * their barriers now; then no barrier may point at a task any more. */
+    for (qc_barrier *b = h->barriers; b; b = b->next)
+        if (b->flush) b->flush(b->ud);
+    while (h->barriers) {
+        qc_barrier *b = h->barriers;
+        h->barriers = b->next;
+        for (size_t i = 0; i < b->n; i++) { /* a hold of a running task goes with the task */
+            struct hold *r = b->holds[i];
+            if (--r->waits == 0 && r->state != HOLD_RUNNING) hold_done(r, 1);
+        }
+        b->host = NULL;
+        b->n = 0;
+        b->prev = b->next = NULL;
+    }
     /* Tasks still waiting (timers, transfers) die with the state; their handles are
      * closed by the caller's loop drain. */
     while (h->tasks) {
         qc_task *t = h->tasks;
         if (t->ex) respond_json_error(t, 503, "STOPPING", "the server stopped before this request finished", NULL);
+        free(t->hold); /* no barrier points at it any more */
+        t->hold = NULL;
         task_release(t, 0);
     }
     qc_watchdog_free(h->watchdog); /* before the state it would hook goes */

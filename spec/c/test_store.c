@@ -194,6 +194,13 @@ int main(void) {
            pragma_int(s, "SELECT count(*) FROM users WHERE email = 'zed@example.com'") == 1,
        "and writes it once the lock is free");
 
+    /* A batch whose callers were answered 503 is dropped, never written later. */
+    qc_store_defer(s, "INSERT INTO users(email) VALUES (?)", &dup, 1, err, sizeof err);
+    qc_store_discard(s);
+    ok(qc_store_pending(s) == 0 && qc_store_flush(s, &rows, err, sizeof err) == 0 && rows == 0,
+       "discard empties the queue");
+    qc_store_discard(NULL);
+
     /* Close writes what is still queued. */
     v[0].text = "queued at close";
     v[0].len = strlen(v[0].text);

@@ -116,8 +116,9 @@ end
 
 ---Queues a write for the group commit: records nobody reads back within the request (issued
 ---tokens) are written together, in one transaction, on the next turn of the loop (qc.store's
----db:defer, in C), so a burst of requests costs one commit instead of one each. A statement
----that does not prepare raises now; a failure at the commit is logged.
+---db:defer, in C), so a burst of requests costs one commit instead of one each. The request's
+---answer is held until that commit has succeeded; if it fails, the answer is 503
+---STORE_UNAVAILABLE and the failure is logged. A statement that does not prepare raises now.
 function M.defer(sql, ...)
   local ok, err, code = M.get():defer(sql, ...)
   if not ok then
