@@ -1,0 +1,123 @@
+/* libFuzzer harness for the whole HTTP server in-process: runtime/http_server.c (lws on our
+ * libuv loop, request collection, chunked bodies) with the host dispatching through the real
+ * policies/routes.lua and scripts/lib/qc/router.lua. Each input is written, as it is, to a
+ * fresh loopback TCP connection to the server; a trailing NUL byte is not sent but means
+ * "then half-close" (shutdown SHUT_WR), so both a client that waits and one that hangs up
+ * are tried. The loop runs until the server closes the connection, or until it has nothing
+ * left to do: no request in flight, no socket ready, no pending lws work.
+ * Per input the loop runs 1 s at most: a server still busy after that is a hang, reported
+ * as a finding (a spin inside one loop turn is caught by libFuzzer's -timeout instead).
+ * Properties: every answer starts "HTTP/1.1 " with a status from 100 to 599, and no answer
+ * is a 500 (a handler raised on the request). */
+#define _GNU_SOURCE /* memmem */
+#include "fuzz_host.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+
+#include "http_server.h"
+
+#define HANG_NS 1000000000ull
+
+static uv_loop_t loop;
+static qc_config cfg;
+static qc_host *host;
+static qc_http_server *srv;
+static int port;
+
+static void start(void) {
+    host = fuzz_host_start(&loop, &cfg);
+    qc_http_server_options o = {
+        .host = "127.0.0.1", .port = 0, .max_body_bytes = 64 * 1024,
+        .on_request = qc_host_handle_http, .ud = host,
+    };
+    char err[512];
+    srv = qc_http_server_new(&loop, &o, err, sizeof err);
+    if (!srv) fuzz_fail("server: %s", err);
+    port = qc_http_server_port(srv);
+}
+
+/* Nothing for the loop to do now: no request in flight, no descriptor ready, no idle or
+ * pending callback (lws parks buffered input on an idle handle). */
+static int loop_quiet(void) {
+    if (qc_http_server_inflight(srv) != 0) return 0;
+    if (uv_backend_timeout(&loop) == 0) return 0;
+    struct pollfd p = {.fd = uv_backend_fd(&loop), .events = POLLIN};
+    return poll(&p, 1, 0) == 0;
+}
+
+/* Checks the status lines of what came back (answers are whole: one lws_write each). */
+static void check_answers(const char *buf, size_t n) {
+    const char *p = buf, *end = buf + n;
+    while (p < end) {
+        if ((size_t)(end - p) < 12 || memcmp(p, "HTTP/1.1 ", 9) != 0)
+            fuzz_fail("an answer that does not start with a status line: %.*s", (int)(end - p > 80 ? 80 : end - p), p);
+        int status = (p[9] - '0') * 100 + (p[10] - '0') * 10 + (p[11] - '0');
+        if (status < 100 || status > 599) fuzz_fail("status %.3s", p + 9);
+        if (status == 500) fuzz_fail("answered 500: a handler raised on this request (see the log line above)");
+        /* Next answer: after the body, whose length the header gives. */
+        const char *hend = memmem(p, (size_t)(end - p), "\r\n\r\n", 4);
+        if (!hend) return; /* cut short: the connection went */
+        const char *cl = memmem(p, (size_t)(hend - p), "content-length: ", 16);
+        if (!cl) fuzz_fail("an answer without content-length");
+        p = hend + 4 + strtoul(cl + 16, NULL, 10);
+    }
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
+    if (!srv) start();
+    int half_close = size > 0 && data[size - 1] == 0;
+    if (half_close) size--;
+
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port),
+                            .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    /* A blocking connect: the kernel completes it from the listen backlog, before lws
+     * accepts. Then non-blocking, so the loop can run between writes. */
+    if (fd < 0 || connect(fd, (struct sockaddr *)&a, sizeof a) < 0) fuzz_fail("connect: %s", strerror(errno));
+    fcntl(fd, F_SETFL, O_NONBLOCK);
+
+    static char buf[1 << 20];
+    size_t got = 0, sent = 0;
+    int closed = 0, quiet = 0;
+    uint64_t deadline = uv_hrtime() + HANG_NS;
+    while (!closed) {
+        if (sent < size) {
+            ssize_t w = send(fd, data + sent, size - sent, MSG_NOSIGNAL);
+            if (w > 0) sent += (size_t)w;
+            else if (errno != EAGAIN && errno != EWOULDBLOCK) break; /* the server hung up on us */
+            if (sent == size && half_close) shutdown(fd, SHUT_WR);
+        }
+        uv_run(&loop, UV_RUN_NOWAIT);
+        ssize_t r = recv(fd, buf + got, sizeof buf - got, 0);
+        if (r > 0) {
+            got += (size_t)r;
+            quiet = 0;
+            continue;
+        }
+        if (r == 0 || (r < 0 && errno != EAGAIN && errno != EWOULDBLOCK)) {
+            closed = 1;
+            break;
+        }
+        if (sent == size && loop_quiet()) {
+            if (++quiet >= 3) break;
+        } else {
+            quiet = 0;
+        }
+        if (uv_hrtime() > deadline)
+            fuzz_fail("hang: after 1 s the server has neither closed the connection nor gone quiet "
+                      "(%zu of %zu bytes sent, %zu received, %zu requests in flight)",
+                      sent, size, got, qc_http_server_inflight(srv));
+    }
+    check_answers(buf, got);
+    close(fd);
+    /* Let the server see the close and free the connection before the next input. */
+    deadline = uv_hrtime() + HANG_NS;
+    for (int q = 0; q < 3;) {
+        uv_run(&loop, UV_RUN_NOWAIT);
+        q = loop_quiet() ? q + 1 : 0;
+        if (uv_hrtime() > deadline) fuzz_fail("hang: the server is still busy 1 s after the client closed");
+    }
+    return 0;
+}
