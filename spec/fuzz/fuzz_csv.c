@@ -7,6 +7,7 @@
 #include "fuzz_common.h"
 
 static const char HARNESS[] =
+    "local _, skip_known = ...\n"
     "local csv = require 'qc.csv'\n"
     "local function fail(fmt, ...) error(fmt:format(...), 0) end\n"
     "return function(text)\n"
@@ -26,6 +27,9 @@ static const char HARNESS[] =
     "      if type(r[j]) ~= 'string' then fail('record %d field %d is a %s', i, j, type(r[j])) end\n"
     "    end\n"
     "  end\n"
+    /* open/csv/bom-after-a-blank-line: a field that starts with a BOM, written first,
+     * is read back without it. */
+    "  if skip_known and recs[1] and recs[1][1]:sub(1, 3) == '\\239\\187\\191' then return end\n"
     "  local out = {}\n"
     "  for i, r in ipairs(recs) do out[i] = csv.format_row(r) end\n"
     "  local text2 = table.concat(out)\n"
