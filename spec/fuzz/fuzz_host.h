@@ -50,9 +50,23 @@ static inline int fuzz_closed_port(void) {
     return ntohs(a.sin_port);
 }
 
+static char fuzz_data_dir[] = "/tmp/qc-fuzz-XXXXXX";
+
+/* The SQLite files of the run, at exit (a crash leaves them, with the input that caused it). */
+static void fuzz_data_dir_remove(void) {
+    static const char *files[] = {"quantcoach.db", "quantcoach.db-wal", "quantcoach.db-shm"};
+    char path[sizeof fuzz_data_dir + 32];
+    for (size_t i = 0; i < sizeof files / sizeof files[0]; i++) {
+        snprintf(path, sizeof path, "%s/%s", fuzz_data_dir, files[i]);
+        unlink(path);
+    }
+    rmdir(fuzz_data_dir);
+}
+
 static inline qc_host *fuzz_host_start(uv_loop_t *loop, qc_config *cfg) {
-    static char data_dir[] = "/tmp/qc-fuzz-XXXXXX";
-    if (!mkdtemp(data_dir)) fuzz_fail("mkdtemp failed");
+    const char *data_dir = fuzz_data_dir;
+    if (!mkdtemp(fuzz_data_dir)) fuzz_fail("mkdtemp failed");
+    atexit(fuzz_data_dir_remove);
     char url[64];
     snprintf(url, sizeof url, "ws://127.0.0.1:%d", fuzz_closed_port());
     setenv("QC_DATA", data_dir, 1);
