@@ -9,8 +9,8 @@
  * a server still busy after that is a hang, reported as a finding (a spin inside one loop
  * turn is caught by libFuzzer's -timeout instead). CPU time, because CI machines are
  * shared: a process that waits for a core is not a server that spins.
- * Properties: every answer starts "HTTP/1.1 " (or "HTTP/1.0 ", lws' own error pages) with a status from 100 to 599, and no answer
- * is a 500 (a handler raised on the request). */
+ * Properties: every answer starts "HTTP/1.1 " (or "HTTP/1.0 ": lws' own error pages) with a
+ * status from 100 to 599, and no answer is a 500 (a handler raised on the request). */
 #define _GNU_SOURCE /* memmem */
 #include "fuzz_host.h"
 
@@ -120,10 +120,20 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     int fd = socket(AF_INET, SOCK_STREAM, 0);
     struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port),
                             .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    /* A blocking connect: the kernel completes it from the listen backlog, before lws
-     * accepts. Then non-blocking, so the loop can run between writes. */
-    if (fd < 0 || connect(fd, (struct sockaddr *)&a, sizeof a) < 0) fuzz_fail("connect: %s", strerror(errno));
+    /* The kernel completes the connection from the listen backlog, before lws accepts, so
+     * waiting here needs no loop turn. Signals (libFuzzer's timer, the Lua watchdog) can
+     * interrupt the wait: the connection goes on, and poll says when it is made. */
+    if (fd < 0) fuzz_fail("socket: %s", strerror(errno));
     fcntl(fd, F_SETFL, O_NONBLOCK);
+    if (connect(fd, (struct sockaddr *)&a, sizeof a) < 0) {
+        if (errno != EINPROGRESS && errno != EINTR) fuzz_fail("connect: %s", strerror(errno));
+        struct pollfd pw = {.fd = fd, .events = POLLOUT};
+        int soerr = 0;
+        socklen_t sl = sizeof soerr;
+        while (poll(&pw, 1, 5000) < 0 && errno == EINTR) {}
+        if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &sl) < 0 || soerr)
+            fuzz_fail("connect: %s", strerror(soerr ? soerr : errno));
+    }
 
     static char buf[1 << 20];
     size_t got = 0, sent = 0;
@@ -133,7 +143,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         if (sent < size) {
             ssize_t w = send(fd, data + sent, size - sent, MSG_NOSIGNAL);
             if (w > 0) sent += (size_t)w;
-            else if (errno != EAGAIN && errno != EWOULDBLOCK) break; /* the server hung up on us */
+            else if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) break; /* the server hung up on us */
             if (sent == size && half_close) shutdown(fd, SHUT_WR);
         }
         uv_run(&loop, UV_RUN_NOWAIT);
@@ -143,7 +153,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
             quiet = 0;
             continue;
         }
-        if (r == 0 || (r < 0 && errno != EAGAIN && errno != EWOULDBLOCK)) {
+        if (r == 0 || (r < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)) {
             closed = 1;
             break;
         }
