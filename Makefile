@@ -2,8 +2,13 @@
 BUILD      ?= build
 ASAN_BUILD ?= build-asan
 JOBS       ?= 2
+FUZZ_BUILD ?= build-fuzz
+# `make fuzz`: seconds per harness; `make test` runs each for FUZZ_TEST_SECONDS.
+FUZZ_SECONDS      ?= 60
+FUZZ_TEST_SECONDS ?= 15
+FUZZERS    = chunked jwt csv router dispatch http
 
-.PHONY: all deps test-deps build asan run test check bench clean
+.PHONY: all deps test-deps build asan fuzz-build fuzz run test check bench clean
 
 all: build
 
@@ -21,13 +26,33 @@ asan: test-deps
 	@cmake -S . -B $(ASAN_BUILD) -DCMAKE_BUILD_TYPE=Debug -DQC_SANITIZE=ON >/dev/null
 	@cmake --build $(ASAN_BUILD) -j $(JOBS)
 
+# libFuzzer harnesses (spec/fuzz/), clang with ASan + UBSan, in a build directory of their own.
+fuzz-build: test-deps
+	@cmake -S . -B $(FUZZ_BUILD) -DCMAKE_C_COMPILER=clang -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+	  -DQC_SANITIZE=ON -DQC_FUZZ=ON -DQC_FUZZ_SECONDS=$(FUZZ_TEST_SECONDS) >/dev/null
+	@cmake --build $(FUZZ_BUILD) -j $(JOBS) --target fuzzers
+
+# Each harness in turn for FUZZ_SECONDS, growing its corpus in $(FUZZ_BUILD)/fuzz/NAME/corpus;
+# a finding is saved in $(FUZZ_BUILD)/fuzz/NAME/artifacts/ and stops the run.
+fuzz: fuzz-build
+	@for f in $(FUZZERS); do \
+	  echo "fuzz: $$f for $(FUZZ_SECONDS) s"; \
+	  dict=""; [ -f spec/fuzz/$$f.dict ] && dict="-dict=spec/fuzz/$$f.dict"; \
+	  QC_FUZZ_KNOWN=skip ./$(FUZZ_BUILD)/fuzz_$$f -max_total_time=$(FUZZ_SECONDS) -timeout=10 \
+	    -rss_limit_mb=2048 -print_final_stats=1 $$dict \
+	    -artifact_prefix=$(FUZZ_BUILD)/fuzz/$$f/artifacts/ \
+	    $(FUZZ_BUILD)/fuzz/$$f/corpus spec/fuzz/corpus/$$f || exit 1; \
+	done
+
 run: build
 	./$(BUILD)/quantcoach serve
 
-# Every test twice: the release build, then under ASan + UBSan.
-test: test-deps build asan
+# Every test twice: the release build, then under ASan + UBSan; then a short run of each
+# fuzz harness and its fixtures.
+test: test-deps build asan fuzz-build
 	cd $(BUILD) && ctest --output-on-failure
 	cd $(ASAN_BUILD) && ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 ctest --output-on-failure
+	cd $(FUZZ_BUILD) && ctest -L fuzz --output-on-failure
 
 check: build
 	./$(BUILD)/quantcoach check
@@ -37,4 +62,4 @@ bench: build
 	./bench/run
 
 clean:
-	rm -rf $(BUILD) $(ASAN_BUILD)
+	rm -rf $(BUILD) $(ASAN_BUILD) $(FUZZ_BUILD)

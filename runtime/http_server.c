@@ -1063,9 +1063,9 @@ static void parse_input(conn *c, const char *data, size_t len) {
     c->in_process = 1;
     while (!c->closing && c->state != C_LINGER) {
         if (c->ex && c->ex->dispatched) break; /* answers go out in order */
-        const char *src = data ? data : c->in + c->in_start;
         size_t avail = data ? len : c->in_len - c->in_start;
-        if (avail == 0) break;
+        if (avail == 0) break; /* before the pointer sum: c->in is NULL until input is kept */
+        const char *src = data ? data : c->in + c->in_start;
         if (c->writes && uv_stream_get_write_queue_size((uv_stream_t *)&c->tcp) > WRITE_HIGH) break;
         if (c->state == C_IDLE) set_state(c, C_RECV);
         c->fail_status = 0;

@@ -524,6 +524,25 @@ describe("LiveKit webhooks", function()
     }, rows)
   end)
 
+  it("refuses a signed event of the wrong shape with 400 BAD_EVENT naming the field, and records nothing (found by fuzz_dispatch)", function()
+    local cases = {
+      { '{"event":"participant_joined","id":"%s","room":{"name":"r1"},"participant":{}}', "participant.identity" },
+      { '{"event":"room_finished","id":"%s","room":5}', "room: must be an object" },
+      { '{"event":"room_started","id":"%s","room":{"name":{}}}', "room.name: must be a string" },
+      { '{"event":"track_published","id":"%s","room":{"name":"r1"},"participant":{"identity":"c"},"track":{"sid":7}}',
+        "track.sid" },
+    }
+    for _, case in ipairs(cases) do
+      local id = fresh_id("shape")
+      local body = case[1]:format(id)
+      local status, res = post(body, lk.sign_webhook(body))
+      assert.equal(400, status, body)
+      assert.equal("BAD_EVENT", res.error.code, body)
+      assert.truthy(res.error.message:find(case[2], 1, true), res.error.message)
+      assert.equal(0, events(id), body)
+    end
+  end)
+
   it("rejects with 401 and records nothing: an altered body, a wrong secret, no header, an expired signature", function()
     local before = count(s, "webhook_events")
 

@@ -61,9 +61,11 @@ function M.parse(text)
   return records
 end
 
+-- A field that starts with a byte order mark is quoted too: written first in a file, an
+-- unquoted one would be read back as the file's mark and lost.
 local function quote(v)
   v = v == nil and "" or tostring(v)
-  if v:find('[,"\r\n]') then return '"' .. v:gsub('"', '""') .. '"' end
+  if v:find('[,"\r\n]') or v:sub(1, 3) == "\239\187\191" then return '"' .. v:gsub('"', '""') .. '"' end
   return v
 end
 

@@ -104,19 +104,33 @@ function M.compile(routes, where, line_of)
   return r
 end
 
+-- The Allow of a path several routes match (a static one and a pattern, or two patterns):
+-- every method any of them takes. Only a 405 or an OPTIONS pays for it.
+local function allow_union(a, b)
+  if not a then return b end
+  if not b or a == b then return a end
+  local methods = {}
+  for m in (a .. ", " .. b):gmatch("[^, ]+") do methods[m] = true end
+  methods.OPTIONS = nil
+  return allow_of(methods)
+end
+
+---A path that both a static route and a pattern match (a room named "create" against
+---POST /rooms/create and DELETE /rooms/{room}) goes to whichever of them takes the method:
+---the static route first.
 ---@return function|nil handler, table|nil params, string|nil allow
 function Router:match(method, path)
   path = normalise(path)
   local entry = self.static[path]
+  local allow
   if entry then
     local h = entry.methods[method]
     if h then return h, EMPTY end
-    return nil, nil, entry.allow
+    allow = entry.allow
   end
-  if #self.dynamic == 0 then return nil end
+  if #self.dynamic == 0 then return nil, nil, allow end
   local segs = split(path)
   local n = #segs
-  local allow
   for _, d in ipairs(self.dynamic) do
     if d.n == n then
       local params = {}
@@ -132,7 +146,7 @@ function Router:match(method, path)
       if params then
         local h = d.methods[method]
         if h then return h, params end
-        allow = allow or d.allow
+        allow = allow_union(allow, d.allow)
       end
     end
   end

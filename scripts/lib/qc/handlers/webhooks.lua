@@ -62,6 +62,47 @@ function apply.track_unpublished(ev, now)
   db.run("UPDATE tracks SET unpublished_at = ? WHERE sid = ?", now, (ev.track or {}).sid)
 end
 
+-- What each part of an event must be before anything is recorded (LiveKit's WebhookEvent,
+-- shared/protocols/livekit.md). A signed event of another shape is refused with 400, never
+-- a 500 from deep inside apply: the signature says who sent it, not that it is well formed.
+local TEXT = { string = true }
+local NUMBER = { number = true, string = true } -- protobuf JSON sends int64 as a string
+local FIELDS = {
+  room = { name = TEXT, sid = TEXT, metadata = TEXT, creationTime = NUMBER, maxParticipants = NUMBER,
+           emptyTimeout = NUMBER },
+  participant = { identity = TEXT, sid = TEXT, name = TEXT, metadata = TEXT, joinedAt = NUMBER },
+  track = { sid = TEXT, type = TEXT, source = TEXT },
+}
+-- Events whose apply needs a part, and the field of it that identifies it.
+local NEEDS = {
+  participant_joined = { participant = "identity" }, participant_left = { participant = "identity" },
+  participant_connection_aborted = { participant = "identity" },
+  track_published = { participant = "identity", track = "sid" }, track_unpublished = { track = "sid" },
+}
+
+---@return string|nil problem "field: what is wrong", nil when the event can be applied
+local function shape_problem(ev)
+  for part, fields in pairs(FIELDS) do
+    local v = ev[part]
+    if v ~= nil and v ~= cjson.null then
+      if type(v) ~= "table" then return part .. ": must be an object" end
+      for k, kinds in pairs(fields) do
+        local f = v[k]
+        if f ~= nil and f ~= cjson.null and not kinds[type(f)] then
+          return ("%s.%s: must be %s"):format(part, k, kinds.number and "a number" or "a string")
+        end
+      end
+    end
+  end
+  for part, key in pairs(NEEDS[ev.event] or {}) do
+    local v = ev[part]
+    if type(v) ~= "table" or type(v[key]) ~= "string" or v[key] == "" then
+      return ("%s.%s: %s needs it"):format(part, key, ev.event)
+    end
+  end
+  return nil
+end
+
 ---@param req table
 function M.livekit(req)
   local s = livekit.settings()
@@ -74,6 +115,8 @@ function M.livekit(req)
   if not parsed or type(ev) ~= "table" or type(ev.event) ~= "string" or type(ev.id) ~= "string" then
     errors.raise(400, "BAD_EVENT", "webhook body is not a LiveKit event")
   end
+  local problem = shape_problem(ev)
+  if problem then errors.raise(400, "BAD_EVENT", "webhook event " .. problem) end
   local now = math.floor(time.now())
   local duplicate = false
   db.get():transaction(function(tx)
