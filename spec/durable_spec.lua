@@ -150,7 +150,7 @@ describe("answers after records", function()
     assert.equal(503, status)
     assert.equal("STORE_UNAVAILABLE", body.error.code)
     assert.is_nil(body.token)
-    assert.matches("deferred write failed", s:log_text())
+    assert.matches("deferred write failed", s:wait_log("deferred write failed"))
     -- Once the store takes writes again, so does the server; the failed batch stays dropped.
     assert(db:exec("DROP TRIGGER refuse_tokens"))
     assert.equal(200, (s:request("POST", "/tokens/generate", {

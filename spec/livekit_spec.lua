@@ -336,7 +336,7 @@ describe("the LiveKit room API", function()
   end)
 
   it("says in its start-up log that it is open when no QC_API_KEYS are set", function()
-    assert.matches("open: no QC_API_KEYS", s:log_text())
+    assert.matches("open: no QC_API_KEYS", s:wait_log("open: no QC_API_KEYS"))
     assert.equal(200, (s:request("GET", "/rooms")))
   end)
 end)

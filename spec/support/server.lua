@@ -135,6 +135,19 @@ function Server:log_text()
   return read_file(self.log) or ""
 end
 
+--- The log once it matches `pattern`, waiting up to `timeout` seconds (default 5): the server
+--- writes its log through a buffer flushed once per loop turn, so a line about a request can
+--- land just after the client has its answer. Returns the log as it is at the timeout when the
+--- pattern never shows, so the caller's assertion shows what was there.
+function Server:wait_log(pattern, timeout)
+  local deadline = time.monotonic() + (timeout or 5)
+  while true do
+    local text = self:log_text()
+    if text:find(pattern) or time.monotonic() >= deadline then return text end
+    time.sleep(0.02)
+  end
+end
+
 --- Stops the server (SIGTERM) and returns its exit status.
 function Server:stop(timeout)
   if self.stopped then return self.exit_status end
