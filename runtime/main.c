@@ -64,8 +64,9 @@ static const char *run_help =
     "Runs a Lua file inside a task, so calls that wait (qc.fetch, qc.time.sleep)\n"
     "yield to the event loop. The bindings are modules: local fetch = require\n"
     "\"qc.fetch\" (there is no global qc). `arg` and `...` hold the arguments.\n"
-    "Exit status: the script's integer return value, 0 when it returns nothing,\n"
-    "1 on an uncaught error (with a traceback on stderr).\n";
+    "Exit status: the script's return value, an integer from 0 to 255 (true is 0,\n"
+    "false 1), 0 when it returns nothing, 1 on an uncaught error (with a traceback\n"
+    "on stderr) or on any other value (named on stderr).\n";
 
 /* A usage error: one line naming the command and what was wrong, exit status 2. */
 static int usage_error(const char *cmd, const char *what, const char *arg) {

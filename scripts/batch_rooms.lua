@@ -39,7 +39,8 @@ candidate_token, agent_token), error. Failed rows are also named on stderr.
 Re-running with the same file is safe: rooms that exist are reported as
 "exists" (with fresh tokens), never created twice, and a room a killed run left
 half-made is finished and reported as "created". Exit status: 0 when every row
-succeeded, 1 otherwise, 2 for bad usage or an unreadable file.]]
+succeeded, 1 otherwise, 2 for bad usage, an unreadable file or an --out that
+cannot be written (checked before any room is created).]]
 
 local parser = argparse("quantcoach run scripts/batch_rooms.lua", "Create interview rooms from a CSV file.")
   :epilog(COLUMNS_HELP)
