@@ -21,8 +21,8 @@ void qc_store_set_sync_full(int full);
 
 /* Opens (creating if missing) the database at path; its directory must exist. Sets
  * journal_mode=WAL (fails unless SQLite accepts it; an in-memory database keeps "memory"),
- * synchronous NORMAL (FULL after qc_store_set_sync_full(1)), busy timeout 5 s, foreign_keys=ON, extended result codes. NULL on
- * failure, with the reason in err. */
+ * synchronous NORMAL (FULL after qc_store_set_sync_full(1)), busy timeout 5 s,
+ * foreign_keys=ON, extended result codes. NULL on failure, with the reason in err. */
 qc_store *qc_store_open(const char *path, char *err, size_t errlen);
 
 /* The connection, for stepping and reading statements. Owned by the store. */
