@@ -243,6 +243,30 @@ static int check_dev_keys(qc_config *cfg, char *err, size_t errlen) {
     return -1;
 }
 
+int qc_config_check_livekit_url(const char *url, char *err, size_t errlen) {
+    static const char *const schemes[] = {"ws", "wss", "http", "https"};
+    const char *sep = strstr(url, "://");
+    int scheme_ok = 0;
+    for (size_t i = 0; sep && i < NELEM(schemes); i++)
+        if ((size_t)(sep - url) == strlen(schemes[i]) && strncasecmp(url, schemes[i], strlen(schemes[i])) == 0)
+            scheme_ok = 1;
+    /* The host: what follows the scheme up to a path, a query or a fragment, less any
+     * userinfo and port. It must not be empty, or be only a port. */
+    const char *h = sep ? sep + 3 : url;
+    const char *end = h + strcspn(h, "/?#");
+    const char *at = memchr(h, '@', (size_t)(end - h));
+    if (at) h = at + 1;
+    int host_ok = h < end && *h != ':' && !(h[0] == '[' && (h[1] == ']' || !memchr(h, ']', (size_t)(end - h))));
+    for (const char *c = h; host_ok && c < end; c++)
+        if (isspace((unsigned char)*c) || iscntrl((unsigned char)*c)) host_ok = 0;
+    if (scheme_ok && host_ok) return 0;
+    snprintf(err, errlen,
+             "LIVEKIT_URL: \"%s\" is not a URL LiveKit can be reached at: expected ws://HOST[:PORT] "
+             "(or wss, http, https)",
+             url);
+    return -1;
+}
+
 int qc_config_set_listen(qc_config *cfg, const char *value, char *err, size_t errlen) {
     const char *colon = strrchr(value, ':');
     const char *port_s = colon ? colon + 1 : value;
@@ -310,6 +334,17 @@ int qc_config_from_env(qc_config *cfg, char *err, size_t errlen) {
     cfg->request_timeout_ms = v;
     if (env_long("QC_MAX_CONNECTIONS", 0, 0, &v, err, errlen) < 0) return -1;
     cfg->max_connections = v;
+    /* SQLite's names, in any case, as QC_LOG_LEVEL takes its; anything else would start
+     * with a durability the operator did not ask for. */
+    const char *sync = getenv("QC_STORE_SYNC");
+    if (sync && *sync && strcasecmp(sync, "normal") != 0 && strcasecmp(sync, "full") != 0) {
+        snprintf(err, errlen, "QC_STORE_SYNC: expected normal or full, got \"%s\"", sync);
+        return -1;
+    }
+    cfg->store_sync_full = sync && strcasecmp(sync, "full") == 0;
+    /* Before the dev-keys rule, whose message would otherwise blame the keys for a URL
+     * that is not one. */
+    if (qc_config_check_livekit_url(cfg->livekit_url, err, errlen) < 0) return -1;
     if (check_dev_keys(cfg, err, errlen) < 0) return -1;
     return 0;
 }

@@ -24,6 +24,7 @@ typedef struct {
     long livekit_timeout_ms;     /* QC_LIVEKIT_TIMEOUT_MS: every LiveKit API call, bounded */
     long request_timeout_ms;     /* QC_REQUEST_TIMEOUT_MS: head and body of a request arrive within it */
     long max_connections;        /* QC_MAX_CONNECTIONS: client connections; 0 = from the descriptor limit */
+    int store_sync_full;         /* QC_STORE_SYNC: 0 normal, 1 full (qc_store_set_sync_full) */
     int dev_keys_remote;         /* LiveKit's dev secret on a remote LIVEKIT_URL, allowed by
                                     QC_ALLOW_DEV_KEYS=1 (otherwise qc_config_from_env fails) */
 } qc_config;
@@ -53,6 +54,10 @@ const char *qc_config_suggest(const char *name);
  * Returns how many there were. */
 int qc_config_each_unknown(char *const *env, void (*fn)(const char *name, const char *suggestion, void *ud),
                            void *ud);
+
+/* Whether url is SCHEME://HOST[:PORT][/PATH] with a scheme of ws, wss, http or https (any
+ * case) and a host: 0, or -1 with a message naming LIVEKIT_URL and the expected form. */
+int qc_config_check_livekit_url(const char *url, char *err, size_t errlen);
 
 /* Whether a URL's host is this machine (localhost, 127.0.0.0/8, ::1). */
 int qc_config_url_is_loopback(const char *url);

@@ -14,6 +14,7 @@
 #include "host/host.h"
 #include "http_server.h"
 #include "log.h"
+#include "store.h"
 
 #ifndef QC_VERSION
 #define QC_VERSION "0.0.0"
@@ -63,8 +64,9 @@ static const char *run_help =
     "Runs a Lua file inside a task, so calls that wait (qc.fetch, qc.time.sleep)\n"
     "yield to the event loop. The bindings are modules: local fetch = require\n"
     "\"qc.fetch\" (there is no global qc). `arg` and `...` hold the arguments.\n"
-    "Exit status: the script's integer return value, 0 when it returns nothing,\n"
-    "1 on an uncaught error (with a traceback on stderr).\n";
+    "Exit status: the script's return value, an integer from 0 to 255 (true is 0,\n"
+    "false 1), 0 when it returns nothing, 1 on an uncaught error (with a traceback\n"
+    "on stderr) or on any other value (named on stderr).\n";
 
 /* A usage error: one line naming the command and what was wrong, exit status 2. */
 static int usage_error(const char *cmd, const char *what, const char *arg) {
@@ -330,6 +332,7 @@ static int load_config(qc_config *cfg) {
     /* After .env went into the environment: one list covers both. */
     qc_config_each_unknown(environ, warn_unknown, NULL);
     if (qc_config_from_env(cfg, err, sizeof err) < 0) return fail("%s", err);
+    qc_store_set_sync_full(cfg->store_sync_full);
     if (cfg->dev_keys_remote)
         qc_log(QC_LOG_WARN, "config", "LiveKit dev keys with a remote LIVEKIT_URL (QC_ALLOW_DEV_KEYS=1)",
                " url=%s key=%s", cfg->livekit_url, cfg->livekit_api_key);
@@ -348,11 +351,14 @@ int main(int argc, char **argv) {
         return 2;
     }
     const char *cmd = argv[1];
+    /* These take nothing after them: an extra word is a mistake to name, not to ignore. */
     if (strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0 || strcmp(cmd, "help") == 0) {
+        if (argc > 2) return usage_error(NULL, "unexpected argument ", argv[2]);
         fputs(usage_text, stdout);
         return 0;
     }
     if (strcmp(cmd, "--version") == 0 || strcmp(cmd, "version") == 0) {
+        if (argc > 2) return usage_error(NULL, "unexpected argument ", argv[2]);
         printf("quantcoach %s\n", QC_VERSION);
         return 0;
     }
@@ -373,7 +379,10 @@ int main(int argc, char **argv) {
             fputs(run_help, stderr);
             return 2;
         }
-        if (strcmp(argv[2], "--help") == 0 || strcmp(argv[2], "-h") == 0) return fputs(run_help, stdout), 0;
+        if (strcmp(argv[2], "--help") == 0 || strcmp(argv[2], "-h") == 0) {
+            if (argc > 3) return usage_error("run", "unexpected argument ", argv[3]);
+            return fputs(run_help, stdout), 0;
+        }
         /* Options of the script come after SCRIPT; before it there are none. */
         if (argv[2][0] == '-' && argv[2][1]) return usage_error("run", "unknown option ", argv[2]);
         if ((rc = load_config(&cfg))) return rc;

@@ -85,6 +85,11 @@ static void configure_library(void) {
     sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 0); /* fails harmlessly if already initialised */
 }
 
+/* Process-wide: set once at start from the configuration, before any store opens. */
+static int sync_full;
+
+void qc_store_set_sync_full(int full) { sync_full = full != 0; }
+
 qc_store *qc_store_open(const char *path, char *err, size_t errlen) {
     configure_library();
     if (!path) {
@@ -123,9 +128,7 @@ qc_store *qc_store_open(const char *path, char *err, size_t errlen) {
      * commits. FULL fsyncs every commit on the loop thread: measured here, 170 us of CPU
      * and a 0.3 ms stall of every connection per token issued. QC_STORE_SYNC=full restores
      * it for deployments that must survive power loss at that price. */
-    const char *sync = getenv("QC_STORE_SYNC");
-    int full = sync && strcmp(sync, "full") == 0;
-    rc = sqlite3_exec(s->db, full ? "PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON"
+    rc = sqlite3_exec(s->db, sync_full ? "PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON"
                                   : "PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON",
                       NULL, NULL, &msg);
     if (rc != SQLITE_OK) {

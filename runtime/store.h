@@ -1,6 +1,6 @@
 /* SQLite storage: one connection per qc_store, opened in WAL mode (synchronous=NORMAL, or FULL
- * with QC_STORE_SYNC=full), used from one thread, with a small LRU cache of prepared
- * statements keyed by SQL text. Knows nothing of Lua; bindings/store.c is its Lua face.
+ * with QC_STORE_SYNC=full, which main.c passes on), used from one thread, with a small LRU
+ * cache of prepared statements keyed by SQL text. Knows nothing of Lua; bindings/store.c is its Lua face.
  * Calls block (up to the 5 s busy timeout when another connection holds the write lock). */
 #ifndef QC_STORE_H
 #define QC_STORE_H
@@ -15,10 +15,14 @@
 
 typedef struct qc_store qc_store;
 
+/* synchronous=FULL (1) or NORMAL (0, the default) for every store opened after this call;
+ * main.c passes QC_STORE_SYNC on from the configuration. */
+void qc_store_set_sync_full(int full);
+
 /* Opens (creating if missing) the database at path; its directory must exist. Sets
  * journal_mode=WAL (fails unless SQLite accepts it; an in-memory database keeps "memory"),
- * synchronous NORMAL (FULL with QC_STORE_SYNC=full), busy timeout 5 s, foreign_keys=ON, extended result codes. NULL on
- * failure, with the reason in err. */
+ * synchronous NORMAL (FULL after qc_store_set_sync_full(1)), busy timeout 5 s,
+ * foreign_keys=ON, extended result codes. NULL on failure, with the reason in err. */
 qc_store *qc_store_open(const char *path, char *err, size_t errlen);
 
 /* The connection, for stepping and reading statements. Owned by the store. */

@@ -7,6 +7,7 @@ local rooms = require "qc.rooms"
 local tasks = require "qc.tasks"
 local errors = require "qc.errors"
 local host = require "qc.host"
+local log = require "qc.log"
 local time = require "qc.time"
 
 local PROG = "batch_rooms"
@@ -38,7 +39,8 @@ candidate_token, agent_token), error. Failed rows are also named on stderr.
 Re-running with the same file is safe: rooms that exist are reported as
 "exists" (with fresh tokens), never created twice, and a room a killed run left
 half-made is finished and reported as "created". Exit status: 0 when every row
-succeeded, 1 otherwise, 2 for bad usage or an unreadable file.]]
+succeeded, 1 otherwise, 2 for bad usage, an unreadable file or an --out that
+cannot be written (checked before any room is created).]]
 
 local parser = argparse("quantcoach run scripts/batch_rooms.lua", "Create interview rooms from a CSV file.")
   :epilog(COLUMNS_HELP)
@@ -98,6 +100,15 @@ local header = {}
 local width = #records[1]
 for i, name in ipairs(records[1]) do header[name:lower():gsub("^%s+", ""):gsub("%s+$", "")] = i end
 if not header.room_name then return fail(args.csv .. ": the header has no room_name column") end
+
+-- The output is opened before any room is created: a path that cannot be written found
+-- only after the work would leave rooms made with no record of their tokens.
+local out_file
+if args.out then
+  local oerr
+  out_file, oerr = io.open(args.out, "wb")
+  if not out_file then return fail("--out " .. oerr) end
+end
 
 -- The database lives in the data directory, which a script may be the first to use.
 os.execute("mkdir -p '" .. host.config().data_dir:gsub("'", "'\\''") .. "'")
@@ -206,23 +217,48 @@ for i = 2, #records do rows[#rows + 1] = check_row(records[i], seen, started) en
 -- named above the bar too, since with --out the results are not on screen.
 local tty = os.execute("test -t 2")
 local done, total = 0, #rows
+-- Whether the bar is on the terminal's last line, with the cursor after it: anything else
+-- written to stderr must clear it first, or it lands on the bar's line.
+local bar_shown = false
 local function bar()
   local cols = 30
   local filled = math.floor(cols * done / math.max(total, 1))
   io.stderr:write(("\r[%s%s] %d/%d"):format(("#"):rep(filled), ("."):rep(cols - filled), done, total))
-  if done == total then io.stderr:write("\n") end
+  bar_shown = done < total
+  if not bar_shown then io.stderr:write("\n") end
 end
+local function clear_bar()
+  if not bar_shown then return false end
+  io.stderr:write("\r\27[K")
+  bar_shown = false
+  return true
+end
+-- The services log (a room adopted, LiveKit retried) on stderr too: on a terminal, each log
+-- line goes where the bar was, and the bar is drawn again under it.
+if tty and not args.quiet then
+  for _, level in ipairs { "debug", "info", "warn", "error" } do
+    local write = log[level]
+    log[level] = function(...)
+      local had_bar = clear_bar()
+      io.stderr:flush()
+      write(...)
+      if had_bar then bar() end
+    end
+  end
+end
+local function shown_name(row) return row.room_name or "(no room_name)" end
 local function progress(row)
   done = done + 1
   if args.quiet then return end
   if tty then
     if row.status == "error" then
-      io.stderr:write(("\r\27[K%s: line %d %s: %s\n"):format(PROG, row.line, tostring(row.room_name), row.error))
+      clear_bar()
+      io.stderr:write(("%s: line %d %s: %s\n"):format(PROG, row.line, shown_name(row), row.error))
     end
     bar()
   else
     io.stderr:write(("%s: %d/%d line %d %s %s%s\n"):format(PROG, done, total, row.line,
-      tostring(row.room_name), row.status, row.error and (": " .. row.error) or ""))
+      shown_name(row), row.status, row.error and (": " .. row.error) or ""))
   end
   io.stderr:flush()
 end
@@ -272,11 +308,10 @@ else
   out_text = table.concat(parts)
 end
 
-if args.out then
-  local of, oerr = io.open(args.out, "wb")
-  if not of then return fail(oerr) end
-  of:write(out_text)
-  of:close()
+if out_file then
+  local wok, werr = out_file:write(out_text)
+  if wok then wok, werr = out_file:close() else out_file:close() end
+  if not wok then return fail("--out " .. args.out .. ": " .. tostring(werr)) end
 else
   io.stdout:write(out_text)
 end

@@ -349,6 +349,35 @@ describe("batch room creation", function()
     assert.is_nil(out:find("t-good2", 1, true), "rows that worked are not listed")
   end)
 
+  it("refuses an --out it cannot write before it creates any room", function()
+    local bad = dir .. "/nonexistent/dir/x.csv"
+    local code, out, err = batch(input(GOOD) .. " --out " .. server.quote(bad))
+    assert.equal(2, code, err)
+    assert.equal("", out)
+    local lines = {}
+    for l in err:gmatch("[^\n]+") do lines[#lines + 1] = l end
+    assert.equal(1, #lines, err)
+    assert.truthy(err:find(bad, 1, true), err)
+    assert.equal(0, #fake:calls("CreateRoom"), "no room created")
+    assert.same({}, fake:rooms())
+  end)
+
+  it("clears the progress bar before a log line or a failed row on a terminal, and names an empty room_name", function()
+    fake:add_participant { room = "t-foreign", identity = "cand-1" } -- adopted, with a warn log line
+    local vars = { "QC_ENV_FILE=/nonexistent", "QC_DATA=" .. server.quote(dir .. "/data") }
+    for k, v in pairs(fake:env()) do vars[#vars + 1] = k .. "=" .. server.quote(v) end
+    local inner = ("env %s %s run %s %s --out %s -j 1"):format(table.concat(vars, " "), server.bin, SCRIPT,
+      input("room_name,interviewer\nt-one,A\nt-foreign,B\n,C\nt-two,D\n"), dir .. "/result.csv")
+    local code, out = server.run("script -qec " .. server.quote(inner) .. " /dev/null")
+    assert.equal(1, code, out)
+    assert.truthy(out:find("\r\27%[Kwarn rooms adopted"), out)
+    -- Every log line and row message starts on a cleared line: none follows the bar.
+    assert.is_nil(out:find("%d/%d[^\r\n]", 1), out)
+    assert.is_nil(out:find("nil", 1, true), out)
+    assert.truthy(out:find("line 4 (no room_name): room_name: must not be empty", 1, true), out)
+    assert.matches("\r%[#+%] 4/4\r?\n", out)
+  end)
+
   it("exits 2 and names the option on a usage error, and its help fits 80 columns", function()
     local cases = {
       { "-j 0 x.csv", "%-%-concurrency" },

@@ -231,3 +231,95 @@ describe("a quantcoach run script", function()
     assert.truthy(err:find('info example done status=200 sub=ada type=application/json', 1, true), err)
   end)
 end)
+
+describe("stray arguments", function()
+  for _, args in ipairs { "--version extra", "version extra", "--help extra", "-h extra", "help extra",
+    "run --help extra", "reload extra", "token --room R --identity I --role agent extra" } do
+    it(("exit 2 naming the argument: quantcoach %s"):format(args), function()
+      local status, out, err = qc(args)
+      assert.equal(2, status, out .. err)
+      assert.equal("", out)
+      assert.truthy(err:find("unexpected argument extra", 1, true), err)
+    end)
+  end
+
+  it("leave --version alone", function()
+    local status, out, err = qc("--version")
+    assert.equal(0, status, err)
+    assert.truthy(out:find("^quantcoach %S+\n$"), out)
+  end)
+end)
+
+describe("QC_STORE_SYNC", function()
+  -- The synchronous mode a store opened by a script gets: 1 NORMAL, 2 FULL.
+  local function sync_mode(value)
+    local dir = server.tmpdir()
+    server.write_file(dir .. "/s.lua", ([[
+      local store = require "qc.store"
+      local db = assert(store.open(%q))
+      io.stdout:write(tostring(db:query("PRAGMA synchronous")[1].synchronous))
+      db:close()]]):format(dir .. "/s.db"))
+    return qc("run " .. quote(dir .. "/s.lua"), { QC_STORE_SYNC = value })
+  end
+
+  it("takes normal and full in any case", function()
+    for value, want in pairs { full = "2", FULL = "2", Full = "2", normal = "1", NORMAL = "1", [""] = "1" } do
+      local status, out, err = sync_mode(value)
+      assert.equal(0, status, err)
+      assert.equal(want, out, "QC_STORE_SYNC=" .. value)
+    end
+  end)
+
+  it("refuses any other value, naming the variable and the allowed values", function()
+    for _, value in ipairs { "bogus", "fsync", "2", "full " } do
+      local status, out, err = sync_mode(value)
+      assert.equal(2, status, "QC_STORE_SYNC=" .. value .. ": " .. out .. err)
+      assert.equal("", out)
+      assert.truthy(err:find("QC_STORE_SYNC", 1, true) and err:find("normal or full", 1, true), err)
+    end
+  end)
+end)
+
+describe("LIVEKIT_URL", function()
+  it("must be ws, wss, http or https with a host, checked before the dev keys", function()
+    for _, url in ipairs { "ftp://127.0.0.1", "notaurl", "ws://", "http:///x", "127.0.0.1:7880", "wss//lk.example.com" } do
+      local status, out, err = qc(CHECK, { LIVEKIT_URL = url })
+      assert.equal(2, status, url .. ": " .. out .. err)
+      assert.truthy(err:find("LIVEKIT_URL", 1, true) and err:find("ws://HOST[:PORT]", 1, true), url .. ": " .. err)
+      assert.falsy(err:find("dev keys", 1, true), url .. ": " .. err)
+    end
+  end)
+
+  it("takes each of the four schemes, in any case, with a port, a path or IPv6", function()
+    for _, url in ipairs { "ws://127.0.0.1:7880", "WSS://localhost", "http://127.0.0.1/lk", "https://[::1]:7880" } do
+      local status, out, err = qc(CHECK, { LIVEKIT_URL = url })
+      assert.equal(0, status, url .. ": " .. out .. err)
+    end
+  end)
+end)
+
+describe("a script's return value", function()
+  local function ret(expr)
+    local dir = server.tmpdir()
+    server.write_file(dir .. "/e.lua", "return " .. expr)
+    return qc("run " .. quote(dir .. "/e.lua"))
+  end
+
+  it("is the exit status when it is an integer from 0 to 255", function()
+    for expr, want in pairs { ["0"] = 0, ["7"] = 7, ["255"] = 255, ["3.0"] = 3, ["nil"] = 0, [""] = 0,
+      ["true"] = 0, ["false"] = 1 } do
+      local status, _, err = ret(expr)
+      assert.equal(want, status, "return " .. expr .. ": " .. err)
+      assert.equal("", err)
+    end
+  end)
+
+  it("is an error, naming the value, when it cannot be an exit status", function()
+    for expr, shown in pairs { ["256"] = "256", ["300"] = "300", ["-1"] = "-1", ["1.5"] = "1.5",
+      ["'3'"] = '"3"', ["{}"] = "table", ["math.huge"] = "inf" } do
+      local status, _, err = ret(expr)
+      assert.equal(1, status, "return " .. expr .. ": " .. err)
+      assert.truthy(err:find("exit status", 1, true) and err:find(shown, 1, true), "return " .. expr .. ": " .. err)
+    end
+  end)
+end)

@@ -613,6 +613,9 @@ describe("quantcoach token", function()
     local cases = {
       { "--room R --identity I --role agent --ttl -5", "%-%-ttl" },
       { "--room R --identity I --role agent --ttl 0", "%-%-ttl" },
+      -- the policy contract's longest lifetime is a week: 604800 s
+      { "--room R --identity I --role agent --ttl 604801", "%-%-ttl[^\n]*604800" },
+      { "--room R --identity I --role agent --ttl 99999999999", "%-%-ttl[^\n]*604800" },
       { "--room R --identity I", "%-%-role" },
       { "--room R --identity I --role agent --bogus", "%-%-bogus" },
       { "--room .. --identity I --role agent", "%-%-room" },
@@ -631,6 +634,14 @@ describe("quantcoach token", function()
       assert.is_true(utf8.len(line) <= 80, "too wide: " .. line)
     end
     assert.matches("interviewer, candidate, agent", out, 1, true)
+  end)
+
+  it("takes a --ttl up to the policy contract's week", function()
+    local code, out = server.run(token_cmd("--room R --identity I --role agent --ttl 604800"))
+    assert.equal(0, code, out)
+    local r = lk.verify({ out:match("^%s*(%S+)%s*$") })[1]
+    assert.is_true(r.ok, r.error)
+    assert.equal(604800, r.claims.exp - r.claims.nbf)
   end)
 
   it("refuses an unknown role with a non-zero exit and a one-line message", function()

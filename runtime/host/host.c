@@ -537,8 +537,34 @@ static void finish_script(qc_task *t, int st, int nres) {
     lua_State *co = t->co;
     if (st == LUA_OK) {
         t->script_status = 0;
-        if (nres > 0 && lua_isinteger(co, -nres)) t->script_status = (int)lua_tointeger(co, -nres);
-        else if (nres > 0 && lua_isboolean(co, -nres)) t->script_status = lua_toboolean(co, -nres) ? 0 : 1;
+        int type = nres > 0 ? lua_type(co, -nres) : LUA_TNIL;
+        lua_Integer n = 0;
+        int isnum = 0;
+        if (type == LUA_TNUMBER) n = lua_tointegerx(co, -nres, &isnum); /* 3.0 is 3; 1.5 is not */
+        if (type == LUA_TBOOLEAN) {
+            /* as os.exit takes them */
+            t->script_status = lua_toboolean(co, -nres) ? 0 : 1;
+        } else if (type == LUA_TNUMBER && isnum && n >= 0 && n <= 255) {
+            t->script_status = (int)n;
+        } else if (type != LUA_TNIL) {
+            /* The shell keeps only the low 8 bits: 256 would read as success. Name the value
+             * rather than exit with what it wraps to. */
+            /* Formatted in C: outside a protected call, a Lua allocation that fails would
+             * end in the panic handler. */
+            char shown[96];
+            if (type == LUA_TSTRING)
+                snprintf(shown, sizeof shown, "the string \"%.60s%s\"", lua_tostring(co, -nres),
+                         lua_rawlen(co, -nres) > 60 ? "..." : "");
+            else if (lua_isinteger(co, -nres))
+                snprintf(shown, sizeof shown, "%lld", (long long)lua_tointeger(co, -nres));
+            else if (type == LUA_TNUMBER)
+                snprintf(shown, sizeof shown, "%.14g", (double)lua_tonumber(co, -nres));
+            else
+                snprintf(shown, sizeof shown, "a %s", luaL_typename(co, -nres));
+            fprintf(stderr, "quantcoach: the script returned %s, not an exit status (an integer from 0 to 255)\n",
+                    shown);
+            t->script_status = 1;
+        }
     } else {
         const char *msg = lua_tostring(co, -1);
         luaL_traceback(h->L, co, msg ? msg : "(error object is not a string)", 0);

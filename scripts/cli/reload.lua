@@ -12,7 +12,10 @@ function parser:error(msg) -- luacheck: ignore
   io.stderr:write(("%s\n\nError: %s\n"):format(self:get_usage(), msg))
   os.exit(2)
 end
+-- Caught here rather than by argparse, whose "too many arguments" does not say which.
+parser:argument("stray"):args("*"):hidden(true)
 local args = parser:parse(arg)
+if args.stray[1] then parser:error("unexpected argument " .. args.stray[1]) end
 
 local host, port = args.listen:match("^(.*):(%d+)$")
 if not port then

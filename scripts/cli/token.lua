@@ -20,7 +20,10 @@ parser:option("--room", "Room name."):count(1)
 parser:option("--identity", "Participant identity."):count(1)
 parser:option("--role", "One of " .. role_list .. "."):count(1)
 parser:option("--name", "Display name.")
-parser:option("--ttl", "Lifetime in seconds (default: the roles policy's)."):argname("<seconds>")
+parser:option("--ttl", "Lifetime in seconds, at most 604800 (default: the roles policy's).")
+  :argname("<seconds>")
+-- Caught here rather than by argparse, whose "too many arguments" does not say which.
+parser:argument("stray"):args("*"):hidden(true)
 
 -- A command line argparse cannot read gets its usage; a bad value, one line naming it.
 local function usage_error(msg)
@@ -42,16 +45,22 @@ end
 
 local ok, args = parser:pparse(argv)
 if not ok then return usage_error(args) end
+if args.stray[1] then return usage_error("unexpected argument " .. args.stray[1]) end
 if not pok then
   io.stderr:write(PROG .. ": " .. errors.message(policies) .. "\n")
   return 1
 end
 local roles = policies.roles
 
+-- The longest lifetime the policy contract lets roles.lua give (qc/contracts.lua): a token
+-- by hand lives no longer than one the server issues could.
+local MAX_TTL = 7 * 24 * 3600
 local ttl = roles.ttl_seconds
 if args.ttl then
   ttl = math.tointeger(tonumber(args.ttl))
-  if not ttl or ttl < 1 then return bad_value("--ttl: must be a positive whole number of seconds") end
+  if not ttl or ttl < 1 or ttl > MAX_TTL then
+    return bad_value(("--ttl: must be a whole number of seconds from 1 to %d (a week)"):format(MAX_TTL))
+  end
 end
 local vok, verr = pcall(function()
   rooms.check_name(args.room, "--room")

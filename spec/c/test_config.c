@@ -151,6 +151,34 @@ int main(void) {
     ok(qc_config_from_env(&cfg, err, sizeof err) == 0 && !cfg.dev_keys_remote, "the dev keys on loopback are fine");
     unsetenv("LIVEKIT_URL");
 
+    setenv("QC_STORE_SYNC", "FULL", 1);
+    ok(qc_config_from_env(&cfg, err, sizeof err) == 0 && cfg.store_sync_full, "QC_STORE_SYNC=FULL is full");
+    setenv("QC_STORE_SYNC", "Normal", 1);
+    ok(qc_config_from_env(&cfg, err, sizeof err) == 0 && !cfg.store_sync_full, "QC_STORE_SYNC=Normal is normal");
+    setenv("QC_STORE_SYNC", "bogus", 1);
+    ok(qc_config_from_env(&cfg, err, sizeof err) == -1 && strstr(err, "QC_STORE_SYNC") && strstr(err, "normal or full"),
+       "QC_STORE_SYNC=bogus is refused, naming the allowed values");
+    unsetenv("QC_STORE_SYNC");
+    ok(qc_config_from_env(&cfg, err, sizeof err) == 0 && !cfg.store_sync_full, "QC_STORE_SYNC unset is normal");
+
+    {
+        static const char *const good[] = {"ws://127.0.0.1:7880", "wss://lk.example.com", "HTTP://localhost/x",
+                                            "https://[::1]:7880", "ws://user@127.0.0.1"};
+        static const char *const bad[] = {"ftp://127.0.0.1", "notaurl", "ws://", "ws://:7880", "http:///x",
+                                          "wss//lk", "ws://[::1", "ws://a b", "://127.0.0.1", ""};
+        for (size_t i = 0; i < sizeof good / sizeof good[0]; i++)
+            ok(qc_config_check_livekit_url(good[i], err, sizeof err) == 0, good[i]);
+        for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+            ok(qc_config_check_livekit_url(bad[i], err, sizeof err) == -1 && strstr(err, "LIVEKIT_URL") &&
+                   strstr(err, "ws://HOST[:PORT]"),
+               bad[i]);
+        /* A URL that is not one is named as such, not blamed on the dev keys. */
+        setenv("LIVEKIT_URL", "notaurl", 1);
+        ok(qc_config_from_env(&cfg, err, sizeof err) == -1 && strstr(err, "LIVEKIT_URL") && !strstr(err, "dev keys"),
+           "a LIVEKIT_URL that is not a URL is refused before the dev-keys rule");
+        unsetenv("LIVEKIT_URL");
+    }
+
     {
         const char *cursor = " a , ,b,, c ", *item;
         size_t len;
