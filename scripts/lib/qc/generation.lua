@@ -407,7 +407,7 @@ function M.dispatch(gen, req)
     return 404, { ["content-type"] = JSON }, error_body("NOT_FOUND", "no route for " .. req.path)
   end
   req.params = params
-  req.args = req.args or NO_ARGS -- set by the server from lws' decoded query fragments
+  req.args = req.args or NO_ARGS -- set by the server from the decoded query string (runtime/http_server.c)
   local body = req.body
   if body ~= "" then
     local ctype = req.headers["content-type"] or ""
