@@ -24,7 +24,9 @@ local SAFE_GLOBALS = {
 -- What a policy may require. Each comes as a read-only view (writes raise, nested tables
 -- too); lib modules and cjson are this generation's own instances, C modules the process's.
 -- Nothing here reaches the store, the network, the host's settings or a secret: qc.jwt
--- signs and verifies with the secret its caller passes.
+-- signs and verifies with the secret its caller passes. Handlers do reach the store and
+-- LiveKit, so a policy gets them sealed (see seal below): it can name them in routes.lua,
+-- not call them.
 local POLICY_C = { ["qc.log"] = true, ["qc.time"] = true, ["qc.jwt"] = true }
 local POLICY_LIB = { ["qc.auth"] = true, ["qc.errors"] = true, ["qc.json"] = true, ["qc.csv"] = true }
 local POLICY_HANDLERS = "^qc%.handlers%.[%w_]+$"
@@ -53,15 +55,51 @@ local function protected(t)
   return mt ~= nil and rawget(mt, "__metatable") ~= nil
 end
 
+-- ---- sealed handlers ---------------------------------------------------------------------
+-- A policy may require qc.handlers.* so routes.lua can name handlers, but a handler writes
+-- to the store and calls LiveKit: called from a policy (at load, or from speakers.role
+-- inside a webhook) it would do so on the policy's behalf. So the functions of a handler
+-- module, seen from a policy, are sealed: dispatch hands a one-shot permit to the coroutine
+-- it runs the route's function in, just before it calls it, and a sealed handler runs only
+-- by taking that permit. The first sealed handler takes it, so policy code the handler runs
+-- later (speakers.role during a webhook) finds none. A route's function may wrap a sealed
+-- handler (auth.required does): the permit waits in the coroutine until the handler takes it.
+
+local running = coroutine.running
+-- The coroutine dispatch is calling a route's function in, until a sealed handler takes it.
+-- One slot is enough: the loop runs one coroutine at a time, and nothing yields between the
+-- grant and the sealed handler's entry unless a route's own function does.
+local permit = nil
+local SEALED = "handlers run only when the router calls them"
+
+-- fn -> its sealed form, per generation (so rooms.create == rooms.create in a policy).
+local function new_sealer()
+  local cache = setmetatable({}, { __mode = "k" })
+  return function(fn)
+    local sealed = cache[fn]
+    if sealed then return sealed end
+    sealed = function(...)
+      if permit == nil or permit ~= running() then error(SEALED, 2) end
+      permit = nil
+      return fn(...)
+    end
+    cache[fn] = sealed
+    return sealed
+  end
+end
+
 -- Read-only views, one per table per generation (so a module required twice is the same
 -- value). A named view is a module: reading a field it lacks raises, which turns a typo in
 -- routes.lua (rooms.craete) into "routes.lua:LINE: qc.handlers.rooms has no field 'craete'"
--- at load time instead of a nil handler. Functions are given as they are: without debug,
--- nothing reaches their upvalues.
-local function new_viewer()
+-- at load time instead of a nil handler. Functions are given as they are (without debug,
+-- nothing reaches their upvalues), or through `wrap` when one is given (sealed handlers).
+local function new_viewer(wrap)
   local cache = setmetatable({}, { __mode = "k" })
   local function view(t, name)
-    if type(t) ~= "table" then return t end
+    if type(t) ~= "table" then
+      if wrap and type(t) == "function" then return wrap(t) end
+      return t
+    end
     local v = cache[t]
     if v then return v end
     v = {}
@@ -218,7 +256,8 @@ local function policy_env(gen)
     if name == "cjson" then return view(gen.policy_cjson, "cjson") end
     if name == "qc.policies" then return view(gen.policies) end
     if POLICY_C[name] then return view(require(name), name) end
-    if POLICY_LIB[name] or name:match(POLICY_HANDLERS) then return view(load_lib(gen, name), name) end
+    if POLICY_LIB[name] then return view(load_lib(gen, name), name) end
+    if name:match(POLICY_HANDLERS) then return gen.handler_view(load_lib(gen, name), name) end
     error(("require: %s is not available to policies (they may require %s)"):format(name, POLICY_MAY), 2)
   end
   return strict(env)
@@ -297,7 +336,7 @@ function M.new_generation(policies_dir, scripts_dir, id)
   local gen = {
     id = id, modules = {}, policies = {}, scripts_dir = scripts_dir,
     policies_dir = policies_dir, loaded_at = os.time(),
-    view = new_viewer(),
+    view = new_viewer(), handler_view = new_viewer(new_sealer()),
     lib_cjson = cjson.new(), policy_cjson = cjson.new(),
   }
   gen.lib_cjson.decode_invalid_numbers(false)
@@ -433,7 +472,11 @@ function M.dispatch(gen, req)
     end
   end
 
+  local co = running()
+  permit = co
   local status, headers, out = handler(req)
+  -- A route's own function that called no sealed handler leaves the permit unused.
+  if permit == co then permit = nil end
   if math.type(status) ~= "integer" then
     error(("handler for %s %s returned status %s, not an integer"):format(req.method, req.path, tostring(status)))
   end
