@@ -237,6 +237,19 @@ local function policy_env(gen)
     level = math.tointeger(level) or 1
     error(v, level > 0 and level + 1 or 0)
   end
+  -- Lua calls a message handler for an error the budget hook raises inside that hook, where
+  -- hooks do not fire: a policy's handler that looped there would never be stopped. So a
+  -- policy's handler runs after the stack has unwound, hooks on. It loses nothing a policy
+  -- could see: without debug, a handler cannot read the stack it was called on.
+  env.xpcall = function(f, handler, ...)
+    if type(handler) ~= "function" then
+      error(("bad argument #2 to 'xpcall' (function expected, got %s)"):format(type(handler)), 2)
+    end
+    local r = table.pack(pcall(f, ...))
+    if r[1] then return table.unpack(r, 1, r.n) end
+    local _, m = pcall(handler, r[2])
+    return false, m
+  end
   env.assert = function(v, message, ...)
     if v then return v, message, ... end
     if message == nil then error("assertion failed!", 2) end
@@ -299,11 +312,25 @@ local function policy_frame_line(path)
   end
 end
 
+local BUDGET = "time budget exceeded ("
+
 -- A message handler for code run on behalf of a policy file: every message it returns
 -- starts with "path:LINE: ".
 local function where_handler(path, at)
   return function(err)
     local msg = type(err) == "string" and err or nil
+    local budget = msg and msg:find(BUDGET, 1, true)
+    if budget then
+      -- The host's budget hook raised this, and stays armed so that a policy's pcall cannot
+      -- swallow it: every Lua instruction after this handler would raise it again, without
+      -- the line found here. This handler runs inside the hook (hooks do not fire), and the
+      -- policy is being abandoned: what runs next is this file's own code, which only
+      -- reports the error. So disarm it.
+      debug.sethook()
+      -- The hook names the caller of the function it stopped (or nothing, or this file's
+      -- xpcall): the policy's own frame, found below, is the place.
+      msg = msg:sub(budget)
+    end
     if msg and msg:sub(1, #path + 1) == path .. ":" and msg:sub(#path + 2):match("^%d+:") then return msg end
     if msg and msg:sub(1, #path + 2) == path .. ": " then
       -- A check that names the file only: the line of the key its message starts with.
@@ -325,6 +352,29 @@ local function where_handler(path, at)
     if line then return ("%s:%d: %s"):format(path, line, msg) end
     return at() .. ": " .. msg
   end
+end
+
+-- Runs fn(...) on behalf of the policy file at `path`; raises "path:LINE: message" if it
+-- fails. A memory error calls no message handler and leaves no stack to read, so while fn
+-- runs a line hook keeps the last line of the file reached (when no other hook is set, such
+-- as the fuzzers' coverage hook): a policy stopped by the memory cap is named at that line.
+local function run_policy(path, at, fn, ...)
+  local src, last = "@" .. path, nil
+  local hooked = debug.gethook() == nil
+  if hooked then
+    debug.sethook(function(_, line)
+      local info = debug.getinfo(2, "S")
+      if info and info.source == src then last = line end
+    end, "l")
+  end
+  local ok, res = xpcall(fn, where_handler(path, at), ...)
+  if hooked then debug.sethook() end
+  if ok then return res end
+  if type(res) == "string" and res:sub(1, #path + 1) ~= path .. ":" then
+    -- The message handler did not see it: a memory error.
+    res = (last and ("%s:%d"):format(path, last) or at()) .. ": " .. res
+  end
+  error(res, 0)
 end
 
 ---Builds a complete generation from the policy files, or raises "file:line: message".
@@ -363,16 +413,14 @@ function M.new_generation(policies_dir, scripts_dir, id)
     if name == "routes" then routes_tokens = tokens end
     local chunk, lerr = loadfile(path, "t", gen.policy_env)
     if not chunk then error(lerr, 0) end
-    local ok, policy = xpcall(chunk, where_handler(path, at))
-    if not ok then error(policy, 0) end
+    local policy = run_policy(path, at, chunk)
     if type(policy) ~= "table" then
       error(("%s: must return a table, got %s"):format(at(), type(policy)), 0)
     end
     gen.policies[name] = policy
     local check = contracts.check[name]
     if check then
-      local cok, cerr = xpcall(check, where_handler(path, at), policy, path, gen, at)
-      if not cok then error(cerr, 0) end
+      run_policy(path, at, check, policy, path, gen, at)
     end
   end
   gen.router = router.compile(gen.policies.routes, policies_dir .. "/routes.lua", function(i, method, path, occurrence)
