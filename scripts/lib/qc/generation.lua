@@ -66,10 +66,12 @@ end
 -- handler (auth.required does): the permit waits in the coroutine until the handler takes it.
 
 local running = coroutine.running
--- The coroutine dispatch is calling a route's function in, until a sealed handler takes it.
--- One slot is enough: the loop runs one coroutine at a time, and nothing yields between the
--- grant and the sealed handler's entry unless a route's own function does.
-local permit = nil
+-- permit[1]: the coroutine dispatch is calling a route's function in, until a sealed handler
+-- takes it. One slot is enough: the loop runs one coroutine at a time, and nothing yields
+-- between the grant and the sealed handler's entry unless a route's own function does. Weak,
+-- so a request that failed before a sealed handler took it (a memory bomb in a route of
+-- the policy's own) does not keep its dead coroutine, and all it held, from the collector.
+local permit = setmetatable({}, { __mode = "v" })
 local SEALED = "handlers run only when the router calls them"
 
 -- fn -> its sealed form, per generation (so rooms.create == rooms.create in a policy).
@@ -79,8 +81,9 @@ local function new_sealer()
     local sealed = cache[fn]
     if sealed then return sealed end
     sealed = function(...)
-      if permit == nil or permit ~= running() then error(SEALED, 2) end
-      permit = nil
+      local co = permit[1]
+      if co == nil or co ~= running() then error(SEALED, 2) end
+      permit[1] = nil
       return fn(...)
     end
     cache[fn] = sealed
@@ -521,10 +524,10 @@ function M.dispatch(gen, req)
   end
 
   local co = running()
-  permit = co
+  permit[1] = co
   local status, headers, out = handler(req)
   -- A route's own function that called no sealed handler leaves the permit unused.
-  if permit == co then permit = nil end
+  if permit[1] == co then permit[1] = nil end
   if math.type(status) ~= "integer" then
     error(("handler for %s %s returned status %s, not an integer"):format(req.method, req.path, tostring(status)))
   end
