@@ -25,8 +25,8 @@ local SAFE_GLOBALS = {
 -- too); lib modules and cjson are this generation's own instances, C modules the process's.
 -- Nothing here reaches the store, the network, the host's settings or a secret: qc.jwt
 -- signs and verifies with the secret its caller passes. Handlers do reach the store and
--- LiveKit, so a policy gets them sealed (see seal below): it can name them in routes.lua,
--- not call them.
+-- LiveKit, so a policy gets them sealed (see "sealed handlers" below): it can name them in
+-- routes.lua, not call them.
 local POLICY_C = { ["qc.log"] = true, ["qc.time"] = true, ["qc.jwt"] = true }
 local POLICY_LIB = { ["qc.auth"] = true, ["qc.errors"] = true, ["qc.json"] = true, ["qc.csv"] = true }
 local POLICY_HANDLERS = "^qc%.handlers%.[%w_]+$"
@@ -374,7 +374,7 @@ local function run_policy(path, at, fn, ...)
   if hooked then debug.sethook() end
   if ok then return res end
   if type(res) == "string" and res:sub(1, #path + 1) ~= path .. ":" then
-    -- The message handler did not see it: a memory error.
+    -- The message handler did not see it (a memory error) or failed itself.
     res = (last and ("%s:%d"):format(path, last) or at()) .. ": " .. res
   end
   error(res, 0)
