@@ -171,3 +171,30 @@ describe("qc.router line numbers", function()
     assert.equal("f:11: route 1 must be a table { METHOD, PATH, handler }, got string", err)
   end)
 end)
+
+describe("qc.router routes of the same shape", function()
+  local function lines(i) return 10 + i end
+  local h = function() end
+
+  it("rejects a second pattern that differs only in a parameter's name, naming both lines", function()
+    local ok, err = pcall(router.compile, { { "GET", "/rooms/{room}/participants", h }, { "GET", "/health", h },
+      { "GET", "/rooms/{x}/participants", h } }, "f", lines)
+    assert.is_false(ok)
+    assert.equal("f:13: route 3 (GET /rooms/{x}/participants): same path as route 1 (GET /rooms/{room}/participants)"
+      .. " at f:11, which would always match first", err)
+  end)
+
+  it("names the first line of a route declared twice too", function()
+    local ok, err = pcall(router.compile, { { "GET", "/a", h }, { "GET", "/a", h } }, "f", lines)
+    assert.is_false(ok)
+    assert.equal("f:12: route 2 (GET /a): declared twice (first as route 1 at f:11)", err)
+  end)
+
+  it("takes the same shape for another method, and other shapes for the same method", function()
+    local r = router.compile({ { "GET", "/rooms/{room}", h }, { "DELETE", "/rooms/{name}", h },
+      { "GET", "/rooms/{room}/x", h }, { "GET", "/{a}/{b}", h } }, "f", lines)
+    local got, params = r:match("DELETE", "/rooms/r1")
+    assert.equal(h, got)
+    assert.same({ name = "r1" }, params)
+  end)
+end)

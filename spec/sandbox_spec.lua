@@ -421,3 +421,135 @@ describe("contract checks name file and line", function()
     assert.equal(0, s:stop())
   end)
 end)
+
+-- Policies may require qc.handlers.* so routes.lua can name handlers, not to call them: a
+-- handler reaches the store and LiveKit, which a policy must not.
+describe("handlers seen from a policy", function()
+  local PROBE = [[pcall(require"qc.handlers.rooms".generate_token, {headers={}, json={room_name="r",participant_identity="x",participant_type="candidate"}})
+]]
+
+  local function check_in(cwd, dir)
+    return server.run(("cd %s && env QC_ENV_FILE=/nonexistent %s check --policies %s"):format(cwd, server.bin, dir))
+  end
+
+  it("cannot be called while policies load: check leaves no database and no token", function()
+    local dir = server.copy_policies()
+    local cwd = server.tmpdir()
+    -- ./data as `make run` leaves it: the store would open there.
+    assert(os.execute("mkdir -p " .. cwd .. "/data"))
+    server.write_file(dir .. "/speakers.lua", PROBE .. server.read_file(dir .. "/speakers.lua"))
+    local code, out = check_in(cwd, dir)
+    assert.equal(0, code, out)
+    assert.is_nil(io.open(cwd .. "/data/quantcoach.db"), "check created a database")
+    -- Without the pcall, the refusal is the policy's error, with its line.
+    dir = server.copy_policies()
+    server.write_file(dir .. "/speakers.lua", PROBE:gsub("^pcall%((.-), {", "%1({") .. server.read_file(dir .. "/speakers.lua"))
+    code, out = check_in(cwd, dir)
+    assert.equal(1, code, out)
+    assert.matches("speakers%.lua:1: handlers run only when the router calls them", out)
+    assert.is_nil(io.open(cwd .. "/data/quantcoach.db"), "check created a database")
+  end)
+
+  it("cannot be called from a policy the router's handler calls (speakers.role during a webhook)", function()
+    local lk = require "support.fake_livekit"
+    local store = require "qc.store"
+    local dir = server.copy_policies()
+    edit(dir .. "/speakers.lua", "function M.role(participant)\n", [[function M.role(participant)
+  local ok, err = pcall(require"qc.handlers.rooms".generate_token, {headers={}, json={room_name="r",participant_identity="x",participant_type="candidate"}})
+  require("qc.log").info("probe", "handler call", { ok = tostring(ok), err = tostring(err) })
+]])
+    local s = server.start { policies = dir }
+    local body = ('{"event":"participant_joined","room":{"sid":"RM_p","name":"probe-1"},'
+      .. '"participant":{"sid":"PA_p","identity":"cand-1","joinedAt":"%d"},"id":"EV_probe_%d","createdAt":"%d"}')
+      :format(os.time(), os.time(), os.time())
+    local status = s:request("POST", "/webhooks/livekit", body,
+      { ["Content-Type"] = "application/webhook+json", Authorization = lk.sign_webhook(body) })
+    assert.equal(200, status, s:log_text())
+    server.wait_for(function() return s:log_text():find("handler call") end, 5, "the probe's log line")
+    assert.matches("probe handler call err=\"[^\"]*handlers run only when the router calls them\" ok=false", s:log_text())
+    local db = assert(store.open(s.data .. "/quantcoach.db"))
+    local rows = assert(db:query("SELECT count(*) AS n FROM tokens"))
+    db:close()
+    assert.equal(0, rows[1].n)
+    assert.equal(0, s:stop())
+  end)
+
+  it("still serve their routes, wrapped in auth.required or not", function()
+    local s = server.start { env = { QC_API_KEYS = "k1" } }
+    local req = { room_name = "r", participant_identity = "x", participant_type = "candidate" }
+    assert.equal(401, (s:request("POST", "/tokens/generate", req)))
+    local status, body = s:request("POST", "/tokens/generate", req, { Authorization = "Bearer k1" })
+    assert.equal(200, status)
+    assert.is_string(body.token)
+    assert.equal(200, (s:request("GET", "/health")))
+    -- A later request on the same coroutine gets a fresh permit.
+    assert.equal(200, (s:request("POST", "/tokens/generate", req, { Authorization = "Bearer k1" })))
+    assert.equal(0, s:stop())
+  end)
+end)
+
+-- A policy stopped by the time budget or the memory cap while it loads is named with the
+-- file and the line it had reached (issue 8: every rejected policy names file and line).
+describe("a policy stopped while it loads", function()
+  local LOOP = "while true do end\n"
+  local BOMB = 'local s=("x"):rep(2^28); local t=s..s..s\n'
+
+  local function prepended(code)
+    local dir = server.copy_policies()
+    server.write_file(dir .. "/speakers.lua", code .. server.read_file(dir .. "/speakers.lua"))
+    return dir
+  end
+
+  it("by the time budget names file and line, in check and in a live reload", function()
+    local dir = prepended(LOOP)
+    local code, out = server.run(("env QC_ENV_FILE=/nonexistent QC_LUA_BUDGET_MS=200 %s check --policies %s"):format(server.bin, dir))
+    assert.equal(1, code, out)
+    assert.matches("policies rejected: [^\n]*speakers%.lua:1: time budget exceeded %(200 ms of CPU%)", out)
+    -- In a policy function a contract check calls: the line inside that function.
+    dir = server.copy_policies()
+    edit(dir .. "/speakers.lua", "function M.role(participant)\n", "function M.role(participant)\n  while true do end\n")
+    code, out = server.run(("env QC_ENV_FILE=/nonexistent QC_LUA_BUDGET_MS=200 %s check --policies %s"):format(server.bin, dir))
+    assert.equal(1, code, out)
+    assert.matches("speakers%.lua:" .. line_of(dir .. "/speakers.lua", "while true do end") .. ": time budget exceeded", out)
+
+    dir = server.copy_policies()
+    local s = server.start { policies = dir, env = { QC_LUA_BUDGET_MS = "200" } }
+    server.write_file(dir .. "/speakers.lua", LOOP .. server.read_file(dir .. "/speakers.lua"))
+    local status, body = s:request("POST", "/admin/reload")
+    assert.equal(422, status)
+    assert.matches("speakers%.lua:1: time budget exceeded %(200 ms of CPU%)", body.error.message)
+    assert.equal(200, (s:request("GET", "/health")))
+    assert.equal(0, s:stop())
+  end)
+
+  it("is stopped inside its own xpcall message handler too", function()
+    -- Lua calls a message handler for an error the budget hook raises inside that hook,
+    -- where hooks do not fire: run there, a loop would never be stopped.
+    local dir = prepended("xpcall(function() while true do end end, function() while true do end end)\n")
+    local code, out = server.run(("env QC_ENV_FILE=/nonexistent QC_LUA_BUDGET_MS=200 timeout 20 %s check --policies %s"):format(server.bin, dir))
+    assert.equal(1, code, out)
+    assert.matches("speakers%.lua:1: time budget exceeded %(200 ms of CPU%)", out)
+    -- A message handler still gets the error and its result is xpcall's.
+    dir = prepended("local ok, m = xpcall(error, function(e) return 'handled: ' .. e end, 'x', 0)\n"
+      .. "assert(ok == false and m == 'handled: x', tostring(m))\n"
+      .. "assert(select('#', xpcall(function(...) return ... end, tostring, 1, nil)) == 3)\n")
+    code, out = server.run(("env QC_ENV_FILE=/nonexistent %s check --policies %s"):format(server.bin, dir))
+    assert.equal(0, code, out)
+  end)
+
+  it("by the memory cap names file and line, in check and in a live reload", function()
+    local dir = prepended(BOMB)
+    local code, out = server.run(("env QC_ENV_FILE=/nonexistent QC_LUA_MEMORY_MB=64 %s check --policies %s"):format(server.bin, dir))
+    assert.equal(1, code, out)
+    assert.matches("policies rejected: [^\n]*speakers%.lua:1: not enough memory", out)
+
+    dir = server.copy_policies()
+    local s = server.start { policies = dir, env = { QC_LUA_MEMORY_MB = "64" } }
+    server.write_file(dir .. "/speakers.lua", BOMB .. server.read_file(dir .. "/speakers.lua"))
+    local status, body = s:request("POST", "/admin/reload")
+    assert.equal(422, status)
+    assert.matches("speakers%.lua:1: not enough memory", body.error.message)
+    assert.equal(200, (s:request("GET", "/health")))
+    assert.equal(0, s:stop())
+  end)
+end)

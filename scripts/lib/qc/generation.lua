@@ -24,7 +24,9 @@ local SAFE_GLOBALS = {
 -- What a policy may require. Each comes as a read-only view (writes raise, nested tables
 -- too); lib modules and cjson are this generation's own instances, C modules the process's.
 -- Nothing here reaches the store, the network, the host's settings or a secret: qc.jwt
--- signs and verifies with the secret its caller passes.
+-- signs and verifies with the secret its caller passes. Handlers do reach the store and
+-- LiveKit, so a policy gets them sealed (see "sealed handlers" below): it can name them in
+-- routes.lua, not call them.
 local POLICY_C = { ["qc.log"] = true, ["qc.time"] = true, ["qc.jwt"] = true }
 local POLICY_LIB = { ["qc.auth"] = true, ["qc.errors"] = true, ["qc.json"] = true, ["qc.csv"] = true }
 local POLICY_HANDLERS = "^qc%.handlers%.[%w_]+$"
@@ -53,15 +55,54 @@ local function protected(t)
   return mt ~= nil and rawget(mt, "__metatable") ~= nil
 end
 
+-- ---- sealed handlers ---------------------------------------------------------------------
+-- A policy may require qc.handlers.* so routes.lua can name handlers, but a handler writes
+-- to the store and calls LiveKit: called from a policy (at load, or from speakers.role
+-- inside a webhook) it would do so on the policy's behalf. So the functions of a handler
+-- module, seen from a policy, are sealed: dispatch hands a one-shot permit to the coroutine
+-- it runs the route's function in, just before it calls it, and a sealed handler runs only
+-- by taking that permit. The first sealed handler takes it, so policy code the handler runs
+-- later (speakers.role during a webhook) finds none. A route's function may wrap a sealed
+-- handler (auth.required does): the permit waits in the coroutine until the handler takes it.
+
+local running = coroutine.running
+-- permit[1]: the coroutine dispatch is calling a route's function in, until a sealed handler
+-- takes it. One slot is enough: the loop runs one coroutine at a time, and nothing yields
+-- between the grant and the sealed handler's entry unless a route's own function does. Weak,
+-- so a request that failed before a sealed handler took it (a memory bomb in a route of
+-- the policy's own) does not keep its dead coroutine, and all it held, from the collector.
+local permit = setmetatable({}, { __mode = "v" })
+local SEALED = "handlers run only when the router calls them"
+
+-- fn -> its sealed form, per generation (so rooms.create == rooms.create in a policy).
+local function new_sealer()
+  local cache = setmetatable({}, { __mode = "k" })
+  return function(fn)
+    local sealed = cache[fn]
+    if sealed then return sealed end
+    sealed = function(...)
+      local co = permit[1]
+      if co == nil or co ~= running() then error(SEALED, 2) end
+      permit[1] = nil
+      return fn(...)
+    end
+    cache[fn] = sealed
+    return sealed
+  end
+end
+
 -- Read-only views, one per table per generation (so a module required twice is the same
 -- value). A named view is a module: reading a field it lacks raises, which turns a typo in
 -- routes.lua (rooms.craete) into "routes.lua:LINE: qc.handlers.rooms has no field 'craete'"
--- at load time instead of a nil handler. Functions are given as they are: without debug,
--- nothing reaches their upvalues.
-local function new_viewer()
+-- at load time instead of a nil handler. Functions are given as they are (without debug,
+-- nothing reaches their upvalues), or through `wrap` when one is given (sealed handlers).
+local function new_viewer(wrap)
   local cache = setmetatable({}, { __mode = "k" })
   local function view(t, name)
-    if type(t) ~= "table" then return t end
+    if type(t) ~= "table" then
+      if wrap and type(t) == "function" then return wrap(t) end
+      return t
+    end
     local v = cache[t]
     if v then return v end
     v = {}
@@ -199,6 +240,19 @@ local function policy_env(gen)
     level = math.tointeger(level) or 1
     error(v, level > 0 and level + 1 or 0)
   end
+  -- Lua calls a message handler for an error the budget hook raises inside that hook, where
+  -- hooks do not fire: a policy's handler that looped there would never be stopped. So a
+  -- policy's handler runs after the stack has unwound, hooks on. It loses nothing a policy
+  -- could see: without debug, a handler cannot read the stack it was called on.
+  env.xpcall = function(f, handler, ...)
+    if type(handler) ~= "function" then
+      error(("bad argument #2 to 'xpcall' (function expected, got %s)"):format(type(handler)), 2)
+    end
+    local r = table.pack(pcall(f, ...))
+    if r[1] then return table.unpack(r, 1, r.n) end
+    local _, m = pcall(handler, r[2])
+    return false, m
+  end
   env.assert = function(v, message, ...)
     if v then return v, message, ... end
     if message == nil then error("assertion failed!", 2) end
@@ -218,7 +272,8 @@ local function policy_env(gen)
     if name == "cjson" then return view(gen.policy_cjson, "cjson") end
     if name == "qc.policies" then return view(gen.policies) end
     if POLICY_C[name] then return view(require(name), name) end
-    if POLICY_LIB[name] or name:match(POLICY_HANDLERS) then return view(load_lib(gen, name), name) end
+    if POLICY_LIB[name] then return view(load_lib(gen, name), name) end
+    if name:match(POLICY_HANDLERS) then return gen.handler_view(load_lib(gen, name), name) end
     error(("require: %s is not available to policies (they may require %s)"):format(name, POLICY_MAY), 2)
   end
   return strict(env)
@@ -260,11 +315,25 @@ local function policy_frame_line(path)
   end
 end
 
+local BUDGET = "time budget exceeded ("
+
 -- A message handler for code run on behalf of a policy file: every message it returns
 -- starts with "path:LINE: ".
 local function where_handler(path, at)
   return function(err)
     local msg = type(err) == "string" and err or nil
+    local budget = msg and msg:find(BUDGET, 1, true)
+    if budget then
+      -- The host's budget hook raised this, and stays armed so that a policy's pcall cannot
+      -- swallow it: every Lua instruction after this handler would raise it again, without
+      -- the line found here. This handler runs inside the hook (hooks do not fire), and the
+      -- policy is being abandoned: what runs next is this file's own code, which only
+      -- reports the error. So disarm it.
+      debug.sethook()
+      -- The hook names the caller of the function it stopped (or nothing, or this file's
+      -- xpcall): the policy's own frame, found below, is the place.
+      msg = msg:sub(budget)
+    end
     if msg and msg:sub(1, #path + 1) == path .. ":" and msg:sub(#path + 2):match("^%d+:") then return msg end
     if msg and msg:sub(1, #path + 2) == path .. ": " then
       -- A check that names the file only: the line of the key its message starts with.
@@ -288,6 +357,29 @@ local function where_handler(path, at)
   end
 end
 
+-- Runs fn(...) on behalf of the policy file at `path`; raises "path:LINE: message" if it
+-- fails. A memory error calls no message handler and leaves no stack to read, so while fn
+-- runs a line hook keeps the last line of the file reached (when no other hook is set, such
+-- as the fuzzers' coverage hook): a policy stopped by the memory cap is named at that line.
+local function run_policy(path, at, fn, ...)
+  local src, last = "@" .. path, nil
+  local hooked = debug.gethook() == nil
+  if hooked then
+    debug.sethook(function(_, line)
+      local info = debug.getinfo(2, "S")
+      if info and info.source == src then last = line end
+    end, "l")
+  end
+  local ok, res = xpcall(fn, where_handler(path, at), ...)
+  if hooked then debug.sethook() end
+  if ok then return res end
+  if type(res) == "string" and res:sub(1, #path + 1) ~= path .. ":" then
+    -- The message handler did not see it (a memory error) or failed itself.
+    res = (last and ("%s:%d"):format(path, last) or at()) .. ": " .. res
+  end
+  error(res, 0)
+end
+
 ---Builds a complete generation from the policy files, or raises "file:line: message".
 ---@param policies_dir string
 ---@param scripts_dir string
@@ -297,7 +389,7 @@ function M.new_generation(policies_dir, scripts_dir, id)
   local gen = {
     id = id, modules = {}, policies = {}, scripts_dir = scripts_dir,
     policies_dir = policies_dir, loaded_at = os.time(),
-    view = new_viewer(),
+    view = new_viewer(), handler_view = new_viewer(new_sealer()),
     lib_cjson = cjson.new(), policy_cjson = cjson.new(),
   }
   gen.lib_cjson.decode_invalid_numbers(false)
@@ -324,16 +416,14 @@ function M.new_generation(policies_dir, scripts_dir, id)
     if name == "routes" then routes_tokens = tokens end
     local chunk, lerr = loadfile(path, "t", gen.policy_env)
     if not chunk then error(lerr, 0) end
-    local ok, policy = xpcall(chunk, where_handler(path, at))
-    if not ok then error(policy, 0) end
+    local policy = run_policy(path, at, chunk)
     if type(policy) ~= "table" then
       error(("%s: must return a table, got %s"):format(at(), type(policy)), 0)
     end
     gen.policies[name] = policy
     local check = contracts.check[name]
     if check then
-      local cok, cerr = xpcall(check, where_handler(path, at), policy, path, gen, at)
-      if not cok then error(cerr, 0) end
+      run_policy(path, at, check, policy, path, gen, at)
     end
   end
   gen.router = router.compile(gen.policies.routes, policies_dir .. "/routes.lua", function(i, method, path, occurrence)
@@ -407,7 +497,7 @@ function M.dispatch(gen, req)
     return 404, { ["content-type"] = JSON }, error_body("NOT_FOUND", "no route for " .. req.path)
   end
   req.params = params
-  req.args = req.args or NO_ARGS -- set by the server from lws' decoded query fragments
+  req.args = req.args or NO_ARGS -- set by the server from the decoded query string (runtime/http_server.c)
   local body = req.body
   if body ~= "" then
     local ctype = req.headers["content-type"] or ""
@@ -433,7 +523,11 @@ function M.dispatch(gen, req)
     end
   end
 
+  local co = running()
+  permit[1] = co
   local status, headers, out = handler(req)
+  -- A route's own function that called no sealed handler leaves the permit unused.
+  if permit[1] == co then permit[1] = nil end
   if math.type(status) ~= "integer" then
     error(("handler for %s %s returned status %s, not an integer"):format(req.method, req.path, tostring(status)))
   end

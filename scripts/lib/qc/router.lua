@@ -40,6 +40,9 @@ function M.compile(routes, where, line_of)
   local r = setmetatable({ static = {}, dynamic = {} }, Router)
   if type(routes) ~= "table" then error(where .. ": must return a table of routes", 0) end
   if #routes == 0 then error(where .. ": declares no routes", 0) end
+  -- seen: "METHOD shape" -> the first route with it. A shape is the path with every
+  -- parameter written {}: /rooms/{room} and /rooms/{x} match the same requests, so the
+  -- second could never be reached.
   local seen, occurrences = {}, {}
   for i, route in ipairs(routes) do
     if type(route) ~= "table" then
@@ -67,10 +70,20 @@ function M.compile(routes, where, line_of)
     if type(handler) ~= "function" then
       error(label() .. ": handler must be a function, got " .. type(handler), 0)
     end
+    local written = path
     path = normalise(path)
-    local key = method .. " " .. path
-    if seen[key] then error(label() .. ": declared twice (first as route " .. seen[key] .. ")", 0) end
-    seen[key] = i
+    local key = method .. " " .. path:gsub("{[^/]*}", "{}")
+    local first = seen[key]
+    if first then
+      local line = line_of and line_of(first.i, method, first.written, first.occurrence)
+      local where_first = line and (" at %s:%d"):format(where, line) or ""
+      if first.path == path then
+        error(("%s: declared twice (first as route %d%s)"):format(label(), first.i, where_first), 0)
+      end
+      error(("%s: same path as route %d (%s %s)%s, which would always match first"):format(
+        label(), first.i, method, first.written, where_first), 0)
+    end
+    seen[key] = { i = i, path = path, written = written, occurrence = occurrence }
     if not path:find("{", 1, true) then
       local entry = r.static[path] or { methods = {} }
       entry.methods[method] = handler
