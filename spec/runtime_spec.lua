@@ -134,6 +134,13 @@ describe("the HTTP server", function()
     assert.equal(500, status)
     assert.equal("BUDGET_EXCEEDED", body.error.code)
     assert.equal(200, (s:request("GET", "/health")))
+    -- The log names the line of the loop that was stopped, not its caller's.
+    local line = 0
+    for l in io.lines(FIXTURES .. "/routes.lua") do
+      line = line + 1
+      if l:find('"/spin"', 1, true) then break end
+    end
+    assert.matches("routes%.lua:" .. line .. ": time budget exceeded", s:wait_log("path=/spin code=BUDGET_EXCEEDED"))
   end)
 
   it("stops a memory bomb at the memory cap and stays up", function()

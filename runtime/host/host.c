@@ -240,7 +240,14 @@ static void budget_hook(lua_State *L, lua_Debug *ar) {
         lua_sethook(L, NULL, 0, 0);
         return;
     }
-    qc_host_budget_error(L);
+    /* Inside a hook, level 0 is the Lua function that was stopped: name its line, not its
+     * caller's (luaL_error would take level 1). */
+    void *hud;
+    lua_getallocf(L, &hud);
+    luaL_where(L, 0);
+    lua_pushfstring(L, "time budget exceeded (%d ms of CPU)", (int)((qc_host *)hud)->cfg.lua_budget_ms);
+    lua_concat(L, 2);
+    lua_error(L);
 }
 
 int qc_host_budget_exceeded(lua_State *L) {
