@@ -47,19 +47,11 @@ return {
 
 ---@return string policies_dir, string scripts_dir
 local function policies_with_waiting_writer()
-  local base = server.tmpdir()
-  local dir, scripts = base .. "/policies", base .. "/scripts"
-  assert(os.execute("mkdir -p " .. dir .. " && cp " .. server.source .. "/spec/fixtures/policies/*.lua " .. dir))
+  local scripts = server.tmpdir() .. "/scripts"
   assert(os.execute(("cp -r %s %s"):format(server.quote(server.source .. "/scripts"), server.quote(scripts))))
   server.write_file(scripts .. "/lib/qc/handlers/spec_waiter.lua", WAITER)
-  local routes = server.read_file(dir .. "/routes.lua")
-  local changed, n = routes:gsub('\n  { "GET", "/text",', function(m)
-    return [[
-
-  { "POST", "/record-then-wait", require("qc.handlers.spec_waiter").record_then_wait },]] .. m
-  end)
-  assert(n == 1, "fixture routes changed: /text not found")
-  server.write_file(dir .. "/routes.lua", changed)
+  local dir = server.fixture_policies(
+    '  { "POST", "/record-then-wait", require("qc.handlers.spec_waiter").record_then_wait },\n')
   return dir, scripts
 end
 

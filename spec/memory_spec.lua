@@ -7,8 +7,6 @@ local time = require "qc.time"
 local tasks = require "qc.tasks"
 local cjson = require "cjson"
 
-local FIXTURES = server.source .. "/spec/fixtures/policies"
-
 -- The fixture routes plus:
 --   POST /hold  keeps its (decoded) body across a 0.3 s wait, like a handler waiting on LiveKit
 --   GET /hog?mb=N  takes N MiB a MiB at a time, yielding in between, and keeps it for 1 s
@@ -29,13 +27,7 @@ local EXTRA_ROUTES = [[
 ]]
 
 local function policies()
-  local dir = server.tmpdir() .. "/policies"
-  assert(os.execute("mkdir -p " .. dir .. " && cp " .. FIXTURES .. "/*.lua " .. dir))
-  local routes = server.read_file(dir .. "/routes.lua")
-  local changed, n = routes:gsub('\n  { "GET", "/text",', function(m) return "\n" .. EXTRA_ROUTES .. m:sub(2) end)
-  assert(n == 1, "fixture routes changed: /text not found")
-  server.write_file(dir .. "/routes.lua", changed)
-  return dir
+  return server.fixture_policies(EXTRA_ROUTES)
 end
 
 local MiB = 1 << 20

@@ -6,11 +6,7 @@ local tasks = require "qc.tasks"
 
 local FIXTURES = server.source .. "/spec/fixtures/policies"
 
-local function fixture_policies()
-  local dir = server.tmpdir() .. "/policies"
-  assert(os.execute("mkdir -p " .. dir .. " && cp " .. FIXTURES .. "/*.lua " .. dir))
-  return dir
-end
+local fixture_policies = server.fixture_policies
 
 local function edit(path, from, to)
   local text = server.read_file(path)
@@ -135,11 +131,7 @@ describe("the HTTP server", function()
     assert.equal("BUDGET_EXCEEDED", body.error.code)
     assert.equal(200, (s:request("GET", "/health")))
     -- The log names the line of the loop that was stopped, not its caller's.
-    local line = 0
-    for l in io.lines(FIXTURES .. "/routes.lua") do
-      line = line + 1
-      if l:find('"/spin"', 1, true) then break end
-    end
+    local line = server.line_of(FIXTURES .. "/routes.lua", '"/spin"')
     assert.matches("routes%.lua:" .. line .. ": time budget exceeded", s:wait_log("path=/spin code=BUDGET_EXCEEDED"))
   end)
 

@@ -4,14 +4,9 @@
 local server = require "support.server"
 local generation = require "qc.generation"
 
-local FIXTURES = server.source .. "/spec/fixtures/policies"
 local SCRIPTS = server.source .. "/scripts"
 
-local function fixture_policies()
-  local dir = server.tmpdir() .. "/policies"
-  assert(os.execute("mkdir -p " .. dir .. " && cp " .. FIXTURES .. "/*.lua " .. dir))
-  return dir
-end
+local fixture_policies, line_of = server.fixture_policies, server.line_of
 
 -- Replaces the first plain occurrence of `from` in the file (no patterns: code has many %).
 local function edit(path, from, to)
@@ -19,16 +14,6 @@ local function edit(path, from, to)
   local i, j = text:find(from, 1, true)
   assert(i, "text not found in " .. path .. ": " .. from)
   server.write_file(path, text:sub(1, i - 1) .. to .. text:sub(j + 1))
-end
-
--- The line number of the first line of `path` that contains `needle`.
-local function line_of(path, needle)
-  local n = 0
-  for line in (server.read_file(path) .. "\n"):gmatch("([^\n]*)\n") do
-    n = n + 1
-    if line:find(needle, 1, true) then return n end
-  end
-  error("not found in " .. path .. ": " .. needle)
 end
 
 -- Builds a generation in this process from the fixture policies, with `code` run at the top

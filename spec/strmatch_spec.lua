@@ -279,9 +279,6 @@ end)
 describe("a handler stuck in pattern matching", function()
   local s
   setup(function()
-    local dir = server.tmpdir() .. "/policies"
-    assert(os.execute("mkdir -p " .. dir .. " && cp " .. server.source .. "/spec/fixtures/policies/*.lua " .. dir))
-    local routes = server.read_file(dir .. "/routes.lua")
     -- The issue's pattern, through each of the four functions and the method form.
     local extra = [[
   { "GET", "/slow/find", function() return 200, nil, { r = string.find(("a"):rep(24), ("a*"):rep(12) .. "b") } end },
@@ -294,9 +291,7 @@ describe("a handler stuck in pattern matching", function()
   { "GET", "/slow/gsub", function() return 200, nil, { r = (string.gsub(("a"):rep(24), ("a*"):rep(12) .. "b", "")) } end },
   { "GET", "/fast", function() return 200, nil, { r = string.find(("a"):rep(24), ("a*"):rep(3) .. "b") or false } end },
 ]]
-    routes = routes:gsub("\n}%s*$", "\n" .. extra:gsub("%%", "%%%%") .. "}\n")
-    server.write_file(dir .. "/routes.lua", routes)
-    s = server.start { policies = dir, env = { QC_LUA_BUDGET_MS = "200" } }
+    s = server.start { policies = server.fixture_policies(extra), env = { QC_LUA_BUDGET_MS = "200" } }
   end)
   teardown(function() s:stop() end)
 

@@ -52,6 +52,30 @@ function M.copy_policies(dir)
   return dir
 end
 
+--- Copies spec/fixtures/policies into a fresh directory a spec may edit. `extra_routes`, when
+--- given, is text of route entries put in before the fixture's GET /text route.
+function M.fixture_policies(extra_routes)
+  local dir = M.tmpdir() .. "/policies"
+  assert(sh("mkdir -p " .. quote(dir) .. " && cp " .. quote(M.source) .. "/spec/fixtures/policies/*.lua " .. quote(dir)))
+  if extra_routes then
+    local routes = read_file(dir .. "/routes.lua")
+    local at = routes:find('\n  { "GET", "/text",', 1, true)
+    assert(at, "fixture routes changed: the GET /text route is not found")
+    M.write_file(dir .. "/routes.lua", routes:sub(1, at) .. extra_routes .. routes:sub(at + 1))
+  end
+  return dir
+end
+
+--- The number of the first line of `path` that contains `needle` (plain text).
+function M.line_of(path, needle)
+  local n = 0
+  for line in (read_file(path) .. "\n"):gmatch("([^\n]*)\n") do
+    n = n + 1
+    if line:find(needle, 1, true) then return n end
+  end
+  error(("%q not found in %s"):format(needle, path), 2)
+end
+
 local Server = {}
 Server.__index = Server
 
