@@ -539,6 +539,9 @@ void qc_http_exchange_respond(qc_http_exchange *ex, int status, const qc_http_he
                               size_t nheaders, const char *body, size_t body_len) {
     if (ex->responded) return;
     ex->responded = 1;
+    /* A final answer only: the host refuses a handler's 1xx or out-of-range status with a JSON
+     * 500 before it gets here; this keeps the log and the wire in agreement if it ever did. */
+    if (status < 200 || status > 599) status = 500;
     access_log(ex, status);
     conn *c = ex->conn;
     if (!c) { /* the client left while the handler ran */

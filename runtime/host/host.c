@@ -422,7 +422,16 @@ static int finish_request(qc_task *t, int nres, const char *origin, struct held_
         respond_json_error(t, 500, "INTERNAL", "internal error", origin);
         return 0;
     }
-    int status = (int)lua_tointeger(co, base);
+    lua_Integer raw_status = lua_tointeger(co, base);
+    if (raw_status < 200 || raw_status > 599) {
+        /* 1xx would promise an Upgrade or a second answer that never comes, and anything
+         * outside 100-599 is no HTTP status at all: a handler bug, never the client's. */
+        qc_log(QC_LOG_ERROR, "host", "handler returned an invalid status", " method=%s path=%s status=%lld",
+               qc_http_exchange_method(t->ex), qc_http_exchange_path(t->ex), (long long)raw_status);
+        respond_json_error(t, 500, "INTERNAL", "internal error", origin);
+        return 0;
+    }
+    int status = (int)raw_status;
     if (t->mem_error && status >= 400) {
         /* The handler caught Lua's "not enough memory" and answered some error of its own
          * (dispatch's pcall around cjson.decode says BAD_JSON): that is not the client's
@@ -485,7 +494,8 @@ static void finish_request_error(qc_task *t, int st, const char *origin, const c
     }
     if (lua_istable(co, -1)) {
         if (raw_field(co, -1, "status") == LUA_TNUMBER && lua_isinteger(co, -1)) {
-            int status = (int)lua_tointeger(co, -1);
+            lua_Integer raw_status = lua_tointeger(co, -1);
+            int status = raw_status >= 400 && raw_status <= 599 ? (int)raw_status : 500;
             raw_field(co, -2, "code");
             raw_field(co, -3, "message");
             raw_field(co, -4, "field");
@@ -493,7 +503,6 @@ static void finish_request_error(qc_task *t, int st, const char *origin, const c
             const char *code = lua_type(co, -3) == LUA_TSTRING ? lua_tostring(co, -3) : "ERROR";
             const char *msg = lua_type(co, -2) == LUA_TSTRING ? lua_tostring(co, -2) : "request failed";
             const char *field = lua_type(co, -1) == LUA_TSTRING ? lua_tostring(co, -1) : NULL;
-            if (status < 400 || status > 599) status = 500;
             respond_json_error_field(t, status, code, msg, field, origin);
             lua_pop(co, 4);
             return;
