@@ -29,6 +29,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/ioctl.h>
 #include <sys/resource.h>
 
 #include "chunked.h"
@@ -45,6 +46,7 @@
 #define IDLE_MS 30000   /* keep-alive connection without a request */
 #define LINGER_MS 2000  /* after a closing answer: read and drop what the client still sends */
 #define RESERVE_MIN 64  /* descriptors kept back from client connections */
+#define DEADLINE_EXTENSIONS 8 /* request deadlines added while the delay is ours (on_timer) */
 
 /* Finished exchanges kept for the next request, with their buffers. */
 #define EXCHANGE_POOL 64
@@ -101,6 +103,7 @@ struct conn {
     size_t writes; /* answers queued and not yet written */
     int reading, eof, closing, in_process, continue_busy;
     int used; /* a byte has arrived on this connection */
+    int extensions; /* deadlines added to the current request's (on_timer) */
     int fail_status; /* set by a parser callback that refuses the request */
     const char *fail_code, *fail_msg;
     /* head_scan's state: the checks http-parser skips as Debian builds it */
@@ -250,6 +253,7 @@ static void set_state(conn *c, enum conn_state st) {
         break;
     case C_RECV:
         list_append(&srv->recv, c);
+        c->extensions = 0;
         uv_timer_start(&c->timer, on_timer, (uint64_t)srv->opts.request_timeout_ms, 0);
         break;
     case C_BUSY:
@@ -373,6 +377,9 @@ static void on_connection(uv_stream_t *listener, int status) {
     }
     conn *c = calloc(1, sizeof *c);
     if (!c) return;
+    /* The loop's clock was read before this turn's callbacks, which may have run handlers for
+     * a while: a deadline armed on it would start in the past. */
+    uv_update_time(srv->loop);
     c->srv = srv;
     uv_tcp_init(srv->loop, &c->tcp);
     uv_timer_init(srv->loop, &c->timer);
@@ -1187,6 +1194,18 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
     parse_input(c, buf->base, (size_t)nread);
 }
 
+/* Is the request late by our fault? Bytes waiting in the socket (FIONREAD) or in our own
+ * input buffer have arrived and are not read or parsed yet: the loop was busy with other
+ * requests (a handler that computes, a burst of large bodies) and timers run before the
+ * loop reads again. The client did its part; the delay is ours. */
+static int input_waits(conn *c) {
+    if (c->in_len > c->in_start) return 1;
+    uv_os_fd_t fd;
+    int n = 0;
+    if (uv_fileno((uv_handle_t *)&c->tcp, &fd) < 0) return 0;
+    return ioctl(fd, FIONREAD, &n) == 0 && n > 0;
+}
+
 static void on_timer(uv_timer_t *t) {
     conn *c = t->data;
     if (c->closing) return;
@@ -1195,6 +1214,19 @@ static void on_timer(uv_timer_t *t) {
         conn_close(c);
         break;
     case C_RECV:
+        /* QC_REQUEST_TIMEOUT_MS measures the client, not us. When its bytes wait unread, the
+         * deadline gets one more period instead of a 408 the client did not earn. The bound
+         * counts periods, not wall time: each one is granted only while input waits, which a
+         * client cannot make happen on an idle server (we read at once), so it gives a slow
+         * client at most DEADLINE_EXTENSIONS more periods, and only while we lag. A client
+         * that is in fact slow still has nothing waiting when its time is up, and gets 408. */
+        if (c->extensions < DEADLINE_EXTENSIONS && input_waits(c)) {
+            c->extensions++;
+            qc_log(QC_LOG_DEBUG, "http", "request deadline extended: its input waits on us", " peer=%s extensions=%d",
+                   c->peer, c->extensions);
+            uv_timer_start(&c->timer, on_timer, (uint64_t)c->srv->opts.request_timeout_ms, 0);
+            break;
+        }
         if (!c->used) { /* nothing ever sent: no one to tell */
             conn_close(c);
             break;
