@@ -168,7 +168,7 @@ describe("the Lua memory cap", function()
       assert.is_true(tonumber(line:match("lua_bytes=(%d+)")) < 8 * MiB, line)
     else
       local _, peak = rss_kib(s.pid)
-      assert.is_true(peak - before > 64 * 1024, ("the burst never took memory: rss %d KiB, peak %d KiB"):format(before, peak))
+      assert.is_true(peak - before > 40 * 1024, ("the burst never took memory: rss %d KiB, peak %d KiB"):format(before, peak))
       local ok = pcall(server.wait_for, function() return rss_kib(s.pid) < before + 16 * 1024 end, 5)
       assert.is_true(ok, ("RSS %d KiB 5 s after the burst, %d KiB before it (peak %d KiB)"):format(
         rss_kib(s.pid), before, peak))

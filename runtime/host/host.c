@@ -251,8 +251,10 @@ static int cjson_new_guarded(lua_State *L) {
  * needs no switch), glibc's malloc_trim otherwise. mimalloc decommits freed pages only
  * after decommit_delay (25 ms) and only from a later call into it, which an idle server
  * never makes: measured, 20 MB stayed resident after a 64 MB bomb. So the delay is zero
- * while the full collection frees the garbage and
- * while mimalloc collects; the hot path keeps the delay. */
+ * while the full collection frees the garbage and while mimalloc collects, and pages are
+ * allocated and freed to reach the spans freed before (without that, 12 or 35 MB stayed
+ * after 100 bodies of 1 MB refused at a 64 MB cap, from one run to the next; with it, 10.6
+ * MB every time, from 9.8 before); the hot path keeps the delay. */
 #ifdef __has_include
 #if __has_include(<mimalloc.h>)
 #include <mimalloc.h>
@@ -272,16 +274,23 @@ static void collect_and_return_memory(lua_State *L) {
         *(void **)&option_set = dlsym(RTLD_DEFAULT, "mi_option_set");
     }
     if (collect && option_get && option_set) {
-        /* Both delays: with only the first at zero, a segment whose frees here all fall
-         * within decommit_extend_delay of each other pushes its decommit past the window, and
-         * the pages stay (measured: 34 MB after a burst of 300 bodies refused at a 64 MB cap). */
         long delay = option_get(mi_option_decommit_delay);
-        long extend = option_get(mi_option_decommit_extend_delay);
         option_set(mi_option_decommit_delay, 0);
-        option_set(mi_option_decommit_extend_delay, 0);
         lua_gc(L, LUA_GCCOLLECT);
         collect(true);
-        option_set(mi_option_decommit_extend_delay, extend);
+        /* What the collection freed is decommitted now, but spans freed earlier wait in
+         * their segment for a later free or page allocation there to find the delay past.
+         * Allocating pages reaches them: mimalloc takes a page from a free span and then
+         * decommits what waits in that span's segment. The blocks are never written, so
+         * they cost no memory, and freeing them with the delay at zero decommits them too. */
+        enum { PROBES = 64 };
+        void *probe[PROBES];
+        for (size_t size = (size_t)8 << 20; size >= (size_t)64 << 10; size /= 2) {
+            size_t n = 0;
+            while (n < PROBES && (probe[n] = malloc(size)) != NULL) n++;
+            while (n) free(probe[--n]);
+        }
+        collect(true);
         option_set(mi_option_decommit_delay, delay);
         return;
     }
@@ -308,9 +317,12 @@ static void reclaim_now(uv_timer_t *timer) {
 /* The reclaim after a memory error runs while the burst that caused it may still go on, and
  * what the burst frees after it stays with the allocator: mimalloc decommits a freed span
  * only when a later call into the same segment finds its delay past, which an idle server
- * never makes (measured: 35 MB of 300 bodies of 1 MB stayed resident, 57 MB without a cap).
- * So one more reclaim runs once large requests have stopped for SETTLE_MS; each one
- * pushes it back, so a steady load of them, which reuses that memory, does not pay for it. */
+ * never makes (measured after 300 bodies of 1 MB at the default cap: 57 MB stayed resident;
+ * with this, 10.6 MB). So one more reclaim runs once large requests have stopped for
+ * SETTLE_MS; each one pushes it back, so a steady load of them, which reuses that memory,
+ * does not pay for it. (Decommitting at once for the whole burst, decommit_delay 0 from
+ * its first large request, also left ~11 MB but made a burst of 300 bodies take 11 s
+ * instead of 6.) */
 static void schedule_settle(qc_host *h) {
     if (h->mode != QC_HOST_SERVE) return;
     if (!h->settle) {
