@@ -426,3 +426,54 @@ describe("a connection flood", function()
     assert.matches("connection cap reached action=evicted_slow", s:wait_log("connection cap reached action=evicted_slow"))
   end)
 end)
+
+describe("the request deadline on a busy server", function()
+  local s
+  local tasks = require "qc.tasks"
+  local fetch = require "qc.fetch"
+  setup(function()
+    -- A route that keeps the event loop busy for 200 ms of CPU, as a slow handler would: while
+    -- it runs, nothing is read from any connection, and the deadlines of requests whose
+    -- bytes wait in the kernel run out by our fault, not theirs.
+    local dir = server.tmpdir() .. "/policies"
+    assert(os.execute("mkdir -p " .. dir .. " && cp " .. server.source .. "/spec/fixtures/policies/*.lua " .. dir))
+    local routes = server.read_file(dir .. "/routes.lua")
+    local changed, n = routes:gsub('\n  { "GET", "/text",', [[
+
+  { "POST", "/burn", function(req)
+      local stop = os.clock() + 0.2
+      while os.clock() < stop do end
+      return 200, nil, { len = #req.body }
+    end },
+  { "GET", "/text",]])
+    assert(n == 1, "fixture routes changed: /text not found")
+    server.write_file(dir .. "/routes.lua", changed)
+    s = server.start { policies = dir, env = {
+      QC_REQUEST_TIMEOUT_MS = "300", QC_LUA_BUDGET_MS = "5000", QC_MAX_BODY = tostring(1 << 20) } }
+  end)
+  teardown(function() stop_or_kill(s) end)
+
+  it("does not answer 408 to complete requests that wait on the server", function()
+    -- Larger than a socket's receive buffer: each body is read over several loop turns.
+    local body = cjson.encode { blob = ("b"):rep(512 * 1024) }
+    local items = {}
+    for i = 1, 24 do items[i] = i end
+    local results = tasks.map(items, 24, function()
+      local status, _, raw = fetch { method = "POST", url = s.url .. "/burn", body = body,
+        headers = { ["Content-Type"] = "application/json" }, timeout = 60 }
+      return status or raw
+    end)
+    local counts = {}
+    for _, r in ipairs(results) do
+      assert.is_true(r.ok, r.error)
+      counts[tostring(r.value)] = (counts[tostring(r.value)] or 0) + 1
+    end
+    assert.same({ ["200"] = 24 }, counts)
+    -- A client that really is slow still gets its 408 on the same server.
+    local r = raw(s.port, { timeout_ms = 4000, steps = {
+      { send = "POST /burn HTTP/1.1\r\nHost: x\r\nContent-Length: 40\r\n\r\n" },
+      { send_slow = ("a"):rep(40), interval_ms = 100 } } })
+    assert_error_and_close(r, 408, "REQUEST_TIMEOUT")
+    assert_healthy(r)
+  end)
+end)

@@ -427,3 +427,40 @@ describe("the command line", function()
     s:stop()
   end)
 end)
+
+describe("a handler's status", function()
+  local s
+  setup(function()
+    local dir = fixture_policies()
+    edit(dir .. "/routes.lua", '\n  { "GET", "/text",', [[
+
+  { "GET", "/status", function(req) return math.tointeger(tonumber(req.args.code)), nil, "body" end },
+  { "GET", "/text",]])
+    s = server.start { policies = dir }
+  end)
+  teardown(function() s:stop() end)
+
+  -- Only a final status, 200 to 599, may come from a handler: a 1xx would promise an Upgrade
+  -- or a second answer, and anything else is not an HTTP status. Each is a handler bug.
+  for _, code in ipairs { 100, 101, 199, 600, 99999, -1, 0, 4294967496 } do
+    it(("turns %d into a JSON 500 logged with the route"):format(code), function()
+      local status, body, headers = s:request("GET", "/status?code=" .. code, nil, nil, 5)
+      assert.equal(500, status)
+      assert.equal("application/json", headers["content-type"])
+      assert.equal("INTERNAL", body.error.code)
+      local want = ("error host handler returned an invalid status method=GET path=/status status=%s\n")
+        :format((tostring(code):gsub("%-", "%%-")))
+      server.wait_for(function() return s:log_text():match(want) end, 5, want)
+      assert.matches("info http request method=GET path=/status status=500 ", s:log_text())
+      assert.equal(200, (s:request("GET", "/health")))
+    end)
+  end
+
+  it("sends 200 to 599 as the handler says", function()
+    for _, code in ipairs { 200, 299, 404, 418, 599 } do
+      local status, body = s:request("GET", "/status?code=" .. code, nil, nil, 5)
+      assert.equal(code, status)
+      assert.equal("body", body)
+    end
+  end)
+end)

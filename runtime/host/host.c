@@ -41,6 +41,12 @@
 #define ADMIT_GC_AGE_MS 100
 /* After a refusal, memory goes back to the OS this long after (a burst is over by then). */
 #define RECLAIM_AFTER_REFUSAL_MS 1000
+/* A burst of large requests is over when none has come for this long: then the memory it
+ * took goes back to the OS (schedule_settle). */
+#define SETTLE_MS 1000
+#define LARGE_BODY (64 * 1024)
+/* How far past its limits Lua may go inside cjson.decode: half the cap (decode_guarded). */
+#define DECODE_OVERDRAW_DIV 2
 
 struct qc_task {
     qc_host *host;
@@ -105,10 +111,13 @@ struct qc_host {
     size_t task_limit;  /* mem_used may not pass this while the current task runs */
     int refused;        /* the last allocation was refused (Lua retries once after a full GC) */
     int mem_error;      /* ... and the retry was refused too: Lua raised "not enough memory" */
+    int decoding;       /* inside cjson.decode: see decode_guarded */
+    int overdrawn;      /* ... and it went past the limits */
     size_t live_after_gc; /* mem_used after the last full collection the host ran */
     uint64_t gc_at;       /* and the loop time then */
     uv_timer_t *reclaim;  /* after a memory error or a refusal: full GC, memory back to the OS */
     int reclaim_scheduled;
+    uv_timer_t *settle;   /* SETTLE_MS after the last large request or memory error: the same */
     qc_barrier *barriers;
     /* The time budget (serve mode): the watchdog measures each call into Lua; past its
      * budget it arms a count hook on the thread running then, and the hook raises. */
@@ -151,7 +160,12 @@ static void *host_alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
     }
     if (nsize > old && h->cap_active) {
         size_t after = h->mem_used + (nsize - old);
-        if ((h->cfg.lua_memory_bytes && after > h->cfg.lua_memory_bytes) || after > h->task_limit) {
+        size_t extra = h->decoding ? h->cfg.lua_memory_bytes / DECODE_OVERDRAW_DIV : 0;
+        if (h->decoding && !h->overdrawn &&
+            ((h->cfg.lua_memory_bytes && after > h->cfg.lua_memory_bytes) || after > h->task_limit))
+            h->overdrawn = 1;
+        if ((h->cfg.lua_memory_bytes && after > h->cfg.lua_memory_bytes + extra) ||
+            (h->task_limit != SIZE_MAX && after > h->task_limit + extra)) {
             /* Lua answers a refusal with an emergency full collection and one retry; a
              * second refusal in a row is the "not enough memory" error for that call. */
             if (h->refused) h->mem_error = 1;
@@ -166,13 +180,81 @@ static void *host_alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
     return p;
 }
 
+/* cjson.decode, guarded. lua-cjson 2.1 mallocs a scratch buffer as long as its input and
+ * frees it on a parse error, but a Lua memory error raised inside it (a table or string
+ * refused at the cap) longjmps past the free: every body refused at the cap leaked its own
+ * size, 300 MB after 300 bodies of 1 MB. So inside decode the limits give way (by at most half
+ * the cap, which a body within QC_MAX_BODY does not reach) and the overdraft is settled once
+ * decode has returned and freed its buffer: the result is dropped and the call raises the
+ * memory error it would have raised, which the host answers as it always did (503). */
+static int decode_guarded(lua_State *L) {
+    void *ud;
+    lua_getallocf(L, &ud);
+    qc_host *h = ud;
+    int n = lua_gettop(L);
+    lua_pushvalue(L, lua_upvalueindex(1));
+    lua_insert(L, 1);
+    int outer = h->decoding;
+    h->decoding = 1;
+    int st = lua_pcall(L, n, 1, 0);
+    h->decoding = outer;
+    if (!outer && h->overdrawn) {
+        h->overdrawn = 0;
+        h->mem_error = 1;
+        lua_settop(L, 0);
+        lua_pushliteral(L, "not enough memory");
+        return lua_error(L);
+    }
+    if (st != LUA_OK) return lua_error(L);
+    return 1;
+}
+
+/* Replaces t.decode with the guarded one, and t.new with a constructor that does the same
+ * to each instance it makes. */
+static int cjson_new_guarded(lua_State *L);
+static void guard_cjson(lua_State *L, int t) {
+    t = lua_absindex(L, t);
+    if (lua_getfield(L, t, "decode") == LUA_TFUNCTION) {
+        lua_pushcclosure(L, decode_guarded, 1);
+        lua_setfield(L, t, "decode");
+    } else {
+        lua_pop(L, 1);
+    }
+    if (lua_getfield(L, t, "new") == LUA_TFUNCTION && lua_tocfunction(L, -1) != cjson_new_guarded) {
+        lua_pushcclosure(L, cjson_new_guarded, 1);
+        lua_setfield(L, t, "new");
+    } else {
+        lua_pop(L, 1);
+    }
+}
+
+static int cjson_new_guarded(lua_State *L) {
+    lua_settop(L, 0);
+    lua_pushvalue(L, lua_upvalueindex(1));
+    lua_call(L, 0, 1);
+    if (lua_istable(L, -1)) {
+        lua_pushvalue(L, lua_upvalueindex(1));
+        lua_pushcclosure(L, cjson_new_guarded, 1);
+        lua_setfield(L, -2, "new");
+        if (lua_getfield(L, -1, "decode") == LUA_TFUNCTION) {
+            lua_pushcclosure(L, decode_guarded, 1);
+            lua_setfield(L, -2, "decode");
+        } else {
+            lua_pop(L, 1);
+        }
+    }
+    return 1;
+}
+
 /* Gives freed memory back to the OS: mimalloc's mi_collect(true) when the process uses
  * mimalloc (release builds link it; looked up at run time, so the ASan build without it
  * needs no switch), glibc's malloc_trim otherwise. mimalloc decommits freed pages only
  * after decommit_delay (25 ms) and only from a later call into it, which an idle server
  * never makes: measured, 20 MB stayed resident after a 64 MB bomb. So the delay is zero
- * while the full collection frees the garbage and
- * while mimalloc collects; the hot path keeps the delay. */
+ * while the full collection frees the garbage and while mimalloc collects, and pages are
+ * allocated and freed to reach the spans freed before (without that, 12 or 35 MB stayed
+ * after 100 bodies of 1 MB refused at a 64 MB cap, from one run to the next; with it, 10.6
+ * MB every time, from 9.8 before); the hot path keeps the delay. */
 #ifdef __has_include
 #if __has_include(<mimalloc.h>)
 #include <mimalloc.h>
@@ -196,6 +278,19 @@ static void collect_and_return_memory(lua_State *L) {
         option_set(mi_option_decommit_delay, 0);
         lua_gc(L, LUA_GCCOLLECT);
         collect(true);
+        /* What the collection freed is decommitted now, but spans freed earlier wait in
+         * their segment for a later free or page allocation there to find the delay past.
+         * Allocating pages reaches them: mimalloc takes a page from a free span and then
+         * decommits what waits in that span's segment. The blocks are never written, so
+         * they cost no memory, and freeing them with the delay at zero decommits them too. */
+        enum { PROBES = 64 };
+        void *probe[PROBES];
+        for (size_t size = (size_t)8 << 20; size >= (size_t)64 << 10; size /= 2) {
+            size_t n = 0;
+            while (n < PROBES && (probe[n] = malloc(size)) != NULL) n++;
+            while (n) free(probe[--n]);
+        }
+        collect(true);
         option_set(mi_option_decommit_delay, delay);
         return;
     }
@@ -210,13 +305,33 @@ static void collect_and_return_memory(lua_State *L) {
  * refused near the cap, a second later. */
 static void reclaim_now(uv_timer_t *timer) {
     qc_host *h = timer->data;
-    h->reclaim_scheduled = 0;
+    if (timer == h->reclaim) h->reclaim_scheduled = 0;
     size_t before = h->mem_used;
     collect_and_return_memory(h->L);
     h->live_after_gc = h->mem_used;
     h->gc_at = uv_now(h->loop);
     qc_log(QC_LOG_INFO, "host", "memory reclaimed", " lua_bytes_before=%zu lua_bytes=%zu",
            before, h->mem_used);
+}
+
+/* The reclaim after a memory error runs while the burst that caused it may still go on, and
+ * what the burst frees after it stays with the allocator: mimalloc decommits a freed span
+ * only when a later call into the same segment finds its delay past, which an idle server
+ * never makes (measured after 300 bodies of 1 MB at the default cap: 57 MB stayed resident;
+ * with this, 10.6 MB). So one more reclaim runs once large requests have stopped for
+ * SETTLE_MS; each one pushes it back, so a steady load of them, which reuses that memory,
+ * does not pay for it. (Decommitting at once for the whole burst, decommit_delay 0 from
+ * its first large request, also left ~11 MB but made a burst of 300 bodies take 11 s
+ * instead of 6.) */
+static void schedule_settle(qc_host *h) {
+    if (h->mode != QC_HOST_SERVE) return;
+    if (!h->settle) {
+        h->settle = malloc(sizeof *h->settle);
+        if (!h->settle) return;
+        uv_timer_init(h->loop, h->settle);
+        h->settle->data = h;
+    }
+    uv_timer_start(h->settle, reclaim_now, SETTLE_MS, 0);
 }
 
 static void schedule_reclaim(qc_host *h, uint64_t delay_ms) {
@@ -429,7 +544,16 @@ static int finish_request(qc_task *t, int nres, const char *origin, struct held_
         respond_json_error(t, 500, "INTERNAL", "internal error", origin);
         return 0;
     }
-    int status = (int)lua_tointeger(co, base);
+    lua_Integer raw_status = lua_tointeger(co, base);
+    if (raw_status < 200 || raw_status > 599) {
+        /* 1xx would promise an Upgrade or a second answer that never comes, and anything
+         * outside 100-599 is no HTTP status at all: a handler bug, never the client's. */
+        qc_log(QC_LOG_ERROR, "host", "handler returned an invalid status", " method=%s path=%s status=%lld",
+               qc_http_exchange_method(t->ex), qc_http_exchange_path(t->ex), (long long)raw_status);
+        respond_json_error(t, 500, "INTERNAL", "internal error", origin);
+        return 0;
+    }
+    int status = (int)raw_status;
     if (t->mem_error && status >= 400) {
         /* The handler caught Lua's "not enough memory" and answered some error of its own
          * (dispatch's pcall around cjson.decode says BAD_JSON): that is not the client's
@@ -492,7 +616,8 @@ static void finish_request_error(qc_task *t, int st, const char *origin, const c
     }
     if (lua_istable(co, -1)) {
         if (raw_field(co, -1, "status") == LUA_TNUMBER && lua_isinteger(co, -1)) {
-            int status = (int)lua_tointeger(co, -1);
+            lua_Integer raw_status = lua_tointeger(co, -1);
+            int status = raw_status >= 400 && raw_status <= 599 ? (int)raw_status : 500;
             raw_field(co, -2, "code");
             raw_field(co, -3, "message");
             raw_field(co, -4, "field");
@@ -500,7 +625,6 @@ static void finish_request_error(qc_task *t, int st, const char *origin, const c
             const char *code = lua_type(co, -3) == LUA_TSTRING ? lua_tostring(co, -3) : "ERROR";
             const char *msg = lua_type(co, -2) == LUA_TSTRING ? lua_tostring(co, -2) : "request failed";
             const char *field = lua_type(co, -1) == LUA_TSTRING ? lua_tostring(co, -1) : NULL;
-            if (status < 400 || status > 599) status = 500;
             respond_json_error_field(t, status, code, msg, field, origin);
             lua_pop(co, 4);
             return;
@@ -606,6 +730,7 @@ static void task_step(qc_task *t, int nargs) {
     if (h->mem_error || st == LUA_ERRMEM) {
         t->mem_error = 1;
         schedule_reclaim(h, 0);
+        schedule_settle(h);
     }
     h->refused = h->mem_error = 0;
     if (st == LUA_YIELD) {
@@ -804,6 +929,7 @@ static int admit(qc_host *h, size_t body_len) {
 
 void qc_host_handle_http(void *ud, qc_http_exchange *ex, const qc_http_incoming *req) {
     qc_host *h = ud;
+    if (req->body_len >= LARGE_BODY) schedule_settle(h);
     if (!admit(h, req->body_len)) {
         /* Established requests keep the memory they need to finish; this one may retry. */
         qc_log(QC_LOG_WARN, "host", "request refused: Lua memory near its cap", " path=%s lua_bytes=%zu", req->path,
@@ -965,6 +1091,11 @@ qc_host *qc_host_new(uv_loop_t *loop, const qc_config *cfg, qc_host_mode mode, c
     lua_gc(h->L, LUA_GCGEN, 0, 0);
     qc_bindings_preload(h->L, h);
     set_package_path(h->L, cfg->scripts_dir);
+    /* Loaded here, once, so every require "cjson" (and each cjson.new()) decodes guarded. */
+    lua_getglobal(h->L, "require");
+    lua_pushstring(h->L, "cjson");
+    if (lua_pcall(h->L, 1, 1, 0) == LUA_OK && lua_istable(h->L, -1)) guard_cjson(h->L, -1);
+    lua_pop(h->L, 1);
 
     /* The host's Lua half is trusted code shipped with the binary; required (not loaded
      * by path) so scripts that require it share the same instance. */
@@ -1012,6 +1143,11 @@ void qc_host_free(qc_host *h) {
         h->reclaim->data = h->reclaim;
         uv_close((uv_handle_t *)h->reclaim, free_self);
         h->reclaim = NULL;
+    }
+    if (h->settle) {
+        h->settle->data = h->settle;
+        uv_close((uv_handle_t *)h->settle, free_self);
+        h->settle = NULL;
     }
     /* Answers held for work not yet done: let the owners do it (a group commit) and pass
      * their barriers now; then no barrier may point at a task any more. */

@@ -11,6 +11,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/time.h>
+#include <time.h>
 #include <unistd.h>
 #include <uv.h>
 
@@ -54,6 +55,16 @@ static void on_request(void *ud, qc_http_exchange *ex, const qc_http_incoming *r
         uv_timer_init(&loop, &l->t);
         l->t.data = l;
         uv_timer_start(&l->t, later_fire, 50, 0);
+        return;
+    }
+    if (strcmp(req->path, "/busy") == 0) { /* a handler that holds the loop for 500 ms */
+        struct timespec ts = {0, 500 * 1000 * 1000};
+        while (nanosleep(&ts, &ts) != 0) {}
+        qc_http_exchange_respond(ex, 200, NULL, 0, "busy", 4);
+        return;
+    }
+    if (strcmp(req->path, "/status") == 0) { /* the status the query names */
+        qc_http_exchange_respond(ex, atoi(req->query), NULL, 0, "s", 1);
         return;
     }
     char body[4096];
@@ -177,6 +188,30 @@ static void *client(void *arg) {
                          2000, &closed),
                 "HTTP/1.1 200 ") == 2,
        "answers two pipelined requests sent in one write");
+
+    /* A request that arrives whole while a handler holds the loop past its deadline waits on
+     * us, not the other way round: it is answered, not refused with 408 or dropped. */
+    int waiting = dial();
+    int held = dial();
+    struct timespec pause = {0, 50 * 1000 * 1000};
+    nanosleep(&pause, NULL); /* both accepted: the deadline of `waiting` runs */
+    const char *busy = "GET /busy HTTP/1.1\r\nHost: h\r\n\r\n";
+    send(held, busy, strlen(busy), 0);
+    nanosleep(&pause, NULL); /* the loop is in /busy now */
+    const char *w = "GET /w HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n";
+    send(waiting, w, strlen(w), 0);
+    got = read_all(waiting, 3000, &closed);
+    ok(strstr(got, "HTTP/1.1 200 ") == got && strstr(got, "path=/w"), "answers a request the server kept waiting past its deadline");
+    close(waiting);
+    close(held);
+
+    for (int i = 0; i < 3; i++) {
+        static const char *const bad[] = {"101", "100", "99999"};
+        char line[96];
+        snprintf(line, sizeof line, "GET /status?%s HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n", bad[i]);
+        got = exchange(line, 0, 2000, &closed);
+        ok(strncmp(got, "HTTP/1.1 500 ", 13) == 0, "sends 500 for a status a handler may not give (1xx, > 599)");
+    }
 
     uv_async_send(&stop_async);
     return NULL;
