@@ -5,12 +5,7 @@
 
 #include "chunked.h"
 
-static int failures, count;
-static void ok(int cond, const char *what) {
-    count++;
-    printf("%s %d - %s\n", cond ? "ok" : "not ok", count, what);
-    if (!cond) failures++;
-}
+#include "tap.h"
 
 typedef struct {
     char buf[256];

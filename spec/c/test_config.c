@@ -7,7 +7,7 @@
 
 #include "config.h"
 
-static int failures, count;
+#include "tap.h"
 
 struct seen {
     char names[8][64];
@@ -27,12 +27,6 @@ static int suggests(const char *name, const char *want) {
     const char *got = qc_config_suggest(name);
     if (!want) return got == NULL;
     return got && strcmp(got, want) == 0;
-}
-
-static void ok(int cond, const char *what) {
-    count++;
-    printf("%s %d - %s\n", cond ? "ok" : "not ok", count, what);
-    if (!cond) failures++;
 }
 
 int main(void) {

@@ -4,12 +4,7 @@
 
 #include "cors.h"
 
-static int failures, count;
-static void ok(int cond, const char *what) {
-    count++;
-    printf("%s %d - %s\n", cond ? "ok" : "not ok", count, what);
-    if (!cond) failures++;
-}
+#include "tap.h"
 
 static const char *get(const qc_http_header *h, size_t n, const char *name) {
     for (size_t i = 0; i < n; i++)

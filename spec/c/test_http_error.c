@@ -7,12 +7,7 @@
 
 #include "http_error.h"
 
-static int failures, count;
-static void ok(int cond, const char *what) {
-    count++;
-    printf("%s %d - %s\n", cond ? "ok" : "not ok", count, what);
-    if (!cond) failures++;
-}
+#include "tap.h"
 
 /* Appends code point cp as UTF-8. */
 static size_t put_cp(char *out, unsigned long cp) {

@@ -17,12 +17,7 @@
 
 #include "http_server.h"
 
-static int failures, count;
-static void ok(int cond, const char *what) {
-    count++;
-    if (!cond) failures++;
-    printf("%s %d - %s\n", cond ? "ok" : "not ok", count, what);
-}
+#include "tap.h"
 
 static uv_loop_t loop;
 static qc_http_server *srv;

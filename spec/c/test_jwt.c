@@ -11,13 +11,7 @@
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
 
-static int failures, count;
-
-static void ok(int cond, const char *what) {
-    count++;
-    if (!cond) failures++;
-    printf("%s %d - %s\n", cond ? "ok" : "not ok", count, what);
-}
+#include "tap.h"
 
 /* §1: key devkey, secret secret, nbf 1767225600, exp 1767247200. */
 static const char *ACCESS =

@@ -10,13 +10,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-static int failures, count;
-
-static void ok(int cond, const char *what) {
-    count++;
-    if (!cond) failures++;
-    printf("%s %d - %s\n", cond ? "ok" : "not ok", count, what);
-}
+#include "tap.h"
 
 /* One pragma's integer or text answer through the cache. */
 static long long pragma_int(qc_store *s, const char *sql) {

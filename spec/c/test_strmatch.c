@@ -7,12 +7,7 @@
 
 #include "strmatch.h"
 
-static int failures, count;
-static void ok(int cond, const char *what) {
-    count++;
-    printf("%s %d - %s\n", cond ? "ok" : "not ok", count, what);
-    if (!cond) failures++;
-}
+#include "tap.h"
 
 /* Lua's find loop: the first match from any start; returns its start (0-based) or -1. */
 static long find(qc_strmatch *m, const char *s, const char *p, qc_strmatch_check_fn check, void *ud,

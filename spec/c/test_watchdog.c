@@ -8,13 +8,7 @@
 
 #include "watchdog.h"
 
-static int failures, count;
-
-static void ok(int cond, const char *what) {
-    count++;
-    printf("%s %d - %s\n", cond ? "ok" : "not ok", count, what);
-    if (!cond) failures++;
-}
+#include "tap.h"
 
 static volatile sig_atomic_t fired;
 static void on_overrun(void *ud) {
