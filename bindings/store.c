@@ -294,6 +294,13 @@ static int l_transaction(lua_State *L) {
 
 static void flush_now(uv_timer_t *timer);
 
+/* Drops the queued batch and answers 503 to everyone who waits for it: only whole batches
+ * are all-or-nothing. */
+static void drop_batch(flusher *f) {
+    qc_store_discard(f->s);
+    qc_barrier_pass(f->b, "STORE_UNAVAILABLE", "the record of this request could not be written");
+}
+
 /* The group commit, then the answers that waited for it: sent if it committed, 503 if not
  * (and then the batch is dropped, since its callers were told it failed). */
 static void flush_batch(flusher *f) {
@@ -312,16 +319,15 @@ static void flush_batch(flusher *f) {
         uv_timer_start(&f->timer, flush_now, DEFER_RETRY_MS, 0);
         return;
     }
-    qc_store_discard(f->s);
     qc_log(QC_LOG_ERROR, "store", "deferred write failed", " rows=%zu answers_503=%zu error=\"%s\"", rows, waiting,
            err);
-    qc_barrier_pass(f->b, "STORE_UNAVAILABLE", "the record of this request could not be written");
+    drop_batch(f);
 }
 
 /* On the loop turn after the first db:defer of a batch. */
 static void flush_now(uv_timer_t *timer) { flush_batch((flusher *)timer); }
 
-/* The host is stopping: commit and answer now. */
+/* Commit and answer now: the host is stopping, or the db closing. */
 static void flush_for_host(void *ud) {
     flusher *f = ud;
     uv_timer_stop(&f->timer);
@@ -360,8 +366,7 @@ static int l_defer(lua_State *L) {
         return fail(L, err, qc_store_code_name(qc_store_errcode(s)));
     /* The caller's answer now waits for the commit of this row. */
     if (qc_barrier_join(d->f->b, qc_task_current(L)) < 0) {
-        qc_store_discard(s); /* only whole batches are all-or-nothing: drop it, say so */
-        qc_barrier_pass(d->f->b, "STORE_UNAVAILABLE", "the record of this request could not be written");
+        drop_batch(d->f);
         return luaL_error(L, "store: out of memory");
     }
     if (!d->f->scheduled) {
@@ -376,8 +381,7 @@ static int l_defer(lua_State *L) {
 static int l_close(lua_State *L) {
     ldb *d = luaL_checkudata(L, 1, DB_MT);
     if (d->f) { /* commit what is queued, and answer whoever waits for it */
-        uv_timer_stop(&d->f->timer);
-        flush_batch(d->f);
+        flush_for_host(d->f);
         qc_barrier_free(d->f->b);
         d->f->b = NULL;
         d->f->s = NULL;

@@ -116,11 +116,19 @@ static void put_str(line_buf *b, const char *s) {
     if (s) put(b, s, strlen(s));
 }
 
-/* JSON punctuation goes in whole or not at all: half of `","message":"` is not JSON. */
-static void put_lit(line_buf *b, const char *s) {
-    size_t l = strlen(s);
+/* Whole or not at all: half of `","message":"` or of an escape is not JSON. */
+static void put_whole(line_buf *b, const char *s, size_t l) {
     if (l > b->cap - b->n) b->cut = 1;
     else put(b, s, l);
+}
+
+static void put_lit(line_buf *b, const char *s) { put_whole(b, s, strlen(s)); }
+
+/* A line that was cut ends in CUT_MARK, in the room kept for it. */
+static void put_cut_mark(line_buf *b) {
+    if (!b->cut) return;
+    memcpy(b->p + b->n, CUT_MARK, sizeof CUT_MARK - 1);
+    b->n += sizeof CUT_MARK - 1;
 }
 
 /* Appends s as the body of a JSON string. An escape is written whole or not at all, so a
@@ -137,11 +145,7 @@ static void put_json(line_buf *b, const char *s) {
         } else {
             esc[0] = (char)c, l = 1;
         }
-        if (l > b->cap - b->n) {
-            b->cut = 1;
-            return;
-        }
-        put(b, esc, l);
+        put_whole(b, esc, l);
     }
 }
 
@@ -158,7 +162,7 @@ void qc_log_line(qc_log_level level, const char *component, const char *message,
         put(&b, " ", 1);
         put_str(&b, message);
         put_str(&b, kv);
-        if (b.cut) memcpy(line + b.n, CUT_MARK, sizeof CUT_MARK - 1), b.n += sizeof CUT_MARK - 1;
+        put_cut_mark(&b);
     } else {
         struct timespec ts;
         clock_gettime(CLOCK_REALTIME, &ts);
@@ -173,7 +177,7 @@ void qc_log_line(qc_log_level level, const char *component, const char *message,
         put_json(&b, kv && *kv == ' ' ? kv + 1 : kv);
         /* A cut ends inside whichever string was being written: closing it and the
          * object still gives valid JSON. */
-        if (b.cut) memcpy(line + b.n, CUT_MARK, sizeof CUT_MARK - 1), b.n += sizeof CUT_MARK - 1;
+        put_cut_mark(&b);
         line[b.n++] = '"';
         line[b.n++] = '}';
     }

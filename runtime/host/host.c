@@ -116,7 +116,6 @@ struct qc_host {
     size_t live_after_gc; /* mem_used after the last full collection the host ran */
     uint64_t gc_at;       /* and the loop time then */
     uv_timer_t *reclaim;  /* after a memory error or a refusal: full GC, memory back to the OS */
-    int reclaim_scheduled;
     uv_timer_t *settle;   /* SETTLE_MS after the last large request or memory error: the same */
     qc_barrier *barriers;
     /* The time budget (serve mode): the watchdog measures each call into Lua; past its
@@ -232,17 +231,7 @@ static int cjson_new_guarded(lua_State *L) {
     lua_settop(L, 0);
     lua_pushvalue(L, lua_upvalueindex(1));
     lua_call(L, 0, 1);
-    if (lua_istable(L, -1)) {
-        lua_pushvalue(L, lua_upvalueindex(1));
-        lua_pushcclosure(L, cjson_new_guarded, 1);
-        lua_setfield(L, -2, "new");
-        if (lua_getfield(L, -1, "decode") == LUA_TFUNCTION) {
-            lua_pushcclosure(L, decode_guarded, 1);
-            lua_setfield(L, -2, "decode");
-        } else {
-            lua_pop(L, 1);
-        }
-    }
+    if (lua_istable(L, -1)) guard_cjson(L, -1); /* its own new is cjson's: wrapped too */
     return 1;
 }
 
@@ -305,13 +294,25 @@ static void collect_and_return_memory(lua_State *L) {
  * refused near the cap, a second later. */
 static void reclaim_now(uv_timer_t *timer) {
     qc_host *h = timer->data;
-    if (timer == h->reclaim) h->reclaim_scheduled = 0;
     size_t before = h->mem_used;
     collect_and_return_memory(h->L);
     h->live_after_gc = h->mem_used;
     h->gc_at = uv_now(h->loop);
     qc_log(QC_LOG_INFO, "host", "memory reclaimed", " lua_bytes_before=%zu lua_bytes=%zu",
            before, h->mem_used);
+}
+
+/* Starts *timer (made on first use; serve mode only) to run reclaim_now in delay_ms. One
+ * already pending is pushed back only with push_back. */
+static void start_reclaim_timer(qc_host *h, uv_timer_t **timer, uint64_t delay_ms, int push_back) {
+    if (h->mode != QC_HOST_SERVE) return;
+    if (!*timer) {
+        *timer = malloc(sizeof **timer);
+        if (!*timer) return;
+        uv_timer_init(h->loop, *timer);
+        (*timer)->data = h;
+    }
+    if (push_back || !uv_is_active((uv_handle_t *)*timer)) uv_timer_start(*timer, reclaim_now, delay_ms, 0);
 }
 
 /* The reclaim after a memory error runs while the burst that caused it may still go on, and
@@ -323,28 +324,10 @@ static void reclaim_now(uv_timer_t *timer) {
  * does not pay for it. (Decommitting at once for the whole burst, decommit_delay 0 from
  * its first large request, also left ~11 MB but made a burst of 300 bodies take 11 s
  * instead of 6.) */
-static void schedule_settle(qc_host *h) {
-    if (h->mode != QC_HOST_SERVE) return;
-    if (!h->settle) {
-        h->settle = malloc(sizeof *h->settle);
-        if (!h->settle) return;
-        uv_timer_init(h->loop, h->settle);
-        h->settle->data = h;
-    }
-    uv_timer_start(h->settle, reclaim_now, SETTLE_MS, 0);
-}
+static void schedule_settle(qc_host *h) { start_reclaim_timer(h, &h->settle, SETTLE_MS, 1); }
 
-static void schedule_reclaim(qc_host *h, uint64_t delay_ms) {
-    if (h->reclaim_scheduled || h->mode != QC_HOST_SERVE) return;
-    if (!h->reclaim) {
-        h->reclaim = malloc(sizeof *h->reclaim);
-        if (!h->reclaim) return;
-        uv_timer_init(h->loop, h->reclaim);
-        h->reclaim->data = h;
-    }
-    h->reclaim_scheduled = 1;
-    uv_timer_start(h->reclaim, reclaim_now, delay_ms, 0);
-}
+/* Once per loop turn at most: a reclaim already pending is not pushed back. */
+static void schedule_reclaim(qc_host *h, uint64_t delay_ms) { start_reclaim_timer(h, &h->reclaim, delay_ms, 0); }
 
 static void budget_hook(lua_State *L, lua_Debug *ar) {
     (void)ar;
@@ -357,10 +340,8 @@ static void budget_hook(lua_State *L, lua_Debug *ar) {
     }
     /* Inside a hook, level 0 is the Lua function that was stopped: name its line, not its
      * caller's (luaL_error would take level 1). */
-    void *hud;
-    lua_getallocf(L, &hud);
     luaL_where(L, 0);
-    lua_pushfstring(L, "time budget exceeded (%d ms of CPU)", (int)((qc_host *)hud)->cfg.lua_budget_ms);
+    lua_pushfstring(L, "time budget exceeded (%d ms of CPU)", (int)h->cfg.lua_budget_ms);
     lua_concat(L, 2);
     lua_error(L);
 }
@@ -511,6 +492,11 @@ static void respond_json_error(qc_task *t, int status, const char *code, const c
     respond_json_error_field(t, status, code, message, NULL, origin);
 }
 
+static void respond_memory_limit(qc_task *t, const char *origin) {
+    respond_json_error(t, 503, "MEMORY_LIMIT", "the server is short of memory for this request; try again later",
+                       origin);
+}
+
 static struct held_answer *copy_answer(int status, const qc_http_header *hs, size_t nh, const char *body,
                                        size_t blen) {
     size_t bytes = sizeof(struct held_answer) + nh * sizeof(qc_http_header) + blen + 1;
@@ -560,8 +546,7 @@ static int finish_request(qc_task *t, int nres, const char *origin, struct held_
          * fault, so it is not reported as such. */
         qc_log(QC_LOG_WARN, "host", "error answer replaced: the request ran out of memory", " path=%s status=%d",
                qc_http_exchange_path(t->ex), status);
-        respond_json_error(t, 503, "MEMORY_LIMIT", "the server is short of memory for this request; try again later",
-                           origin);
+        respond_memory_limit(t, origin);
         return 0;
     }
     qc_http_header hs[64];
@@ -585,8 +570,7 @@ static int finish_request(qc_task *t, int nres, const char *origin, struct held_
     if (hold && status < 400) {
         *hold = copy_answer(status, hs, nh, body, blen);
         if (*hold) return 1;
-        respond_json_error(t, 503, "MEMORY_LIMIT", "the server is short of memory for this request; try again later",
-                           origin);
+        respond_memory_limit(t, origin);
         return 0;
     }
     qc_http_exchange_respond(t->ex, status, hs, nh, body, blen);
@@ -610,8 +594,7 @@ static void finish_request_error(qc_task *t, int st, const char *origin, const c
         const char *m = lua_type(co, -1) == LUA_TSTRING ? lua_tostring(co, -1) : "(an error table)";
         qc_log(QC_LOG_ERROR, "host", "request ran out of memory", " path=%s error=\"%s\" lua_bytes=%zu", path, m,
                h->mem_used);
-        respond_json_error(t, 503, "MEMORY_LIMIT", "the server is short of memory for this request; try again later",
-                           origin);
+        respond_memory_limit(t, origin);
         return;
     }
     if (lua_istable(co, -1)) {
@@ -835,21 +818,30 @@ int qc_barrier_join(qc_barrier *b, qc_task *t) {
     return 0;
 }
 
-void qc_barrier_pass(qc_barrier *b, const char *code, const char *message) {
-    if (!b) return;
-    b->passes++;
+/* Releases every hold joined to b since its last pass; code, if any, fails them. A hold
+ * whose task still runs goes on with the task. Answering runs no Lua, so nothing joins
+ * while this runs. */
+static void release_holds(qc_barrier *b, const char *code, const char *message, int stopping) {
     size_t n = b->n;
     b->n = 0;
-    if (!b->host) return;
-    /* Answering runs no Lua, so nothing joins while this runs. */
     for (size_t i = 0; i < n; i++) {
         struct hold *r = b->holds[i];
         if (code && !r->code) {
             r->code = code;
             r->msg = message;
         }
-        if (--r->waits == 0 && r->state != HOLD_RUNNING) hold_done(r, 0);
+        if (--r->waits == 0 && r->state != HOLD_RUNNING) hold_done(r, stopping);
     }
+}
+
+void qc_barrier_pass(qc_barrier *b, const char *code, const char *message) {
+    if (!b) return;
+    b->passes++;
+    if (!b->host) {
+        b->n = 0;
+        return;
+    }
+    release_holds(b, code, message, 0);
 }
 
 size_t qc_barrier_waiting(const qc_barrier *b) { return b ? b->n : 0; }
@@ -1135,20 +1127,20 @@ static void close_walk(uv_handle_t *handle, void *arg) {
     if (!uv_is_closing(handle)) uv_close(handle, handle->data == (void *)handle ? free_self : NULL);
 }
 
+/* Freed by the loop drain (task.h's convention). */
+static void close_reclaim_timer(uv_timer_t **timer) {
+    if (!*timer) return;
+    (*timer)->data = *timer;
+    uv_close((uv_handle_t *)*timer, free_self);
+    *timer = NULL;
+}
+
 void qc_host_free(qc_host *h) {
     if (!h) return;
     if (h->http) qc_http_client_close(h->http);
     h->http = NULL;
-    if (h->reclaim) { /* freed by the loop drain (task.h's convention) */
-        h->reclaim->data = h->reclaim;
-        uv_close((uv_handle_t *)h->reclaim, free_self);
-        h->reclaim = NULL;
-    }
-    if (h->settle) {
-        h->settle->data = h->settle;
-        uv_close((uv_handle_t *)h->settle, free_self);
-        h->settle = NULL;
-    }
+    close_reclaim_timer(&h->reclaim);
+    close_reclaim_timer(&h->settle);
     /* Answers held for work not yet done: let the owners do it (a group commit) and pass
      * their barriers now; then no barrier may point at a task any more. */
     for (qc_barrier *b = h->barriers; b; b = b->next)
@@ -1156,12 +1148,8 @@ void qc_host_free(qc_host *h) {
     while (h->barriers) {
         qc_barrier *b = h->barriers;
         h->barriers = b->next;
-        for (size_t i = 0; i < b->n; i++) { /* a hold of a running task goes with the task */
-            struct hold *r = b->holds[i];
-            if (--r->waits == 0 && r->state != HOLD_RUNNING) hold_done(r, 1);
-        }
+        release_holds(b, NULL, NULL, 1);
         b->host = NULL;
-        b->n = 0;
         b->prev = b->next = NULL;
     }
     /* Tasks still waiting (timers, transfers) die with the state; their handles are
