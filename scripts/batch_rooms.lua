@@ -9,6 +9,7 @@ local errors = require "qc.errors"
 local host = require "qc.host"
 local log = require "qc.log"
 local time = require "qc.time"
+local cli = require "qc.cli"
 
 local PROG = "batch_rooms"
 
@@ -54,27 +55,11 @@ parser:option("--concurrency", "Rooms created at once, 1 to 64 (also -j).", "4")
 parser:flag("--dry-run", "Check every row and report what would be created; create nothing.")
 parser:flag("-q --quiet", "No progress output.")
 
-local function usage_error(msg)
-  io.stderr:write(("%s\n\nError: %s\n"):format(parser:get_usage(), msg))
-  return 2
-end
+local function usage_error(msg) return cli.usage_error(parser, msg) end
+local function fail(msg) return cli.bad_value(PROG, msg) end
 
-local function fail(msg)
-  io.stderr:write(PROG .. ": " .. msg .. "\n")
-  return 2
-end
-
--- argparse reads "-j -5" as an unknown option -5; join such a value to its option so the
--- mistake is reported as a bad --concurrency.
-local argv = {}
-for i = 1, #arg do
-  local a, prev = arg[i], argv[#argv]
-  if (prev == "-j" or prev == "--concurrency") and a:match("^%-%d") then
-    argv[#argv] = "--concurrency=" .. a
-  else
-    argv[#argv + 1] = a
-  end
-end
+-- "-j -5" is reported as a bad --concurrency, not as an unknown option -5.
+local argv = cli.join_negative_values(arg, { ["-j"] = "--concurrency", ["--concurrency"] = "--concurrency" })
 
 local pok, args = parser:pparse(argv)
 if not pok then return usage_error(args) end

@@ -2,6 +2,7 @@
 local argparse = require "argparse"
 local cjson = require "cjson"
 local fetch = require "qc.fetch"
+local cli = require "qc.cli"
 
 local parser = argparse("quantcoach reload", "Make a running server reload its policies.")
   :epilog("Exit status: 0 reloaded, 1 rejected or no server. Set QC_ADMIN_KEY to reach a server off loopback.")
@@ -9,8 +10,7 @@ local parser = argparse("quantcoach reload", "Make a running server reload its p
 parser:option("--listen", "Address of the running server (QC_LISTEN).", os.getenv("QC_LISTEN") or "127.0.0.1:8000")
 -- A usage error exits 2, like every other command of quantcoach (argparse's own is 1).
 function parser:error(msg) -- luacheck: ignore
-  io.stderr:write(("%s\n\nError: %s\n"):format(self:get_usage(), msg))
-  os.exit(2)
+  os.exit(cli.usage_error(self, msg))
 end
 -- Caught here rather than by argparse, whose "too many arguments" does not say which.
 parser:argument("stray"):args("*"):hidden(true)

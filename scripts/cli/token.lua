@@ -5,6 +5,7 @@ local argparse = require "argparse"
 local livekit = require "qc.livekit"
 local rooms = require "qc.rooms"
 local errors = require "qc.errors"
+local cli = require "qc.cli"
 
 local PROG = "quantcoach token"
 
@@ -26,22 +27,11 @@ parser:option("--ttl", "Lifetime in seconds, at most 604800 (default: the roles 
 parser:argument("stray"):args("*"):hidden(true)
 
 -- A command line argparse cannot read gets its usage; a bad value, one line naming it.
-local function usage_error(msg)
-  io.stderr:write(("%s\n\nError: %s\n"):format(parser:get_usage(), msg))
-  return 2
-end
-local function bad_value(msg)
-  io.stderr:write(PROG .. ": " .. msg .. "\n")
-  return 2
-end
+local function usage_error(msg) return cli.usage_error(parser, msg) end
+local function bad_value(msg) return cli.bad_value(PROG, msg) end
 
--- argparse reads "--ttl -5" as an unknown option -5; join such a value to its option so
--- the mistake is reported as a bad --ttl.
-local argv = {}
-for i = 1, #arg do
-  local a, prev = arg[i], argv[#argv]
-  if prev == "--ttl" and a:match("^%-%d") then argv[#argv] = "--ttl=" .. a else argv[#argv + 1] = a end
-end
+-- "--ttl -5" is reported as a bad --ttl, not as an unknown option -5.
+local argv = cli.join_negative_values(arg, { ["--ttl"] = "--ttl" })
 
 local ok, args = parser:pparse(argv)
 if not ok then return usage_error(args) end

@@ -176,6 +176,15 @@ local function record_created(room, caller)
     room.max_participants, room.empty_timeout, room.metadata)
 end
 
+-- What create and ensure answer for a room LiveKit has: the room, and a token per role.
+local function with_tokens(room, o)
+  local out = {
+    sid = room.sid, name = room.name, max_participants = room.max_participants,
+    creation_time = room.creation_time, url = livekit.settings().url,
+  }
+  return M.role_tokens(room.name, o.names, o.roles, o.caller, out, o.window)
+end
+
 ---Creates the room (LiveKit answers an existing room as is) and tokens for every role.
 ---The intent is on disk before LiveKit is called, so a crash at any point is repaired by
 ---M.ensure or M.list later.
@@ -192,11 +201,7 @@ function M.create(o)
     name = name, max_participants = max_participants, empty_timeout = o.empty_timeout, metadata = o.metadata,
   }
   record_created(room, o.caller)
-  local out = {
-    sid = room.sid, name = room.name, max_participants = room.max_participants,
-    creation_time = room.creation_time, url = livekit.settings().url,
-  }
-  return M.role_tokens(room.name, o.names, o.roles, o.caller, out, o.window)
+  return with_tokens(room, o)
 end
 
 ---Makes sure LiveKit has the room and we have a record of it, as a re-runnable batch
@@ -216,11 +221,7 @@ function M.ensure(o)
     log.warn("rooms", "adopted a LiveKit room we have no record of", { room = live.name, sid = live.sid })
   end
   if not rec or rec.state ~= "created" or rec.sid ~= live.sid or rec.ended_at then record_created(live, o.caller) end
-  local out = {
-    sid = live.sid, name = live.name, max_participants = live.max_participants,
-    creation_time = live.creation_time, url = livekit.settings().url,
-  }
-  return M.role_tokens(live.name, o.names, o.roles, o.caller, out, o.window), status
+  return with_tokens(live, o), status
 end
 
 ---Rooms LiveKit knows (active) and rooms we created that it has forgotten (ended). A room

@@ -141,6 +141,13 @@ function M.line_of(toks, keys)
   return line
 end
 
+-- Index of the file's last `return` token, or nil.
+local function last_return(toks)
+  for j = #toks, 1, -1 do
+    if toks[j].kind == "name" and toks[j].value == "return" then return j end
+  end
+end
+
 ---The line of the n-th route of a routes policy: the entry whose first two items are the
 ---strings `method` and `path`, the n-th such entry for a route declared twice; else the n-th
 ---item of the table after the file's last `return`.
@@ -158,13 +165,7 @@ function M.route_line(toks, n, method, path, occurrence)
       if seen == (occurrence or 1) then return a.line end
     end
   end
-  local ret
-  for j = #toks, 1, -1 do
-    if toks[j].kind == "name" and toks[j].value == "return" then
-      ret = j
-      break
-    end
-  end
+  local ret = last_return(toks)
   if not ret then return nil end
   local k = find_item(toks, n, ret)
   return k and toks[k].line or toks[ret].line
@@ -174,9 +175,8 @@ end
 ---@param toks table[]
 ---@return integer|nil
 function M.return_line(toks)
-  for j = #toks, 1, -1 do
-    if toks[j].kind == "name" and toks[j].value == "return" then return toks[j].line end
-  end
+  local ret = last_return(toks)
+  return ret and toks[ret].line
 end
 
 return M
