@@ -141,15 +141,15 @@ struct qc_http_exchange {
     /* Reset for every request (zeroed up to `raw`). */
     qc_http_server *srv;
     conn *conn; /* NULL once the connection is gone */
-    int dispatched, responded, close_after, head, fields_done, value_last;
+    int dispatched, responded, close_after, head, value_last;
     int body_mode; /* BODY_NONE, BODY_LENGTH or BODY_CHUNKED, from check_framing */
     int in_body, body_done, too_large;
     uint64_t remaining; /* BODY_LENGTH: bytes still to come */
     qc_chunked dechunk;
     uint64_t start_ns;
     char method[16];
-    const char *path, *query, *peer, *origin;
-    size_t nheaders, nargs, nfields, url_len, raw_len, text_len, body_len, out_len, head_bytes;
+    const char *path, *query, *peer;
+    size_t nheaders, nargs, nfields, url_len, raw_len, body_len, out_len;
     uv_write_t wreq;
     raw_field fields[MAX_HEADERS];
     /* Kept across requests when the exchange is pooled. */
@@ -244,7 +244,6 @@ const char *qc_http_exchange_path(const qc_http_exchange *ex) { return ex->path;
 const char *qc_http_exchange_method(const qc_http_exchange *ex) { return ex->method; }
 
 const char *qc_http_exchange_header(const qc_http_exchange *ex, const char *name) {
-    if (strcmp(name, "origin") == 0) return ex->origin;
     for (size_t i = 0; i < ex->nheaders; i++)
         if (strcmp(ex->headers[i].name, name) == 0) return ex->headers[i].value;
     return NULL;
@@ -330,6 +329,14 @@ static void conn_close(conn *c) {
     uv_close((uv_handle_t *)&c->tcp, on_closed);
 }
 
+/* Appends input that cannot be parsed yet to the connection's own buffer; 0 or -1. */
+static int keep_input(conn *c, const char *data, size_t len) {
+    if (grow(&c->in, &c->in_cap, c->in_len + len) < 0) return -1;
+    memcpy(c->in + c->in_len, data, len);
+    c->in_len += len;
+    return 0;
+}
+
 static void process(conn *c);
 static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf);
 
@@ -377,10 +384,16 @@ static void conn_linger(conn *c) {
     reading(c, 1);
 }
 
-static void log_cap(qc_http_server *srv, const char *what) {
+/* One line a second at most for each kind of warning a flood repeats: 1 when one is due. */
+static int log_due(qc_http_server *srv, uint64_t *last) {
     uint64_t now = uv_now(srv->loop);
-    if (srv->last_cap_log && now - srv->last_cap_log < 1000) return; /* one line a second */
-    srv->last_cap_log = now;
+    if (*last && now - *last < 1000) return 0;
+    *last = now;
+    return 1;
+}
+
+static void log_cap(qc_http_server *srv, const char *what) {
+    if (!log_due(srv, &srv->last_cap_log)) return;
     qc_log(QC_LOG_WARN, "http", "connection cap reached", " action=%s max_connections=%zu evicted=%zu refused=%zu",
            what, srv->max_conns, srv->evicted, srv->refused);
 }
@@ -403,12 +416,9 @@ static int make_room(qc_http_server *srv) {
 static void on_connection(uv_stream_t *listener, int status) {
     qc_http_server *srv = listener->data;
     if (status < 0) { /* EMFILE: libuv's reserve descriptor has already shed the connection */
-        uint64_t now = uv_now(srv->loop);
         srv->accept_errors++;
-        if (!srv->last_accept_log || now - srv->last_accept_log >= 1000) { /* one line a second */
-            srv->last_accept_log = now;
+        if (log_due(srv, &srv->last_accept_log))
             qc_log(QC_LOG_WARN, "http", "accept failed", " error=%s count=%zu", uv_strerror(status), srv->accept_errors);
-        }
         return;
     }
     conn *c = calloc(1, sizeof *c);
@@ -455,7 +465,6 @@ static void on_connection(uv_stream_t *listener, int status) {
 
 static const char *reason(int status) {
     switch (status) {
-    case 100: return "Continue";
     case 200: return "OK";
     case 201: return "Created";
     case 204: return "No Content";
@@ -497,14 +506,13 @@ static char *put_uint(char *p, unsigned long long v) {
     return p;
 }
 
-/* Status line, headers and body in one buffer. A HEAD answer has the headers GET would
- * have, Content-Length included, and no body; 1xx, 204 and 304 have neither (RFC 9110
- * 8.6, 9.3.2). */
+/* Status line, headers and body in one buffer, for a final status (200 to 599, which
+ * qc_http_exchange_respond ensures). A HEAD answer has the headers GET would have,
+ * Content-Length included, and no body; 204 and 304 have neither (RFC 9110 8.6, 9.3.2). */
 static int build_response(qc_http_exchange *ex, int status, const qc_http_header *headers,
                           size_t nheaders, const char *body, size_t body_len) {
-    if (status < 100 || status > 999) status = 500;
     const char *why = reason(status);
-    int no_length = status < 200 || status == 204 || status == 304;
+    int no_length = status == 204 || status == 304;
     if (no_length) body_len = 0;
     size_t send_len = (no_length || ex->head) ? 0 : body_len;
     size_t hlen = 96 + strlen(why);
@@ -634,19 +642,24 @@ static void respond_error(qc_http_exchange *ex, int status, const char *code, co
     qc_http_exchange_respond(ex, status, h, 1, body, n);
 }
 
+/* The exchange of the request being received, made when its first byte comes; NULL when
+ * out of memory. */
+static qc_http_exchange *conn_exchange(conn *c) {
+    if (!c->ex && (c->ex = exchange_get(c->srv)) != NULL) {
+        c->ex->conn = c;
+        c->ex->peer = c->peer;
+    }
+    return c->ex;
+}
+
 /* Refuses the request being received with an error, then closes: after a framing error the
  * rest of the input cannot be trusted to start a request. */
 static void fail(conn *c, int status, const char *code, const char *msg) {
-    qc_http_exchange *ex = c->ex;
-    if (ex && ex->dispatched) return;
+    if (c->ex && c->ex->dispatched) return;
+    qc_http_exchange *ex = conn_exchange(c);
     if (!ex) {
-        ex = c->ex = exchange_get(c->srv);
-        if (!ex) {
-            conn_close(c);
-            return;
-        }
-        ex->conn = c;
-        ex->peer = c->peer;
+        conn_close(c);
+        return;
     }
     ex->close_after = 1;
     respond_error(ex, status, code, msg);
@@ -691,13 +704,7 @@ static int refuse(http_parser *p, int status, const char *code, const char *msg)
 }
 
 static int on_message_begin(http_parser *p) {
-    conn *c = p->data;
-    if (!c->ex) {
-        c->ex = exchange_get(c->srv);
-        if (!c->ex) return refuse(p, 500, "INTERNAL", "out of memory");
-        c->ex->conn = c;
-        c->ex->peer = c->peer;
-    }
+    if (!conn_exchange(p->data)) return refuse(p, 500, "INTERNAL", "out of memory");
     return 0;
 }
 
@@ -716,12 +723,16 @@ static int on_url(http_parser *p, const char *at, size_t len) {
     return 0;
 }
 
+/* Header names and values together so far, with len more: raw holds the request target,
+ * then every name and value. (Trailer fields never come here: body_feed reads bodies.) */
+static int head_too_large(const qc_http_exchange *ex, size_t len) {
+    return ex->raw_len - ex->url_len + len > MAX_HEAD;
+}
+
 /* Header names and values arrive in pieces when a read splits them. */
 static int on_header_field(http_parser *p, const char *at, size_t len) {
     qc_http_exchange *ex = cur(p);
-    if (ex->fields_done) return 0; /* trailer fields of a chunked body: not used */
-    ex->head_bytes += len;
-    if (ex->head_bytes > MAX_HEAD) return refuse(p, 431, "HEADERS_TOO_LARGE", "request header fields are too large");
+    if (head_too_large(ex, len)) return refuse(p, 431, "HEADERS_TOO_LARGE", "request header fields are too large");
     if (ex->nfields == 0 || ex->value_last) {
         if (ex->nfields == MAX_HEADERS) return refuse(p, 431, "HEADERS_TOO_LARGE", "too many request header fields");
         ex->fields[ex->nfields++] = (raw_field){ex->raw_len, 0, ex->raw_len, 0};
@@ -736,9 +747,7 @@ static int on_header_field(http_parser *p, const char *at, size_t len) {
 
 static int on_header_value(http_parser *p, const char *at, size_t len) {
     qc_http_exchange *ex = cur(p);
-    if (ex->fields_done) return 0;
-    ex->head_bytes += len;
-    if (ex->head_bytes > MAX_HEAD) return refuse(p, 431, "HEADERS_TOO_LARGE", "request header fields are too large");
+    if (head_too_large(ex, len)) return refuse(p, 431, "HEADERS_TOO_LARGE", "request header fields are too large");
     if (ex->nfields == 0) return refuse(p, 400, "BAD_REQUEST", "malformed header");
     if (!ex->value_last) {
         ex->fields[ex->nfields - 1].value = ex->raw_len;
@@ -964,10 +973,8 @@ static int build_request(http_parser *p, qc_http_exchange *ex) {
         memcpy(t, v, vn);
         t[vn] = 0;
         ex->headers[ex->nheaders++] = (qc_http_header){name, t};
-        if (!ex->origin && strcmp(name, "origin") == 0) ex->origin = t;
         t += vn + 1;
     }
-    ex->text_len = (size_t)(t - ex->text);
     return 0;
 }
 
@@ -982,7 +989,6 @@ static void on_continue_written(uv_write_t *req, int status) {
 static int on_headers_complete(http_parser *p) {
     conn *c = p->data;
     qc_http_exchange *ex = c->ex;
-    ex->fields_done = 1;
     if (p->http_major != 1) return refuse(p, 505, "HTTP_VERSION_NOT_SUPPORTED", "only HTTP/1.x is served here");
     if (check_framing(p, ex) < 0) return -1;
     if (build_request(p, ex) < 0) return -1;
@@ -1159,13 +1165,9 @@ static void parse_input(conn *c, const char *data, size_t len) {
         c->in_start = c->in_len = 0;
         return;
     }
-    if (data && len) { /* keep what is left for later */
-        if (grow(&c->in, &c->in_cap, c->in_len + len) < 0) {
-            conn_close(c);
-            return;
-        }
-        memcpy(c->in + c->in_len, data, len);
-        c->in_len += len;
+    if (data && len && keep_input(c, data, len) < 0) { /* keep what is left for later */
+        conn_close(c);
+        return;
     }
     if (c->in_start == c->in_len) {
         /* Nothing held: an idle keep-alive connection keeps no buffer of its own (input is
@@ -1216,13 +1218,8 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
     if (c->state == C_LINGER) return; /* dropped */
     c->used = 1;
     if (c->in_len > c->in_start) { /* earlier input waits: append, parse in order */
-        if (grow(&c->in, &c->in_cap, c->in_len + (size_t)nread) < 0) {
-            conn_close(c);
-            return;
-        }
-        memcpy(c->in + c->in_len, buf->base, (size_t)nread);
-        c->in_len += (size_t)nread;
-        process(c);
+        if (keep_input(c, buf->base, (size_t)nread) < 0) conn_close(c);
+        else process(c);
         return;
     }
     parse_input(c, buf->base, (size_t)nread);
