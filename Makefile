@@ -38,7 +38,7 @@ fuzz: fuzz-build
 	@for f in $(FUZZERS); do \
 	  echo "fuzz: $$f for $(FUZZ_SECONDS) s"; \
 	  dict=""; [ -f spec/fuzz/$$f.dict ] && dict="-dict=spec/fuzz/$$f.dict"; \
-	  QC_FUZZ_KNOWN=skip ./$(FUZZ_BUILD)/fuzz_$$f -max_total_time=$(FUZZ_SECONDS) -timeout=10 \
+	  ./$(FUZZ_BUILD)/fuzz_$$f -max_total_time=$(FUZZ_SECONDS) -timeout=10 \
 	    -rss_limit_mb=2048 -print_final_stats=1 $$dict \
 	    -artifact_prefix=$(FUZZ_BUILD)/fuzz/$$f/artifacts/ \
 	    $(FUZZ_BUILD)/fuzz/$$f/corpus spec/fuzz/corpus/$$f || exit 1; \

@@ -25,20 +25,6 @@ __attribute__((noreturn, format(printf, 1, 2))) static inline void fuzz_fail(con
     abort();
 }
 
-/* Open findings in code this harness does not own (spec/fixtures/fuzz/open/) would stop
- * every run at once. With QC_FUZZ_KNOWN=skip (the time-boxed runs set it) a harness
- * passes over exactly those, so the run goes on to find new ones; without it (the
- * fixtures' own tests) it reports them. Each skip names its fixture; remove both when the
- * defect is fixed. */
-static inline int fuzz_skip_known(void) {
-    static int v = -1;
-    if (v < 0) {
-        const char *e = getenv("QC_FUZZ_KNOWN");
-        v = e && e[0] == 's';
-    }
-    return v;
-}
-
 #ifdef QC_FUZZ_LUA
 #include <lauxlib.h>
 #include <lua.h>
@@ -86,9 +72,8 @@ static inline lua_State *fuzz_lua_open(const char *chunk, const char *name, int 
     lua_pushcfunction(L, fuzz_traceback);
     if (luaL_loadbuffer(L, chunk, __builtin_strlen(chunk), name) != LUA_OK)
         fuzz_fail("%s: %s", name, lua_tostring(L, -1));
-    lua_pushstring(L, QC_SOURCE_DIR); /* the chunk's `...`: source dir, skip known */
-    lua_pushboolean(L, fuzz_skip_known());
-    if (lua_pcall(L, 2, 1, 1) != LUA_OK) fuzz_fail("%s: set-up failed: %s", name, lua_tostring(L, -1));
+    lua_pushstring(L, QC_SOURCE_DIR); /* the chunk's `...` */
+    if (lua_pcall(L, 1, 1, 1) != LUA_OK) fuzz_fail("%s: set-up failed: %s", name, lua_tostring(L, -1));
     if (!lua_isfunction(L, -1)) fuzz_fail("%s: set-up did not return a function", name);
     *ref = luaL_ref(L, LUA_REGISTRYINDEX);
     lua_pop(L, 1);

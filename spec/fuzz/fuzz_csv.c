@@ -7,7 +7,6 @@
 #include "fuzz_common.h"
 
 static const char HARNESS[] =
-    "local _ = ...\n"
     "local csv = require 'qc.csv'\n"
     "local function fail(fmt, ...) error(fmt:format(...), 0) end\n"
     "return function(text)\n"
