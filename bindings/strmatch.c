@@ -40,13 +40,12 @@ static void begin(lua_State *L, qc_strmatch *m, call *k, const char *s, size_t l
     qc_strmatch_init(m, s, ls, p, lp, check, k);
 }
 
-static void account(lua_State *L, const qc_strmatch *m) {
-    (void)L;
+static void account(const qc_strmatch *m) {
     ((call *)m->ud)->c->steps += qc_strmatch_steps(m);
 }
 
 static int raise_error(lua_State *L, const qc_strmatch *m) {
-    account(L, m);
+    account(m);
     if (m->err == QC_STRMATCH_ESTOPPED) {
         if (m->stop_code == STOP_BUDGET) return qc_host_budget_error(L);
         const ctl *c = ((const call *)m->ud)->c; /* not upvalue 1: gmatch's iterator has others */
@@ -101,7 +100,7 @@ static int find_or_match(lua_State *L, int find) {
         begin(L, &m, &k, s, ls, p, lp);
         const char *hit = qc_strmatch_plain(&m, s + init, ls - init, p, lp);
         if (m.err) return raise_error(L, &m);
-        account(L, &m);
+        account(&m);
         if (hit) {
             lua_pushinteger(L, (lua_Integer)(hit - s) + 1);
             lua_pushinteger(L, (lua_Integer)(hit - s) + (lua_Integer)lp);
@@ -119,7 +118,7 @@ static int find_or_match(lua_State *L, int find) {
     const char *at = s + init;
     const char *e = qc_strmatch_scan(&m, &at, p, anchor, NULL);
     if (m.err) return raise_error(L, &m);
-    account(L, &m);
+    account(&m);
     if (e) {
         if (!find) return push_captures(L, &m, at, e);
         lua_pushinteger(L, (lua_Integer)(at - s) + 1);
@@ -156,7 +155,7 @@ static int gmatch_next(lua_State *L) {
     const char *at = s + g->next;
     const char *e = qc_strmatch_scan(&m, &at, g->p, 0, g->last == (size_t)-1 ? NULL : s + g->last);
     if (m.err) return raise_error(L, &m);
-    account(L, &m);
+    account(&m);
     if (!e) {
         g->next = g->ls + 1;
         return 0;
@@ -275,7 +274,7 @@ static int l_gsub(lua_State *L) {
         }
         if (anchor) break;
     }
-    account(L, &m);
+    account(&m);
     if (!changed) {
         lua_pushvalue(L, 1);
     } else {
@@ -325,8 +324,6 @@ static void push_ctl(lua_State *L) {
     lua_setfield(L, LUA_REGISTRYINDEX, CTL_KEY);
 }
 
-/* The module has only the knobs: the matcher itself is reached as string.find and friends,
- * so error messages name them "string.find", not a second home. */
 #define STOCK_KEY "qc.strmatch.stock"
 
 /* The module has only the knobs, and the stock functions for benchmarks (bench/strmatch.lua):

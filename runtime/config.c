@@ -180,14 +180,20 @@ static void env_str(const char *name, const char *def, char *dst, size_t cap) {
     snprintf(dst, cap, "%s", v && *v ? v : def);
 }
 
+/* A URL's host and port: what follows "SCHEME://" (or the whole URL without one) up to a
+ * path, a query or a fragment, less any userinfo. Returns its start; *end is its end. */
+static const char *url_hostport(const char *url, const char **end) {
+    const char *sep = strstr(url, "://");
+    const char *p = sep ? sep + 3 : url;
+    *end = p + strcspn(p, "/?#");
+    const char *at = memchr(p, '@', (size_t)(*end - p));
+    return at ? at + 1 : p;
+}
+
 /* Whether url's host is this machine: localhost, 127.0.0.0/8 or ::1. A name other than
  * localhost counts as remote: it is not resolved here. */
 int qc_config_url_is_loopback(const char *url) {
-    const char *p = strstr(url, "://");
-    p = p ? p + 3 : url;
-    const char *end = p + strcspn(p, "/?#");
-    const char *at = memchr(p, '@', (size_t)(end - p));
-    if (at) p = at + 1;
+    const char *end, *p = url_hostport(url, &end);
     char host[256];
     size_t hl;
     if (*p == '[') {
@@ -250,12 +256,8 @@ int qc_config_check_livekit_url(const char *url, char *err, size_t errlen) {
     for (size_t i = 0; sep && i < NELEM(schemes); i++)
         if ((size_t)(sep - url) == strlen(schemes[i]) && strncasecmp(url, schemes[i], strlen(schemes[i])) == 0)
             scheme_ok = 1;
-    /* The host: what follows the scheme up to a path, a query or a fragment, less any
-     * userinfo and port. It must not be empty, or be only a port. */
-    const char *h = sep ? sep + 3 : url;
-    const char *end = h + strcspn(h, "/?#");
-    const char *at = memchr(h, '@', (size_t)(end - h));
-    if (at) h = at + 1;
+    /* The host must not be empty, or be only a port. */
+    const char *end, *h = url_hostport(url, &end);
     int host_ok = h < end && *h != ':' && !(h[0] == '[' && (h[1] == ']' || !memchr(h, ']', (size_t)(end - h))));
     for (const char *c = h; host_ok && c < end; c++)
         if (isspace((unsigned char)*c) || iscntrl((unsigned char)*c)) host_ok = 0;

@@ -8,9 +8,8 @@ describe("many concurrent qc.fetch calls against the server", function()
   setup(function() s = server.start {} end)
   teardown(function() if s then s:stop() end end)
 
-  -- Kept-alive connections make curl ask for POLLOUT on a socket it reads (the dedup's
-  -- promised-writable path); bodies of 768 KB fill the socket buffer, so poll() says "not
-  -- writable" and epoll has to be told after all.
+  -- Kept-alive connections make curl switch a socket it reads to POLLOUT and back; bodies
+  -- of 768 KB fill the socket buffer, so a write has to wait for the socket to drain.
   it("all complete with the right answers, small and large, on reused connections", function()
     local TASKS, EACH = 24, 12
     local big = ("x"):rep(768 * 1024)

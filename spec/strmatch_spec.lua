@@ -2,7 +2,6 @@
 -- stock Lua 5.4 library gives (run in a plain lua5.4 child), and a handler stuck in a
 -- backtracking pattern is stopped at its budget while the server keeps serving.
 local server = require "support.server"
-local fetch = require "qc.fetch"
 local time = require "qc.time"
 local tasks = require "qc.tasks"
 local strmatch = require "qc.strmatch"
@@ -60,12 +59,17 @@ local function ser_value(v)
   return tostring(v)
 end
 
+-- A case's arguments as Lua source, comma-separated.
+local function ser_args(c)
+  local a = {}
+  for j = 1, c.n do a[j] = ser_value(c[j]) end
+  return table.concat(a, ", ")
+end
+
 local function ser_cases(cases)
   local parts = { "return {\n" }
   for _, c in ipairs(cases) do
-    local a = {}
-    for j = 1, c.n do a[j] = ser_value(c[j]) end
-    parts[#parts + 1] = ("{f=%q,n=%d,%s},\n"):format(c.f, c.n, table.concat(a, ","))
+    parts[#parts + 1] = ("{f=%q,n=%d,%s},\n"):format(c.f, c.n, ser_args(c))
   end
   parts[#parts + 1] = "}\n"
   return table.concat(parts)
@@ -101,9 +105,7 @@ o:close()
 end
 
 local function describe_case(c)
-  local a = {}
-  for j = 1, c.n do a[j] = ser_value(c[j]) end
-  return c.f .. "(" .. table.concat(a, ", ") .. ")"
+  return c.f .. "(" .. ser_args(c) .. ")"
 end
 
 -- Compares ours with stock's; fails with the first differences.

@@ -9,23 +9,18 @@
 
 #include "tap.h"
 
-/* Lua's find loop: the first match from any start; returns its start (0-based) or -1. */
+/* string.find through qc_strmatch_scan: the first match from any start; returns its start
+ * (0-based) or -1. */
 static long find(qc_strmatch *m, const char *s, const char *p, qc_strmatch_check_fn check, void *ud,
                  size_t *end) {
     int anchor = p[0] == '^';
     const char *pp = p + anchor;
     qc_strmatch_init(m, s, strlen(s), pp, strlen(pp), check, ud);
     const char *at = s;
-    do {
-        qc_strmatch_reset(m);
-        const char *e = qc_strmatch_at(m, at, pp);
-        if (e) {
-            *end = (size_t)(e - s);
-            return at - s;
-        }
-        if (m->err) return -1;
-    } while (at++ < m->src_end && !anchor);
-    return -1;
+    const char *e = qc_strmatch_scan(m, &at, pp, anchor, NULL);
+    if (!e) return -1;
+    *end = (size_t)(e - s);
+    return at - s;
 }
 
 static int stop_after(void *ud, unsigned long long steps) {
