@@ -2,7 +2,7 @@
  * fixed JSON body shaped like ours, no Lua, no routing, no logging, so bench/health.sh can
  * tell what lws itself costs from what our runtime adds on top.
  *   bench_bare_lws [--uv] [--port P]     (P = 0: pick one; prints "listening <port>")
- * --uv runs lws on our own uv_loop_t through foreign_loops, as runtime/http_server.c does;
+ * --uv runs lws on our own uv_loop_t through foreign_loops, as runtime/net/http_server.c does;
  * without it lws runs its own poll loop (lws_service). Headers and body leave in one
  * lws_write(LWS_WRITE_HTTP_FINAL) from LWS_CALLBACK_HTTP: the cheap pattern (DEBIAN12.md). */
 #define _POSIX_C_SOURCE 200809L

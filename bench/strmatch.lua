@@ -1,4 +1,4 @@
--- Our string.find/match/gmatch/gsub (runtime/strmatch.c, installed by quantcoach) against the
+-- Our string.find/match/gmatch/gsub (runtime/host/strmatch.c, installed by quantcoach) against the
 -- stock Lua 5.4 ones (the same liblua's, kept by the binding), in one process, on patterns of
 -- the kind handlers and policies use:
 --   build/quantcoach run bench/strmatch.lua     (or ./bench/run strmatch)

@@ -1,5 +1,5 @@
 /* qc.fetch: outbound HTTP(S) from a task. The calling coroutine yields while the transfer
- * runs on the loop (runtime/http_client.c) and is resumed with `status, headers, body` or
+ * runs on the loop (runtime/net/http_client.c) and is resumed with `status, headers, body` or
  * `nil, message, code`.
  *
  *   local fetch = require "qc.fetch"
@@ -18,7 +18,7 @@
 #include <string.h>
 
 #include "host/task.h"
-#include "http_client.h"
+#include "net/http_client.h"
 
 /* Registry keys (their addresses). The builder is a private coroutine that turns a result
  * into Lua values under lua_pcall: the task's own coroutine is suspended, so nothing can

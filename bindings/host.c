@@ -11,7 +11,7 @@
 #include "host/bindings.h"
 #include "host/host.h"
 #include "host/task.h"
-#include "http_error.h"
+#include "net/http_error.h"
 #include "jwt_hs256.h"
 
 #ifndef QC_VERSION

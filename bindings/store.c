@@ -1,11 +1,11 @@
-/* qc.store: Lua face of runtime/store.c. A db userdata ("qc.store.DB") owns one qc_store;
+/* qc.store: Lua face of runtime/store/store.c. A db userdata ("qc.store.DB") owns one qc_store;
  * queries bind Lua values, step to completion in C and always reset the cached statement,
  * so no read snapshot outlives a call. Calls block the caller (SQLite has no async API).
  * db:defer queues a write for the group commit that a zero timer runs on the next turn of
  * the loop; the answer of a request that deferred a write waits for that commit (a barrier,
  * runtime/host/task.h), so nothing is answered as done before it is on disk. */
 #define _POSIX_C_SOURCE 200809L
-#include "store.h"
+#include "store/store.h"
 
 #include <stdlib.h>
 #include <string.h>

@@ -1,4 +1,4 @@
-/* string.find, match, gmatch and gsub on the stoppable matcher (runtime/strmatch.c). The
+/* string.find, match, gmatch and gsub on the stoppable matcher (runtime/host/strmatch.c). The
  * host installs them over the string library's own at start-up, so the time budget holds
  * inside pattern matching: the stock matcher runs in one C call where the budget's count
  * hook never fires. `require "qc.strmatch"` gives steps() and limit(n), for tests and
@@ -11,7 +11,7 @@
 
 #include "host/bindings.h"
 #include "host/host.h"
-#include "strmatch.h"
+#include "host/strmatch.h"
 
 /* Shared by the functions of one Lua state (their first upvalue). */
 typedef struct {

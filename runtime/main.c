@@ -12,9 +12,9 @@
 
 #include "config.h"
 #include "host/host.h"
-#include "http_server.h"
+#include "net/http_server.h"
 #include "log.h"
-#include "store.h"
+#include "store/store.h"
 
 #ifndef QC_VERSION
 #define QC_VERSION "0.0.0"

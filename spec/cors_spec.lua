@@ -1,4 +1,4 @@
--- CORS has one home, the host's C side (runtime/cors.c): it adds every CORS header, on
+-- CORS has one home, the host's C side (runtime/net/cors.c): it adds every CORS header, on
 -- handler answers, raised errors and preflights alike. Dispatch only answers OPTIONS with
 -- the route's Allow header, as HTTP has it.
 local server = require "support.server"

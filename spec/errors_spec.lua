@@ -1,5 +1,5 @@
 -- Every HTTP error has one shape, {"error":{"code":"...","message":"..."[,"field":"..."]}},
--- rendered by one C function (runtime/http_error.c) whether it comes from the HTTP layer,
+-- rendered by one C function (runtime/net/http_error.c) whether it comes from the HTTP layer,
 -- the host, dispatch or a handler's raised qc.errors table. Each answer is read back
 -- strictly: valid UTF-8, no raw control bytes, and exactly those keys.
 local server = require "support.server"

@@ -1,4 +1,4 @@
--- Outbound HTTP through libcurl's poll handles on the libuv loop (runtime/http_client.c):
+-- Outbound HTTP through libcurl's poll handles on the libuv loop (runtime/net/http_client.c):
 -- many transfers at once, small and large, on reused connections, against our own server.
 local server = require "support.server"
 local host = require "qc.host"

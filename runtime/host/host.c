@@ -18,11 +18,11 @@
 #include <strings.h>
 #include <time.h>
 
-#include "../cors.h"
-#include "../http_client.h"
-#include "../http_error.h"
+#include "../net/cors.h"
+#include "../net/http_client.h"
+#include "../net/http_error.h"
 #include "../log.h"
-#include "../watchdog.h"
+#include "watchdog.h"
 #include "bindings.h"
 #include "task.h"
 
@@ -457,7 +457,7 @@ static void task_release(qc_task *t, int reusable) {
 }
 
 
-/* Appends the CORS headers of t's answer (runtime/cors.c decides them all). allow is the
+/* Appends the CORS headers of t's answer (runtime/net/cors.c decides them all). allow is the
  * answer's Allow header: with it, a 2xx answer to a preflight gets the preflight headers
  * too. A preflight is an OPTIONS request with an Origin; its Access-Control-Request-Method
  * is no header lws 4.1 collects, and a browser sends a cross-origin OPTIONS only as one. */

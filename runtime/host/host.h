@@ -7,7 +7,7 @@
 #include <uv.h>
 
 #include "../config.h"
-#include "../http_server.h"
+#include "../net/http_server.h"
 
 typedef struct qc_host qc_host;
 

@@ -3,7 +3,7 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "chunked.h"
+#include "net/chunked.h"
 
 #include "tap.h"
 

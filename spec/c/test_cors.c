@@ -2,7 +2,7 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "cors.h"
+#include "net/cors.h"
 
 #include "tap.h"
 

@@ -1,8 +1,8 @@
-/* Unit test for runtime/http_client.c against a real HTTP/1.1 server on a loopback port,
+/* Unit test for runtime/net/http_client.c against a real HTTP/1.1 server on a loopback port,
  * running on the same libuv loop in this process. Prints one `ok`/`FAIL` line per check
  * and exits non-zero if any check failed. */
 #define _POSIX_C_SOURCE 200809L
-#include "http_client.h"
+#include "net/http_client.h"
 
 #include <signal.h>
 #include <stdarg.h>

@@ -5,7 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "http_error.h"
+#include "net/http_error.h"
 
 #include "tap.h"
 

@@ -15,7 +15,7 @@
 #include <unistd.h>
 #include <uv.h>
 
-#include "http_server.h"
+#include "net/http_server.h"
 
 #include "tap.h"
 

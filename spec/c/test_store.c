@@ -1,8 +1,8 @@
-/* Unit tests for runtime/store.c on a real SQLite file in a temp dir: durable settings,
+/* Unit tests for runtime/store/store.c on a real SQLite file in a temp dir: durable settings,
  * the statement cache (hits, LRU eviction), constraint codes, data surviving a reopen.
  * TAP-style output; exit status 1 on failure. */
 #define _POSIX_C_SOURCE 200809L
-#include "store.h"
+#include "store/store.h"
 
 #include <stdio.h>
 #include <stdlib.h>

@@ -5,7 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "strmatch.h"
+#include "host/strmatch.h"
 
 #include "tap.h"
 

@@ -6,7 +6,7 @@
 #include <string.h>
 #include <time.h>
 
-#include "watchdog.h"
+#include "host/watchdog.h"
 
 #include "tap.h"
 

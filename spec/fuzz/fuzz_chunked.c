@@ -1,11 +1,11 @@
-/* libFuzzer harness for the chunked body decoder (runtime/chunked.c). The input is the
+/* libFuzzer harness for the chunked body decoder (runtime/net/chunked.c). The input is the
  * encoded body as a client would send it. Besides the sanitizers, two properties: feeding
  * it in one call and one byte per call gives the same outcome and the same decoded bytes
  * (chunk boundaries may fall anywhere in the reads), and the decoded body is never longer
  * than the input nor the consumed count past it. */
 #include <string.h>
 
-#include "chunked.h"
+#include "net/chunked.h"
 #include "fuzz_common.h"
 
 typedef struct {

@@ -25,7 +25,7 @@ struct qc_http_exchange {
 
 
 /* Every exchange accessor the host calls is defined here, so the linker never pulls in
- * runtime/http_server.c, whose definitions would clash with these. */
+ * runtime/net/http_server.c, whose definitions would clash with these. */
 const char *qc_http_exchange_path(const qc_http_exchange *ex) { return ex->path; }
 const char *qc_http_exchange_method(const qc_http_exchange *ex) {
     (void)ex;

@@ -1,4 +1,4 @@
-/* libFuzzer harness for the whole HTTP server in-process: runtime/http_server.c (libuv and
+/* libFuzzer harness for the whole HTTP server in-process: runtime/net/http_server.c (libuv and
  * http-parser: framing, request collection, chunked bodies) with the host dispatching through the real
  * policies/routes.lua and scripts/lib/qc/router.lua. Each input is written, as it is, to a
  * fresh loopback TCP connection to the server; a trailing NUL byte is not sent but means
@@ -20,7 +20,7 @@
 #include <poll.h>
 #include <time.h>
 
-#include "http_server.h"
+#include "net/http_server.h"
 
 /* Per-input bound: 1 s of CPU (or QC_FUZZ_HANG_MS), and five times that of wall clock. */
 static uint64_t hang_ns = 1000000000ull;

@@ -1,6 +1,6 @@
 -- Structured errors for scripts/lib: raise a table, and the host turns it into an HTTP
 -- answer ({"error":{"code","message","field"?}} with its status) in one place, the C
--- renderer of every error body (runtime/http_error.c): no Lua code builds that body itself.
+-- renderer of every error body (runtime/net/http_error.c): no Lua code builds that body itself.
 -- The host reads the four fields raw (no metamethods run after the call has ended); a table
 -- without an integer status is taken for a bug, logged, and answered 500. Scripts catch
 -- these errors with pcall and read the same fields.

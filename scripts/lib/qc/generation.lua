@@ -489,7 +489,7 @@ function M.dispatch(gen, req)
   if not handler then
     if allow then
       -- OPTIONS is answered with the route's methods; for a browser's preflight the host
-      -- adds the CORS headers from this Allow (runtime/cors.c, CORS's one home).
+      -- adds the CORS headers from this Allow (runtime/net/cors.c, CORS's one home).
       if req.method == "OPTIONS" then return 204, { allow = allow }, "" end
       return 405, { allow = allow, ["content-type"] = JSON },
         error_body("METHOD_NOT_ALLOWED", req.method .. " is not allowed on " .. req.path)
@@ -497,7 +497,7 @@ function M.dispatch(gen, req)
     return 404, { ["content-type"] = JSON }, error_body("NOT_FOUND", "no route for " .. req.path)
   end
   req.params = params
-  req.args = req.args or NO_ARGS -- set by the server from the decoded query string (runtime/http_server.c)
+  req.args = req.args or NO_ARGS -- set by the server from the decoded query string (runtime/net/http_server.c)
   local body = req.body
   if body ~= "" then
     local ctype = req.headers["content-type"] or ""

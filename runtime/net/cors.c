@@ -5,7 +5,7 @@
 
 #include <string.h>
 
-#include "config.h"
+#include "../config.h"
 
 size_t qc_cors_headers(const char *allowed, const char *origin, const char *preflight_allow,
                        const char *request_headers, qc_http_header *out) {

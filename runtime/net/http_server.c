@@ -36,7 +36,7 @@
 
 #include "chunked.h"
 #include "http_error.h"
-#include "log.h"
+#include "../log.h"
 
 #define MAX_HEADERS 96
 #define MAX_ARGS 64
