@@ -96,6 +96,22 @@ static int l_config(lua_State *L) {
     lua_setfield(L, -2, "livekit_api_secret");
     lua_pushnumber(L, (double)c->livekit_timeout_ms / 1000.0);
     lua_setfield(L, -2, "livekit_timeout");
+    lua_pushstring(L, c->stt_engine);
+    lua_setfield(L, -2, "stt_engine");
+    lua_pushstring(L, c->public_url);
+    lua_setfield(L, -2, "public_url");
+    lua_pushstring(L, c->listen_host);
+    lua_setfield(L, -2, "listen_host");
+    lua_pushinteger(L, c->listen_port);
+    lua_setfield(L, -2, "listen_port");
+    lua_pushinteger(L, c->ingest_token_ttl_s);
+    lua_setfield(L, -2, "ingest_token_ttl");
+    lua_pushinteger(L, c->egress_retries);
+    lua_setfield(L, -2, "egress_retries");
+    lua_pushinteger(L, (lua_Integer)c->live_queue_bytes);
+    lua_setfield(L, -2, "live_queue_bytes");
+    lua_pushinteger(L, c->resample_quality);
+    lua_setfield(L, -2, "resample_quality");
     /* API keys are not handed out; qc.host.check_api_key compares them. */
     lua_pushboolean(L, c->api_keys[0] != 0);
     lua_setfield(L, -2, "api_keys_set");

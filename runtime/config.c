@@ -24,11 +24,12 @@ static const char *const known_settings[] = {
     "QC_CORS_ORIGINS", "QC_MAX_BODY", "QC_LUA_BUDGET_MS", "QC_LUA_MEMORY_MB", "QC_STOP_TIMEOUT",
     "QC_LIVEKIT_TIMEOUT_MS", "QC_STORE_SYNC", "QC_LOG_LEVEL", "QC_LOG_FORMAT", "QC_ENV_FILE",
     "QC_ALLOW_DEV_KEYS", "QC_REQUEST_TIMEOUT_MS", "QC_MAX_CONNECTIONS", "LIVEKIT_URL",
-    "LIVEKIT_API_KEY", "LIVEKIT_API_SECRET",
+    "LIVEKIT_API_KEY", "LIVEKIT_API_SECRET", "QC_STT_ENGINE", "QC_STT_MODEL", "QC_PUBLIC_URL",
+    "QC_ELEVENLABS_URL", "QC_RESAMPLE_QUALITY", "QC_INGEST_TOKEN_TTL", "QC_EGRESS_RETRIES",
+    "QC_LIVE_QUEUE_KB",
     /* refused with its own message (it became QC_LUA_BUDGET_MS) */
     "QC_LUA_BUDGET",
-    /* DESIGN.md's name for the ElevenLabs STT engine's key; read once that engine lands,
-     * and already what ElevenLabs users have in their environment */
+    /* the ElevenLabs STT engine's key, the name ElevenLabs users already have */
     "ELEVENLABS_API_KEY",
     /* read by the spec harness and bench/ (ctest sets them for every spec it runs), so a
      * test run warns about nothing */
@@ -47,6 +48,8 @@ static const char *const common_mistakes[][2] = {
     {"QC_POLICY_DIR", "QC_POLICIES"},         {"QC_POLICIES_DIR", "QC_POLICIES"},
     {"QC_LOG", "QC_LOG_LEVEL"},               {"QC_CORS", "QC_CORS_ORIGINS"},
     {"QC_ENV", "QC_ENV_FILE"},                {"QC_DOTENV", "QC_ENV_FILE"},
+    {"QC_STT", "QC_STT_ENGINE"},              {"QC_ENGINE", "QC_STT_ENGINE"},
+    {"QC_EXTERNAL_URL", "QC_PUBLIC_URL"},     {"QC_BASE_URL", "QC_PUBLIC_URL"},
     {"ELEVENLABS_KEY", "ELEVENLABS_API_KEY"}, {"ELEVENLABS_TOKEN", "ELEVENLABS_API_KEY"},
 };
 
@@ -295,6 +298,61 @@ int qc_config_set_listen(qc_config *cfg, const char *value, char *err, size_t er
     return 0;
 }
 
+/* Whether url starts with one of the schemes a public URL may have (http, https, ws, wss)
+ * and names a host. */
+static int public_url_ok(const char *url) {
+    static const char *const schemes[] = {"http://", "https://", "ws://", "wss://"};
+    for (size_t i = 0; i < NELEM(schemes); i++) {
+        size_t n = strlen(schemes[i]);
+        if (strncasecmp(url, schemes[i], n) == 0) {
+            const char *end, *h = url_hostport(url, &end);
+            return h < end && *h != ':';
+        }
+    }
+    return 0;
+}
+
+static int audio_settings(qc_config *cfg, char *err, size_t errlen) {
+    env_str("QC_STT_ENGINE", "local", cfg->stt_engine, sizeof cfg->stt_engine);
+    if (strcmp(cfg->stt_engine, "local") != 0 && strcmp(cfg->stt_engine, "elevenlabs") != 0 &&
+        strcmp(cfg->stt_engine, "null") != 0) {
+        snprintf(err, errlen, "QC_STT_ENGINE: expected local, elevenlabs or null, got \"%s\"", cfg->stt_engine);
+        return -1;
+    }
+    env_str("QC_STT_MODEL", "/usr/share/pocketsphinx/model/en-us", cfg->stt_model, sizeof cfg->stt_model);
+    env_str("ELEVENLABS_API_KEY", "", cfg->elevenlabs_api_key, sizeof cfg->elevenlabs_api_key);
+    env_str("QC_ELEVENLABS_URL", "wss://api.elevenlabs.io/v1/speech-to-text/realtime", cfg->elevenlabs_url,
+            sizeof cfg->elevenlabs_url);
+    if (strcmp(cfg->stt_engine, "elevenlabs") == 0 && !cfg->elevenlabs_api_key[0]) {
+        snprintf(err, errlen, "QC_STT_ENGINE=elevenlabs needs ELEVENLABS_API_KEY");
+        return -1;
+    }
+    if (strncasecmp(cfg->elevenlabs_url, "ws://", 5) != 0 && strncasecmp(cfg->elevenlabs_url, "wss://", 6) != 0) {
+        snprintf(err, errlen, "QC_ELEVENLABS_URL: expected ws:// or wss://, got \"%s\"", cfg->elevenlabs_url);
+        return -1;
+    }
+    env_str("QC_PUBLIC_URL", "", cfg->public_url, sizeof cfg->public_url);
+    if (cfg->public_url[0] && !public_url_ok(cfg->public_url)) {
+        snprintf(err, errlen, "QC_PUBLIC_URL: expected http(s)://HOST[:PORT] or ws(s)://HOST[:PORT], got \"%s\"",
+                 cfg->public_url);
+        return -1;
+    }
+    long v;
+    if (env_long("QC_RESAMPLE_QUALITY", 3, 0, &v, err, errlen) < 0) return -1;
+    if (v > 10) {
+        snprintf(err, errlen, "QC_RESAMPLE_QUALITY: expected 0 to 10 (speexdsp), got %ld", v);
+        return -1;
+    }
+    cfg->resample_quality = (int)v;
+    if (env_long("QC_INGEST_TOKEN_TTL", 600, 10, &v, err, errlen) < 0) return -1;
+    cfg->ingest_token_ttl_s = v;
+    if (env_long("QC_EGRESS_RETRIES", 3, 0, &v, err, errlen) < 0) return -1;
+    cfg->egress_retries = v;
+    if (env_long("QC_LIVE_QUEUE_KB", 1024, 16, &v, err, errlen) < 0) return -1;
+    cfg->live_queue_bytes = (size_t)v * 1024;
+    return 0;
+}
+
 int qc_config_from_env(qc_config *cfg, char *err, size_t errlen) {
     memset(cfg, 0, sizeof *cfg);
     snprintf(cfg->listen_host, sizeof cfg->listen_host, "127.0.0.1");
@@ -344,6 +402,7 @@ int qc_config_from_env(qc_config *cfg, char *err, size_t errlen) {
         return -1;
     }
     cfg->store_sync_full = sync && strcasecmp(sync, "full") == 0;
+    if (audio_settings(cfg, err, errlen) < 0) return -1;
     /* Before the dev-keys rule, whose message would otherwise blame the keys for a URL
      * that is not one. */
     if (qc_config_check_livekit_url(cfg->livekit_url, err, errlen) < 0) return -1;

@@ -25,6 +25,16 @@ typedef struct {
     long request_timeout_ms;     /* QC_REQUEST_TIMEOUT_MS: head and body of a request arrive within it */
     long max_connections;        /* QC_MAX_CONNECTIONS: client connections; 0 = from the descriptor limit */
     int store_sync_full;         /* QC_STORE_SYNC: 0 normal, 1 full (qc_store_set_sync_full) */
+    /* Audio (issue 9). */
+    char stt_engine[16];         /* QC_STT_ENGINE: local (default), elevenlabs, null */
+    char stt_model[1024];        /* QC_STT_MODEL: pocketsphinx model directory (local engine) */
+    char public_url[512];        /* QC_PUBLIC_URL: where LiveKit's egress reaches us; "" = the listen address */
+    char elevenlabs_url[512];    /* QC_ELEVENLABS_URL: the realtime STT endpoint */
+    char elevenlabs_api_key[256];/* ELEVENLABS_API_KEY */
+    int resample_quality;        /* QC_RESAMPLE_QUALITY: speexdsp quality 0..10 */
+    long ingest_token_ttl_s;     /* QC_INGEST_TOKEN_TTL: lifetime of the token in an egress's URL */
+    long egress_retries;         /* QC_EGRESS_RETRIES: restarts of a failed track egress */
+    size_t live_queue_bytes;     /* QC_LIVE_QUEUE_KB: unsent bytes a live client may hold before it is closed */
     int dev_keys_remote;         /* LiveKit's dev secret on a remote LIVEKIT_URL, allowed by
                                     QC_ALLOW_DEV_KEYS=1 (otherwise qc_config_from_env fails) */
 } qc_config;

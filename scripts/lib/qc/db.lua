@@ -26,9 +26,9 @@ CREATE TABLE IF NOT EXISTS tokens (
   expires_at INTEGER NOT NULL,
   issued_by TEXT
 );
--- No index on tokens(room): nothing looks tokens up by room yet, and keeping one cost
--- 1.5 us per issued token (measured), the costliest part of the insert. Add it with the
--- first query that needs it.
+-- No index on tokens(room) in version 1: nothing looked tokens up by room, and keeping one cost
+-- 1.5 us per issued token (measured), the costliest part of the insert. Version 2 adds one
+-- (tokens_room_identity), for the issued role, which is authoritative for room + identity.
 DROP INDEX IF EXISTS tokens_room;
 CREATE TABLE IF NOT EXISTS participants (
   room TEXT NOT NULL,
@@ -60,14 +60,18 @@ CREATE TABLE IF NOT EXISTS webhook_events (
 );
 ]]
 
--- Columns added after a table first shipped: CREATE TABLE IF NOT EXISTS leaves an older
--- file's table as it was, so each is added here when missing. Rows that predate
--- rooms.state were written after LiveKit answered: 'created' is right for them.
+-- Versioned migrations (PRAGMA user_version). Version 1 is the schema releases before
+-- migrations shipped (SCHEMA above, plus the columns they added one by one); a file of any
+-- such release, user_version 0, is brought to version 1 by running SCHEMA and adding what
+-- is missing. Each later version is one function run in a transaction with the version
+-- bump, so a crash mid-migration leaves the file at the version before it. Append only:
+-- never edit a shipped step; a PostgreSQL backend will carry the same steps in its dialect.
 local ADDED_COLUMNS = {
+  -- Rows that predate rooms.state were written after LiveKit answered: 'created' is right.
   { "rooms", "state", "ALTER TABLE rooms ADD COLUMN state TEXT NOT NULL DEFAULT 'created'" },
 }
 
-local function migrate(handle)
+local function add_missing_columns(handle)
   for _, c in ipairs(ADDED_COLUMNS) do
     local cols, err = handle:query("SELECT name FROM pragma_table_info(?) WHERE name = ?", c[1], c[2])
     if not cols then return nil, err end
@@ -75,6 +79,72 @@ local function migrate(handle)
       local ok, aerr = handle:exec(c[3])
       -- Another process opening the same file may have added it first.
       if not ok and not tostring(aerr):find("duplicate column", 1, true) then return nil, aerr end
+    end
+  end
+  return true
+end
+
+---@type string[] SQL of version 2, 3, ...: MIGRATIONS[1] takes a file from version 1 to 2.
+local MIGRATIONS = {
+  -- 2: audio. The role a token was issued for is authoritative for room + identity, so
+  -- tokens get the index that lookup needs; tracks carry their egress; the room's
+  -- interview clock starts at started_at; every event announced on the live socket is
+  -- stored with its per-room sequence number (finals carry the transcript columns).
+  [[
+  CREATE INDEX IF NOT EXISTS tokens_room_identity ON tokens (room, identity, issued_at);
+  ALTER TABLE tracks ADD COLUMN role TEXT;
+  ALTER TABLE tracks ADD COLUMN egress_id TEXT;
+  ALTER TABLE tracks ADD COLUMN egress_state TEXT;
+  ALTER TABLE tracks ADD COLUMN egress_attempts INTEGER NOT NULL DEFAULT 0;
+  ALTER TABLE tracks ADD COLUMN egress_error TEXT;
+  ALTER TABLE rooms ADD COLUMN started_at REAL;
+  ALTER TABLE rooms ADD COLUMN last_seq INTEGER NOT NULL DEFAULT 0;
+  CREATE TABLE IF NOT EXISTS events (
+    room TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    kind TEXT NOT NULL,      -- 'final', 'participant', later 'window', 'evaluation'
+    created_at REAL NOT NULL,
+    identity TEXT,
+    role TEXT,
+    track TEXT,
+    start_s REAL,            -- on the interview clock: seconds since rooms.started_at
+    end_s REAL,
+    text TEXT,
+    body TEXT NOT NULL,      -- the JSON object sent on the live socket
+    PRIMARY KEY (room, seq)
+  ) WITHOUT ROWID;
+  CREATE INDEX IF NOT EXISTS events_room_time ON events (room, kind, start_s);
+  ]],
+}
+M.SCHEMA_VERSION = 1 + #MIGRATIONS
+
+local function migrate(handle)
+  local rows, err = handle:query("PRAGMA user_version")
+  if not rows then return nil, err end
+  local version = rows[1].user_version
+  if version > M.SCHEMA_VERSION then
+    return nil, ("the data file is at schema version %d; this release knows up to %d"):format(version, M.SCHEMA_VERSION)
+  end
+  if version == 0 then
+    local ok, serr = handle:exec(SCHEMA)
+    if ok then ok, serr = add_missing_columns(handle) end
+    if ok then ok, serr = handle:exec("PRAGMA user_version = 1") end
+    if not ok then return nil, serr end
+    version = 1
+  end
+  for v = version + 1, M.SCHEMA_VERSION do
+    -- BEGIN IMMEDIATE: two processes opening one old file migrate one after the other; the
+    -- second sees the new version and skips the step.
+    local ok, merr = handle:exec("BEGIN IMMEDIATE")
+    if not ok then return nil, merr end
+    local now = handle:query("PRAGMA user_version")
+    if now and now[1].user_version < v then
+      ok, merr = handle:exec(MIGRATIONS[v - 1] .. ("; PRAGMA user_version = %d;"):format(v))
+    end
+    if ok then ok, merr = handle:exec("COMMIT") end
+    if not ok then
+      handle:exec("ROLLBACK")
+      return nil, ("schema migration to version %d: %s"):format(v, tostring(merr))
     end
   end
   return true
@@ -88,8 +158,7 @@ function M.get()
   local path = host.config().data_dir .. "/quantcoach.db"
   local handle, err = store.open(path)
   if not handle then error({ status = 503, code = "STORE_UNAVAILABLE", message = tostring(err) }) end
-  local ok, serr = handle:exec(SCHEMA)
-  if ok then ok, serr = migrate(handle) end
+  local ok, serr = migrate(handle)
   if not ok then error({ status = 503, code = "STORE_UNAVAILABLE", message = tostring(serr) }) end
   db = handle
   return db
