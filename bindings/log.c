@@ -1,6 +1,7 @@
 /* qc.log: structured one-line logs from Lua.
  *   qc.log.info("rooms", "room created", {room = "interview-7", max = 10})
- * Fields are written sorted by key, so the same call always gives the same line. Long values
+ * Fields are written sorted by key, so the same call always gives the same line; with
+ * QC_LOG_FORMAT=json each becomes a member of the line's object (runtime/log.h). Long values
  * are cut at QC_LOG_VALUE_MAX with a marker (runtime/log.h), never dropped unannounced. */
 #include <lauxlib.h>
 #include <lua.h>
@@ -83,7 +84,7 @@ static void put_key(tail_buf *b, const char *k, size_t l) {
 
 /* Appends ` key=value`; 0 when it does not fit in what is left of the buffer (then
  * nothing is written). */
-static int put_field(tail_buf *b, const char *k, size_t kl, const char *v, size_t vl) {
+static int put_field(tail_buf *b, const char *k, size_t kl, const char *v, size_t vl, int force_quotes) {
     char mark[48];
     size_t ml = 0, cut = vl;
     if (vl > QC_LOG_VALUE_MAX) {
@@ -92,7 +93,7 @@ static int put_field(tail_buf *b, const char *k, size_t kl, const char *v, size_
         while (cut > 0 && ((unsigned char)v[cut] & 0xC0) == 0x80) cut--;
         ml = (size_t)snprintf(mark, sizeof mark, CUT_VALUE, vl);
     }
-    int quoted = ml > 0 || needs_quotes(v, cut);
+    int quoted = ml > 0 || force_quotes || needs_quotes(v, cut);
     size_t need = 2 + kl + (quoted ? quoted_len(v, cut) : cut) + ml;
     if (need > sizeof b->p - RESERVE - b->n) return 0;
     b->p[b->n++] = ' ';
@@ -142,7 +143,10 @@ static int log_at(lua_State *L, qc_log_level level) {
             lua_getfield(L, 3, keys[i]);
             size_t vl;
             const char *v = luaL_tolstring(L, -1, &vl);
-            if (!put_field(&b, keys[i], strlen(keys[i]), v, vl)) {
+            /* In JSON lines an unquoted 42 or true is a number or a boolean: a Lua string
+             * that reads as one is quoted, so it stays a string there. */
+            int force = qc_log_is_json() && lua_type(L, -2) == LUA_TSTRING && qc_log_json_literal(v, vl);
+            if (!put_field(&b, keys[i], strlen(keys[i]), v, vl, force)) {
                 char mark[RESERVE];
                 put(&b, mark, (size_t)snprintf(mark, sizeof mark, " fields_cut=%d", n - i));
                 break;

@@ -131,30 +131,262 @@ static void put_cut_mark(line_buf *b) {
     b->n += sizeof CUT_MARK - 1;
 }
 
+/* Appends one byte of string content as JSON. Control bytes become escapes; a byte that does
+ * not start a valid UTF-8 sequence becomes U+FFFD, so the line is UTF-8 any parser takes.
+ * Returns the bytes of s consumed (a whole UTF-8 sequence at once), 0 when cut. */
+static size_t put_json_char(line_buf *b, const unsigned char *s, size_t avail) {
+    unsigned char c = s[0];
+    char esc[8];
+    size_t l, used = 1;
+    if (c == '"' || c == '\\') {
+        esc[0] = '\\', esc[1] = (char)c, l = 2;
+    } else if (c == '\n') {
+        memcpy(esc, "\\n", 2), l = 2;
+    } else if (c == '\r') {
+        memcpy(esc, "\\r", 2), l = 2;
+    } else if (c == '\t') {
+        memcpy(esc, "\\t", 2), l = 2;
+    } else if (c < 0x20 || c == 0x7f) {
+        l = (size_t)snprintf(esc, sizeof esc, "\\u%04x", c);
+    } else if (c < 0x80) {
+        esc[0] = (char)c, l = 1;
+    } else {
+        /* Sequence length and the range of its second byte (RFC 3629 table). */
+        size_t n = 0;
+        unsigned char lo = 0x80, hi = 0xBF;
+        if (c >= 0xC2 && c <= 0xDF) n = 2;
+        else if (c >= 0xE0 && c <= 0xEF) n = 3, lo = c == 0xE0 ? 0xA0 : 0x80, hi = c == 0xED ? 0x9F : 0xBF;
+        else if (c >= 0xF0 && c <= 0xF4) n = 4, lo = c == 0xF0 ? 0x90 : 0x80, hi = c == 0xF4 ? 0x8F : 0xBF;
+        int ok = n > 0 && n <= avail && s[1] >= lo && s[1] <= hi;
+        for (size_t i = 2; ok && i < n; i++) ok = (s[i] & 0xC0) == 0x80;
+        if (ok) memcpy(esc, s, n), l = n, used = n;
+        else memcpy(esc, "\\ufffd", 6), l = 6;
+    }
+    put_whole(b, esc, l);
+    return b->cut ? 0 : used;
+}
+
 /* Appends s as the body of a JSON string. An escape is written whole or not at all, so a
  * cut line is still valid JSON. */
-static void put_json(line_buf *b, const char *s) {
-    for (; s && *s && !b->cut; s++) {
-        unsigned char c = (unsigned char)*s;
-        char esc[8];
-        size_t l;
-        if (c == '"' || c == '\\') {
-            esc[0] = '\\', esc[1] = (char)c, l = 2;
-        } else if (c < 0x20) {
-            l = (size_t)snprintf(esc, sizeof esc, "\\u%04x", c);
-        } else {
-            esc[0] = (char)c, l = 1;
-        }
-        put_whole(b, esc, l);
+static void put_json_n(line_buf *b, const char *s, size_t n) {
+    const unsigned char *p = (const unsigned char *)s;
+    while (n > 0 && !b->cut) {
+        size_t used = put_json_char(b, p, n);
+        p += used;
+        n -= used;
     }
 }
+
+static void put_json(line_buf *b, const char *s) {
+    if (s) put_json_n(b, s, strlen(s));
+}
+
+/* ---- JSON lines: the key=value tail becomes members of the object ----
+ * The tail is what text lines carry: ` key=value` fields, a value quoted when it holds a
+ * space, `"`, `=` or a control byte, with \" \\ \n \r \t \xHH escapes (bindings/log.c).
+ * C callers format some values themselves (`error="%s"` around a message that may hold
+ * quotes), so the reader is lenient: a field ends only where ` key=` follows. */
+
+static int key_byte(unsigned char c) { return c > ' ' && c != '=' && c != '"' && c != 0x7f; }
+
+/* Does a field (` key=`) start at p, which points at a space? */
+static int field_starts(const char *p, const char *end) {
+    if (p >= end || *p != ' ') return 0;
+    p++;
+    const char *k = p;
+    while (p < end && key_byte((unsigned char)*p)) p++;
+    return p > k && p < end && *p == '=';
+}
+
+/* JSON's number grammar: -?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)? */
+static int json_number(const char *s, size_t n) {
+    size_t i = 0;
+    if (i < n && s[i] == '-') i++;
+    if (i >= n) return 0;
+    if (s[i] == '0') i++;
+    else if (s[i] >= '1' && s[i] <= '9') while (i < n && s[i] >= '0' && s[i] <= '9') i++;
+    else return 0;
+    if (i < n && s[i] == '.') {
+        size_t d = ++i;
+        while (i < n && s[i] >= '0' && s[i] <= '9') i++;
+        if (i == d) return 0;
+    }
+    if (i < n && (s[i] == 'e' || s[i] == 'E')) {
+        i++;
+        if (i < n && (s[i] == '+' || s[i] == '-')) i++;
+        size_t d = i;
+        while (i < n && s[i] >= '0' && s[i] <= '9') i++;
+        if (i == d) return 0;
+    }
+    return i == n;
+}
+
+int qc_log_json_literal(const char *s, size_t n) {
+    return json_number(s, n) || (n == 4 && memcmp(s, "true", 4) == 0) || (n == 5 && memcmp(s, "false", 5) == 0);
+}
+
+static int hexval(unsigned char c) {
+    if (c >= '0' && c <= '9') return c - '0';
+    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+    return -1;
+}
+
+/* Writes the unescaped content of a quoted value [s, e) as a JSON string body. */
+static void put_json_unquoted(line_buf *b, const char *s, const char *e) {
+    while (s < e && !b->cut) {
+        const char *run = s;
+        while (s < e && *s != '\\') s++;
+        put_json_n(b, run, (size_t)(s - run));
+        if (s >= e || b->cut) break;
+        unsigned char d[1];
+        size_t adv = 2;
+        if (s + 1 >= e) d[0] = '\\', adv = 1;
+        else if (s[1] == 'n') d[0] = '\n';
+        else if (s[1] == 'r') d[0] = '\r';
+        else if (s[1] == 't') d[0] = '\t';
+        else if (s[1] == '"' || s[1] == '\\') d[0] = (unsigned char)s[1];
+        else if (s[1] == 'x' && s + 3 < e && hexval((unsigned char)s[2]) >= 0 && hexval((unsigned char)s[3]) >= 0)
+            d[0] = (unsigned char)(hexval((unsigned char)s[2]) * 16 + hexval((unsigned char)s[3])), adv = 4;
+        else d[0] = '\\', adv = 1; /* a backslash that escapes nothing is itself */
+        put_json_char(b, d, 1);
+        s += adv;
+    }
+}
+
+/* Keys already in the object, to rename a repeat (`k`, then `k_2`, `k_3`, ...). */
+#define SEEN_MAX 1024
+typedef struct {
+    char arena[QC_LOG_FIELDS_MAX + 2048];
+    size_t used;
+    struct {
+        unsigned off, len;
+    } k[SEEN_MAX];
+    int n;
+} seen_keys;
+
+static int seen_has(const seen_keys *sk, const char *k, size_t l) {
+    for (int i = 0; i < sk->n; i++)
+        if (sk->k[i].len == l && memcmp(sk->arena + sk->k[i].off, k, l) == 0) return 1;
+    return 0;
+}
+
+/* Records key [k, k+l) under a name not yet used; returns it in *out (in the arena), or
+ * 0 when the table is full. */
+static int seen_add(seen_keys *sk, const char *k, size_t l, const char **out, size_t *outl) {
+    if (sk->n >= SEEN_MAX || l + 16 > sizeof sk->arena - sk->used) return 0;
+    char *dst = sk->arena + sk->used;
+    memcpy(dst, k, l);
+    size_t nl = l;
+    for (int suffix = 2; seen_has(sk, dst, nl); suffix++)
+        nl = l + (size_t)snprintf(dst + l, 16, "_%d", suffix);
+    sk->k[sk->n].off = (unsigned)sk->used;
+    sk->k[sk->n].len = (unsigned)nl;
+    sk->n++;
+    sk->used += nl;
+    *out = dst;
+    *outl = nl;
+    return 1;
+}
+
+#define JSON_CUT_MEMBER ",\"line_cut\":\"" CUT_MARK "\""
+
+/* Writes the fields of tail kv as members. Returns 1 when the line was cut inside a string
+ * value (the caller closes it with CUT_MARK), 0 otherwise. */
+static int put_json_fields(line_buf *b, const char *kv, seen_keys *sk) {
+    const char *p = kv, *end = kv + strlen(kv);
+    int dropped = 0;
+    while (p < end) {
+        while (p < end && *p == ' ') p++;
+        if (p >= end) break;
+        const char *k = p;
+        while (p < end && key_byte((unsigned char)*p)) p++;
+        const char *ke = p;
+        const char *vs, *ve;
+        int quoted = 0;
+        if (p < end && *p == '=' && ke > k) {
+            p++;
+            if (p < end && *p == '"') {
+                /* Ends at the last `"` before a field start or the end of the tail. */
+                const char *q = p + 1, *close = NULL;
+                for (const char *r = q; r < end; r++) {
+                    if (*r == '\\' && r + 1 < end) {
+                        r++;
+                        continue;
+                    }
+                    if (*r == '"' && (r + 1 == end || field_starts(r + 1, end))) {
+                        close = r;
+                        break;
+                    }
+                }
+                if (close) {
+                    vs = q, ve = close, quoted = 1, p = close + 1;
+                } else {
+                    vs = p;
+                    while (p < end && !field_starts(p, end)) p++;
+                    ve = p;
+                }
+            } else {
+                vs = p;
+                while (p < end && !field_starts(p, end)) p++;
+                ve = p;
+            }
+        } else {
+            /* Text that is not key=value (a C caller's free text): kept, under `text`. */
+            p = k;
+            while (p < end && !field_starts(p, end)) p++;
+            vs = k, ve = p;
+            k = "text", ke = k + 4;
+        }
+        const char *name;
+        size_t nl;
+        if (!seen_add(sk, k, (size_t)(ke - k), &name, &nl)) {
+            dropped++;
+            continue;
+        }
+        size_t mark = b->n;
+        put_lit(b, ",\"");
+        put_json_n(b, name, nl);
+        put_lit(b, "\":");
+        if (b->cut) {
+            b->n = mark;
+            return -1;
+        }
+        if (!quoted && qc_log_json_literal(vs, (size_t)(ve - vs))) {
+            put_whole(b, vs, (size_t)(ve - vs));
+            if (b->cut) {
+                b->n = mark;
+                return -1;
+            }
+            continue;
+        }
+        put_lit(b, "\"");
+        if (quoted) put_json_unquoted(b, vs, ve);
+        else put_json_n(b, vs, (size_t)(ve - vs));
+        if (b->cut) return 1;
+        put_lit(b, "\"");
+        if (b->cut) {
+            b->n = mark;
+            return -1;
+        }
+    }
+    if (dropped) {
+        char m[48];
+        int ml = snprintf(m, sizeof m, ",\"fields_cut\":%d", dropped);
+        put_whole(b, m, (size_t)ml);
+        if (b->cut) return -1;
+    }
+    return 0;
+}
+
+int qc_log_is_json(void) { return g_log.json; }
 
 void qc_log_line(qc_log_level level, const char *component, const char *message, const char *kv) {
     if (!qc_log_enabled(level)) return;
     char line[QC_LOG_LINE_MAX];
-    /* Reserve: the cut marker, `"}` of a JSON line and the newline. */
-    line_buf b = {line, sizeof line - sizeof CUT_MARK - 3, 0, 0};
     if (!g_log.json) {
+        /* Reserve: the cut marker and the newline. */
+        line_buf b = {line, sizeof line - sizeof CUT_MARK - 1, 0, 0};
         /* Copies, not snprintf: this runs once per request for the access log. */
         put_str(&b, level_names[level]);
         put(&b, " ", 1);
@@ -163,24 +395,43 @@ void qc_log_line(qc_log_level level, const char *component, const char *message,
         put_str(&b, message);
         put_str(&b, kv);
         put_cut_mark(&b);
-    } else {
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        char head[64];
-        int hl = snprintf(head, sizeof head, "{\"ts\":%lld.%03ld,\"level\":\"%s\",\"component\":\"", (long long)ts.tv_sec,
-                          ts.tv_nsec / 1000000, level_names[level]);
-        put(&b, head, hl > 0 ? (size_t)hl : 0);
-        put_json(&b, component);
-        put_lit(&b, "\",\"message\":\"");
-        put_json(&b, message);
-        put_lit(&b, "\",\"fields\":\"");
-        put_json(&b, kv && *kv == ' ' ? kv + 1 : kv);
-        /* A cut ends inside whichever string was being written: closing it and the
-         * object still gives valid JSON. */
+        line[b.n++] = '\n';
+        emit(line, b.n);
+        return;
+    }
+    /* Reserve: the longest ending, a member saying the line was cut, `}` and the newline. */
+    line_buf b = {line, sizeof line - sizeof JSON_CUT_MEMBER - 2, 0, 0};
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    char head[64];
+    int hl = snprintf(head, sizeof head, "{\"ts\":%lld.%03ld,\"level\":\"%s\",\"component\":\"", (long long)ts.tv_sec,
+                      ts.tv_nsec / 1000000, level_names[level]);
+    put(&b, head, hl > 0 && (size_t)hl < sizeof head ? (size_t)hl : 0);
+    put_json(&b, component);
+    if (!b.cut) put_lit(&b, "\",\"msg\":\"");
+    put_json(&b, message);
+    int in_string = b.cut; /* cut inside component or msg */
+    if (!b.cut) {
+        put_lit(&b, "\"");
+        if (kv && *kv) {
+            /* Not on the stack: 26 KiB more would be too much for small thread stacks. */
+            static _Thread_local seen_keys sk;
+            sk.used = 0;
+            sk.n = 0;
+            static const char *reserved[] = {"ts", "level", "component", "msg"};
+            const char *name;
+            size_t nl;
+            for (size_t i = 0; i < 4; i++) seen_add(&sk, reserved[i], strlen(reserved[i]), &name, &nl);
+            int r = put_json_fields(&b, kv, &sk);
+            if (r == 1) in_string = 1;
+            else if (r == -1) memcpy(line + b.n, JSON_CUT_MEMBER, sizeof JSON_CUT_MEMBER - 1), b.n += sizeof JSON_CUT_MEMBER - 1;
+        }
+    }
+    if (in_string) {
         put_cut_mark(&b);
         line[b.n++] = '"';
-        line[b.n++] = '}';
     }
+    line[b.n++] = '}';
     line[b.n++] = '\n';
     emit(line, b.n);
 }

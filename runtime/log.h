@@ -31,6 +31,16 @@ void qc_log(qc_log_level level, const char *component, const char *message, cons
     __attribute__((format(printf, 4, 5)));
 
 int qc_log_enabled(qc_log_level level);
+
+/* With QC_LOG_FORMAT=json, a line is one object: {"ts","level","component","msg"} and then
+ * each key=value field of the tail as a member of its own. An unquoted value that reads as
+ * a JSON number or true/false is written as one; anything else is a string. A key already
+ * used (one of the four above, or a repeat) gets `_2`, `_3`, ... appended. */
+int qc_log_is_json(void);
+
+/* Would the unquoted value s[0..n) be taken as a JSON number or boolean? (bindings/log.c
+ * quotes a Lua string that would, so that it stays a string.) */
+int qc_log_json_literal(const char *s, size_t n);
 qc_log_level qc_log_level_from_name(const char *name, int *ok);
 
 /* Buffering: on while a loop runs; qc_log_flush writes out what is pending. */

@@ -125,7 +125,7 @@ function M.start(opts)
     if log:find("policies rejected") or read_file(self.exitfile) then
       error("server failed to start:\n" .. log, 0)
     end
-    return tonumber(log:match("listening address=%S+ port=(%d+)"))
+    return tonumber(log:match("listening address=%S+ port=(%d+)") or log:match('"msg":"listening"[^\n]-"port":(%d+)'))
   end, 20, "the server to listen")
   self.pid = tonumber(read_file(self.pidfile))
   self.url = "http://127.0.0.1:" .. self.port
