@@ -112,6 +112,8 @@ static int l_config(lua_State *L) {
     lua_setfield(L, -2, "live_queue_bytes");
     lua_pushinteger(L, c->resample_quality);
     lua_setfield(L, -2, "resample_quality");
+    lua_pushinteger(L, c->retention_days);
+    lua_setfield(L, -2, "retention_days");
     /* API keys are not handed out; qc.host.check_api_key compares them. */
     lua_pushboolean(L, c->api_keys[0] != 0);
     lua_setfield(L, -2, "api_keys_set");

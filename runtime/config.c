@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <unistd.h>
 
 #ifndef QC_SOURCE_DIR
 #define QC_SOURCE_DIR "."
@@ -26,7 +27,7 @@ static const char *const known_settings[] = {
     "QC_ALLOW_DEV_KEYS", "QC_REQUEST_TIMEOUT_MS", "QC_MAX_CONNECTIONS", "LIVEKIT_URL",
     "LIVEKIT_API_KEY", "LIVEKIT_API_SECRET", "QC_STT_ENGINE", "QC_STT_MODEL", "QC_PUBLIC_URL",
     "QC_ELEVENLABS_URL", "QC_RESAMPLE_QUALITY", "QC_INGEST_TOKEN_TTL", "QC_EGRESS_RETRIES",
-    "QC_LIVE_QUEUE_KB",
+    "QC_LIVE_QUEUE_KB", "QC_RETENTION_DAYS",
     /* refused with its own message (it became QC_LUA_BUDGET_MS) */
     "QC_LUA_BUDGET",
     /* the ElevenLabs STT engine's key, the name ElevenLabs users already have */
@@ -353,6 +354,32 @@ static int audio_settings(qc_config *cfg, char *err, size_t errlen) {
     return 0;
 }
 
+/* The installed layout: PREFIX/bin/quantcoach next to PREFIX/share/quantcoach. Found from
+ * /proc/self/exe, so a binary copied with its share/ tree works from anywhere; a build tree
+ * has no share/ beside it and falls back to the sources it was built from. */
+int qc_config_installed_dir(const char *sub, const char *marker, char *out, size_t cap) {
+    char exe[1024];
+    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    if (n <= 0) return -1;
+    exe[n] = 0;
+    /* PREFIX is two levels up from the binary: strip "/quantcoach", then "/bin". */
+    for (int i = 0; i < 2; i++) {
+        char *slash = strrchr(exe, '/');
+        if (!slash) return -1;
+        *slash = 0;
+    }
+    char probe[2048];
+    int l = snprintf(probe, sizeof probe, "%s/share/quantcoach/%s/%s", exe, sub, marker);
+    if (l < 0 || (size_t)l >= sizeof probe || access(probe, R_OK) != 0) return -1;
+    l = snprintf(out, cap, "%s/share/quantcoach/%s", exe, sub);
+    return l < 0 || (size_t)l >= cap ? -1 : 0;
+}
+
+void qc_config_default_dir(const char *sub, const char *marker, char *out, size_t cap) {
+    if (qc_config_installed_dir(sub, marker, out, cap) == 0) return;
+    snprintf(out, cap, "%s/%s", QC_SOURCE_DIR, sub);
+}
+
 int qc_config_from_env(qc_config *cfg, char *err, size_t errlen) {
     memset(cfg, 0, sizeof *cfg);
     snprintf(cfg->listen_host, sizeof cfg->listen_host, "127.0.0.1");
@@ -364,8 +391,11 @@ int qc_config_from_env(qc_config *cfg, char *err, size_t errlen) {
         snprintf(err, errlen, "QC_LISTEN: %s", why);
         return -1;
     }
-    env_str("QC_POLICIES", QC_SOURCE_DIR "/policies", cfg->policies_dir, sizeof cfg->policies_dir);
-    env_str("QC_SCRIPTS", QC_SOURCE_DIR "/scripts", cfg->scripts_dir, sizeof cfg->scripts_dir);
+    char def[1024];
+    qc_config_default_dir("policies", "routes.lua", def, sizeof def);
+    env_str("QC_POLICIES", def, cfg->policies_dir, sizeof cfg->policies_dir);
+    qc_config_default_dir("scripts", "lib/qc/generation.lua", def, sizeof def);
+    env_str("QC_SCRIPTS", def, cfg->scripts_dir, sizeof cfg->scripts_dir);
     env_str("QC_DATA", "./data", cfg->data_dir, sizeof cfg->data_dir);
     env_str("QC_CORS_ORIGINS", "*", cfg->cors_origins, sizeof cfg->cors_origins);
     env_str("QC_ADMIN_KEY", "", cfg->admin_key, sizeof cfg->admin_key);
@@ -402,6 +432,13 @@ int qc_config_from_env(qc_config *cfg, char *err, size_t errlen) {
         return -1;
     }
     cfg->store_sync_full = sync && strcasecmp(sync, "full") == 0;
+    /* 0 keeps every row; the upper bound only keeps the cutoff's arithmetic sane. */
+    if (env_long("QC_RETENTION_DAYS", 90, 0, &v, err, errlen) < 0) return -1;
+    if (v > 36500) {
+        snprintf(err, errlen, "QC_RETENTION_DAYS: expected 0 (keep forever) to 36500 days, got %ld", v);
+        return -1;
+    }
+    cfg->retention_days = v;
     if (audio_settings(cfg, err, errlen) < 0) return -1;
     /* Before the dev-keys rule, whose message would otherwise blame the keys for a URL
      * that is not one. */

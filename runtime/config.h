@@ -35,6 +35,7 @@ typedef struct {
     long ingest_token_ttl_s;     /* QC_INGEST_TOKEN_TTL: lifetime of the token in an egress's URL */
     long egress_retries;         /* QC_EGRESS_RETRIES: restarts of a failed track egress */
     size_t live_queue_bytes;     /* QC_LIVE_QUEUE_KB: unsent bytes a live client may hold before it is closed */
+    long retention_days;         /* QC_RETENTION_DAYS: token and webhook rows older are purged; 0 = never */
     int dev_keys_remote;         /* LiveKit's dev secret on a remote LIVEKIT_URL, allowed by
                                     QC_ALLOW_DEV_KEYS=1 (otherwise qc_config_from_env fails) */
 } qc_config;
@@ -71,6 +72,14 @@ int qc_config_check_livekit_url(const char *url, char *err, size_t errlen);
 
 /* Whether a URL's host is this machine (localhost, 127.0.0.0/8, ::1). */
 int qc_config_url_is_loopback(const char *url);
+
+/* Where `sub` (scripts, policies, web) is when QC_SCRIPTS / QC_POLICIES do not say:
+ * PREFIX/share/quantcoach/SUB when the binary is PREFIX/bin/quantcoach and SUB holds
+ * `marker` (an installed tree, wherever it was moved), else the compiled-in source tree. */
+void qc_config_default_dir(const char *sub, const char *marker, char *out, size_t cap);
+
+/* Just the installed layout: 0 and out filled, or -1 when the binary is not in one. */
+int qc_config_installed_dir(const char *sub, const char *marker, char *out, size_t cap);
 
 /* Parses "host:port", ":port" or "port" into cfg. */
 int qc_config_set_listen(qc_config *cfg, const char *value, char *err, size_t errlen);

@@ -381,6 +381,38 @@ static int put_json_fields(line_buf *b, const char *kv, seen_keys *sk) {
 
 int qc_log_is_json(void) { return g_log.json; }
 
+size_t qc_log_value(char *out, size_t cap, const char *v) {
+    if (cap == 0) return 0;
+    size_t n = 0, l = strlen(v);
+    int quote = l == 0;
+    for (size_t i = 0; i < l && !quote; i++) {
+        unsigned char c = (unsigned char)v[i];
+        quote = c == ' ' || c == '"' || c == '=' || c < 0x20 || c == 0x7f;
+    }
+    if (!quote) {
+        snprintf(out, cap, "%s", v);
+        return l < cap ? l : cap - 1;
+    }
+    /* Room for the worst escape (\xHH), the closing quote and the NUL. */
+    if (cap < 8) {
+        out[0] = 0;
+        return 0;
+    }
+    out[n++] = '"';
+    for (size_t i = 0; i < l && n + 7 < cap; i++) {
+        unsigned char c = (unsigned char)v[i];
+        if (c == '"' || c == '\\') out[n++] = '\\', out[n++] = (char)c;
+        else if (c == '\n') out[n++] = '\\', out[n++] = 'n';
+        else if (c == '\r') out[n++] = '\\', out[n++] = 'r';
+        else if (c == '\t') out[n++] = '\\', out[n++] = 't';
+        else if (c < 0x20 || c == 0x7f) n += (size_t)snprintf(out + n, cap - n, "\\x%02x", c);
+        else out[n++] = (char)c;
+    }
+    out[n++] = '"';
+    out[n] = 0;
+    return n;
+}
+
 void qc_log_line(qc_log_level level, const char *component, const char *message, const char *kv) {
     if (!qc_log_enabled(level)) return;
     char line[QC_LOG_LINE_MAX];

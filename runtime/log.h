@@ -38,6 +38,11 @@ int qc_log_enabled(qc_log_level level);
  * used (one of the four above, or a repeat) gets `_2`, `_3`, ... appended. */
 int qc_log_is_json(void);
 
+/* Writes v into out as a field value of a text line: as it is, or quoted and escaped when
+ * it holds a space, `"`, `=` or a control byte (the rules qc.log follows). Cut to fit cap;
+ * returns the length written. */
+size_t qc_log_value(char *out, size_t cap, const char *v);
+
 /* Would the unquoted value s[0..n) be taken as a JSON number or boolean? (bindings/log.c
  * quotes a Lua string that would, so that it stays a string.) */
 int qc_log_json_literal(const char *s, size_t n);

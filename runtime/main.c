@@ -210,6 +210,21 @@ static int ensure_dir(const char *path) {
     return -1;
 }
 
+/* What an operator checks first: where it talks, with which key id (never the secret),
+ * how it transcribes and judges, where it keeps its data, and whether it is open. */
+static void log_startup(const qc_config *cfg) {
+    char url[1100], key[600], data[2100], pol[2100], scr[2100];
+    qc_log_value(url, sizeof url, cfg->livekit_url);
+    qc_log_value(key, sizeof key, cfg->livekit_api_key);
+    qc_log_value(data, sizeof data, cfg->data_dir);
+    qc_log_value(pol, sizeof pol, cfg->policies_dir);
+    qc_log_value(scr, sizeof scr, cfg->scripts_dir);
+    qc_log(QC_LOG_INFO, "server", "started",
+           " livekit_url=%s livekit_api_key=%s stt_engine=%s evaluator=analytics data=%s open=%s"
+           " retention_days=%ld policies=%s scripts=%s",
+           url, key, cfg->stt_engine, data, cfg->api_keys[0] ? "false" : "true", cfg->retention_days, pol, scr);
+}
+
 static int cmd_serve(qc_config *cfg) {
     char err[2048];
     if (ensure_dir(cfg->data_dir) < 0) return fail("cannot create data directory %s", cfg->data_dir), 1;
@@ -266,6 +281,10 @@ static int cmd_serve(qc_config *cfg) {
     if (!cfg->api_keys[0])
         qc_log(QC_LOG_WARN, "server", "open: no QC_API_KEYS, room and token endpoints need no key (dev mode)",
                " address=%s", cfg->listen_host);
+    log_startup(cfg);
+    /* Off the request path: purges old token and webhook rows a batch at a time. */
+    if (qc_host_start_service(s.host, "qc.retention", err, sizeof err) < 0)
+        qc_log(QC_LOG_ERROR, "server", "retention not started", " error=\"%s\"", err);
     qc_log_set_buffered(1);
     uv_run(&loop, UV_RUN_DEFAULT);
     qc_log_set_buffered(0);

@@ -1022,6 +1022,29 @@ int qc_host_check(qc_host *h, char *err, size_t errlen) {
     return 0;
 }
 
+int qc_host_start_service(qc_host *h, const char *module, char *err, size_t errlen) {
+    lua_State *L = h->L;
+    int top = lua_gettop(L);
+    lua_getglobal(L, "require");
+    lua_pushstring(L, module);
+    lua_State *outer = lua_enter(h, L);
+    int st = lua_pcall(L, 1, 1, 0);
+    lua_leave(h, outer);
+    if (st != LUA_OK || !lua_istable(L, -1)) {
+        snprintf(err, errlen, "%s: %s", module, st != LUA_OK ? lua_tostring(L, -1) : "does not return a table");
+        lua_settop(L, top);
+        return -1;
+    }
+    lua_getfield(L, -1, "start");
+    lua_remove(L, -2);
+    if (!lua_isfunction(L, -1) || qc_host_spawn(h, L, lua_gettop(L)) < 0) {
+        snprintf(err, errlen, "%s: no start function, or out of memory", module);
+        lua_settop(L, top);
+        return -1;
+    }
+    return 0;
+}
+
 long qc_host_generation(qc_host *h) { return h->generation; }
 double qc_host_reloaded_at(qc_host *h) { return h->reloaded_at; }
 const char *qc_host_reload_error(qc_host *h) { return h->reload_error; }

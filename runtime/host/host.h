@@ -31,6 +31,11 @@ int qc_host_reload(qc_host *h, char *err, size_t errlen);
 /* Loads and checks every policy without making it live (`quantcoach check`). */
 int qc_host_check(qc_host *h, char *err, size_t errlen);
 
+/* Runs require(module).start() as a detached task: a service of the server's own (the
+ * retention sweep) that lives as long as the host. Trusted code from scripts/lib, outside
+ * any generation. -1 with err when the module does not load or has no start. */
+int qc_host_start_service(qc_host *h, const char *module, char *err, size_t errlen);
+
 /* Live generation number, the time of the last reload attempt and its error ("" if none). */
 long qc_host_generation(qc_host *h);
 double qc_host_reloaded_at(qc_host *h);
