@@ -7,8 +7,11 @@ FUZZ_BUILD ?= build-fuzz
 FUZZ_SECONDS      ?= 60
 FUZZ_TEST_SECONDS ?= 15
 FUZZERS    = chunked jwt csv router dispatch http
+# `make install`: where (PREFIX) and under which staging root (DESTDIR, for packaging).
+PREFIX     ?= /usr/local
+DESTDIR    ?=
 
-.PHONY: all deps test-deps build asan fuzz-build fuzz run test check bench clean
+.PHONY: all deps test-deps build asan fuzz-build fuzz run test check bench install clean
 
 all: build
 
@@ -53,6 +56,15 @@ test: test-deps build asan fuzz-build
 	cd $(BUILD) && ctest --output-on-failure
 	cd $(ASAN_BUILD) && ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 ctest --output-on-failure
 	cd $(FUZZ_BUILD) && ctest -L fuzz --output-on-failure
+
+# Installs into $(DESTDIR)$(PREFIX): bin/, share/quantcoach/{scripts,policies,web}, the man
+# page and the systemd unit (README, Install). Uses $(BUILD) as it is configured (a fresh
+# one is a release build); installs nothing it needs first, so it suits a packaging chroot.
+install:
+	@cmake -S . -B $(BUILD) -DCMAKE_INSTALL_PREFIX=$(PREFIX) \
+	  $(if $(wildcard $(BUILD)/CMakeCache.txt),,-DCMAKE_BUILD_TYPE=RelWithDebInfo) >/dev/null
+	@cmake --build $(BUILD) -j $(JOBS)
+	@DESTDIR=$(DESTDIR) cmake --install $(BUILD)
 
 check: build
 	./$(BUILD)/quantcoach check
