@@ -131,6 +131,20 @@ static void put_cut_mark(line_buf *b) {
     b->n += sizeof CUT_MARK - 1;
 }
 
+/* The length of the valid UTF-8 sequence of 2 to 4 bytes at s, or 0 when s[0] does not
+ * start one (RFC 3629's table: no overlongs, no surrogates, nothing past U+10FFFF). */
+static size_t utf8_len(const unsigned char *s, size_t avail) {
+    unsigned char c = s[0], lo = 0x80, hi = 0xBF;
+    size_t n = 0;
+    if (c >= 0xC2 && c <= 0xDF) n = 2;
+    else if (c >= 0xE0 && c <= 0xEF) n = 3, lo = c == 0xE0 ? 0xA0 : 0x80, hi = c == 0xED ? 0x9F : 0xBF;
+    else if (c >= 0xF0 && c <= 0xF4) n = 4, lo = c == 0xF0 ? 0x90 : 0x80, hi = c == 0xF4 ? 0x8F : 0xBF;
+    if (n == 0 || n > avail || s[1] < lo || s[1] > hi) return 0;
+    for (size_t i = 2; i < n; i++)
+        if ((s[i] & 0xC0) != 0x80) return 0;
+    return n;
+}
+
 /* Appends one byte of string content as JSON. Control bytes become escapes; a byte that does
  * not start a valid UTF-8 sequence becomes U+FFFD, so the line is UTF-8 any parser takes.
  * Returns the bytes of s consumed (a whole UTF-8 sequence at once), 0 when cut. */
@@ -151,15 +165,8 @@ static size_t put_json_char(line_buf *b, const unsigned char *s, size_t avail) {
     } else if (c < 0x80) {
         esc[0] = (char)c, l = 1;
     } else {
-        /* Sequence length and the range of its second byte (RFC 3629 table). */
-        size_t n = 0;
-        unsigned char lo = 0x80, hi = 0xBF;
-        if (c >= 0xC2 && c <= 0xDF) n = 2;
-        else if (c >= 0xE0 && c <= 0xEF) n = 3, lo = c == 0xE0 ? 0xA0 : 0x80, hi = c == 0xED ? 0x9F : 0xBF;
-        else if (c >= 0xF0 && c <= 0xF4) n = 4, lo = c == 0xF0 ? 0x90 : 0x80, hi = c == 0xF4 ? 0x8F : 0xBF;
-        int ok = n > 0 && n <= avail && s[1] >= lo && s[1] <= hi;
-        for (size_t i = 2; ok && i < n; i++) ok = (s[i] & 0xC0) == 0x80;
-        if (ok) memcpy(esc, s, n), l = n, used = n;
+        size_t n = utf8_len(s, avail);
+        if (n) memcpy(esc, s, n), l = n, used = n;
         else memcpy(esc, "\\ufffd", 6), l = 6;
     }
     put_whole(b, esc, l);
@@ -273,10 +280,18 @@ static int seen_has(const seen_keys *sk, const char *k, size_t l) {
 
 /* Records key [k, k+l) under a name not yet used; returns it in *out (in the arena), or
  * 0 when the table is full. */
-static int seen_add(seen_keys *sk, const char *k, size_t l, const char **out, size_t *outl) {
-    if (sk->n >= SEEN_MAX || l + 16 > sizeof sk->arena - sk->used) return 0;
+static int seen_add(seen_keys *sk, const char *k, size_t kl, const char **out, size_t *outl) {
+    /* Stored as it will be written: a byte that is not UTF-8 as U+FFFD (3 bytes), so two
+     * keys that differ only there are seen as the one key they print as. */
+    if (sk->n >= SEEN_MAX || 3 * kl + 16 > sizeof sk->arena - sk->used) return 0;
     char *dst = sk->arena + sk->used;
-    memcpy(dst, k, l);
+    size_t l = 0;
+    for (size_t i = 0; i < kl;) {
+        unsigned char c = (unsigned char)k[i];
+        size_t n = c < 0x80 ? 1 : utf8_len((const unsigned char *)k + i, kl - i);
+        if (n) memcpy(dst + l, k + i, n), l += n, i += n;
+        else memcpy(dst + l, "\xef\xbf\xbd", 3), l += 3, i++;
+    }
     size_t nl = l;
     for (int suffix = 2; seen_has(sk, dst, nl); suffix++)
         nl = l + (size_t)snprintf(dst + l, 16, "_%d", suffix);
@@ -381,6 +396,8 @@ static int put_json_fields(line_buf *b, const char *kv, seen_keys *sk) {
 
 int qc_log_is_json(void) { return g_log.json; }
 
+void qc_log_set_json(int on) { g_log.json = on; }
+
 size_t qc_log_value(char *out, size_t cap, const char *v) {
     if (cap == 0) return 0;
     size_t n = 0, l = strlen(v);
@@ -413,12 +430,10 @@ size_t qc_log_value(char *out, size_t cap, const char *v) {
     return n;
 }
 
-void qc_log_line(qc_log_level level, const char *component, const char *message, const char *kv) {
-    if (!qc_log_enabled(level)) return;
-    char line[QC_LOG_LINE_MAX];
+size_t qc_log_format(char *line, qc_log_level level, const char *component, const char *message, const char *kv) {
     if (!g_log.json) {
         /* Reserve: the cut marker and the newline. */
-        line_buf b = {line, sizeof line - sizeof CUT_MARK - 1, 0, 0};
+        line_buf b = {line, QC_LOG_LINE_MAX - sizeof CUT_MARK - 1, 0, 0};
         /* Copies, not snprintf: this runs once per request for the access log. */
         put_str(&b, level_names[level]);
         put(&b, " ", 1);
@@ -428,11 +443,10 @@ void qc_log_line(qc_log_level level, const char *component, const char *message,
         put_str(&b, kv);
         put_cut_mark(&b);
         line[b.n++] = '\n';
-        emit(line, b.n);
-        return;
+        return b.n;
     }
     /* Reserve: the longest ending, a member saying the line was cut, `}` and the newline. */
-    line_buf b = {line, sizeof line - sizeof JSON_CUT_MEMBER - 2, 0, 0};
+    line_buf b = {line, QC_LOG_LINE_MAX - sizeof JSON_CUT_MEMBER - 2, 0, 0};
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
     char head[64];
@@ -465,7 +479,13 @@ void qc_log_line(qc_log_level level, const char *component, const char *message,
     }
     line[b.n++] = '}';
     line[b.n++] = '\n';
-    emit(line, b.n);
+    return b.n;
+}
+
+void qc_log_line(qc_log_level level, const char *component, const char *message, const char *kv) {
+    if (!qc_log_enabled(level)) return;
+    char line[QC_LOG_LINE_MAX];
+    emit(line, qc_log_format(line, level, component, message, kv));
 }
 
 void qc_log(qc_log_level level, const char *component, const char *message, const char *kvfmt, ...) {

@@ -26,6 +26,10 @@ int qc_log_init(char *err, size_t errlen);
 /* kv is a preformatted " key=value key=value" tail (may be NULL). */
 void qc_log_line(qc_log_level level, const char *component, const char *message, const char *kv);
 
+/* Formats the line qc_log_line would write (newline included) into line, which holds
+ * QC_LOG_LINE_MAX bytes; returns its length. For the fuzz harness and tests. */
+size_t qc_log_format(char *line, qc_log_level level, const char *component, const char *message, const char *kv);
+
 /* printf-style convenience: the format produces the key=value tail. */
 void qc_log(qc_log_level level, const char *component, const char *message, const char *kvfmt, ...)
     __attribute__((format(printf, 4, 5)));
@@ -37,6 +41,7 @@ int qc_log_enabled(qc_log_level level);
  * a JSON number or true/false is written as one; anything else is a string. A key already
  * used (one of the four above, or a repeat) gets `_2`, `_3`, ... appended. */
 int qc_log_is_json(void);
+void qc_log_set_json(int on); /* tests and the fuzz harness; QC_LOG_FORMAT otherwise */
 
 /* Writes v into out as a field value of a text line: as it is, or quoted and escaped when
  * it holds a space, `"`, `=` or a control byte (the rules qc.log follows). Cut to fit cap;
