@@ -88,6 +88,24 @@ describe("make install", function()
   end)
 end)
 
+describe("the server under MemoryDenyWriteExecute (the unit's rule)", function()
+  it("serves health, tokens and a room request with no memory both writable and executable", function()
+    local probe = server.run("/usr/bin/python3 " .. quote(SRC .. "/spec/support/mdwe.py") .. " /bin/true")
+    if probe == 77 then
+      pending("the kernel has no PR_SET_MDWE (Linux 6.3+): not checked")
+      return
+    end
+    assert.equal(0, probe)
+    local s = server.start { env = { LIVEKIT_URL = "ws://127.0.0.1:1" },
+      wrap = "/usr/bin/python3 " .. quote(SRC .. "/spec/support/mdwe.py") }
+    assert.equal(200, (s:request("GET", "/health")))
+    assert.equal(200, (s:request("POST", "/tokens/generate",
+      { room_name = "r", participant_identity = "p", participant_type = "candidate" })))
+    assert.equal(503, (s:request("POST", "/rooms/create", { room_name = "r" })))
+    assert.equal(0, s:stop())
+  end)
+end)
+
 describe(".env.example", function()
   local text = assert(server.read_file(SRC .. "/.env.example"))
 

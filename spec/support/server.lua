@@ -100,7 +100,7 @@ function M.wait_for(pred, timeout, what)
   error("timed out waiting for " .. (what or "a condition"), 2)
 end
 
----@param opts table { policies=dir, data=dir, env={...}, args={...}, ulimit_nofile=n }
+---@param opts table { policies=dir, data=dir, env={...}, args={...}, ulimit_nofile=n, wrap=cmd }
 function M.start(opts)
   opts = opts or {}
   local dir = M.tmpdir()
@@ -116,8 +116,9 @@ function M.start(opts)
   for k, v in pairs(opts.env or {}) do env[#env + 1] = k .. "=" .. quote(v) end
   -- ulimit_nofile: a descriptor limit for the server alone (the connection-flood spec).
   local limit = opts.ulimit_nofile and ("ulimit -n %d; "):format(opts.ulimit_nofile) or ""
+  -- wrap: a command the server runs under (it must exec the server, keeping its pid).
   local cmd = (limit .. "( env %s %s serve --listen 127.0.0.1:0 --policies %s --data %s %s & echo $! > %s; wait $!; echo $? > %s ) > %s 2>&1 < /dev/null &")
-    :format(table.concat(env, " "), quote(BIN), quote(self.policies), quote(self.data),
+    :format(table.concat(env, " "), (opts.wrap and opts.wrap .. " " or "") .. quote(BIN), quote(self.policies), quote(self.data),
       table.concat(opts.args or {}, " "), quote(self.pidfile), quote(self.exitfile), quote(self.log))
   assert(sh(cmd))
   self.port = M.wait_for(function()
