@@ -116,10 +116,27 @@ describe(".env.example", function()
   end)
 
   it("is a .env quantcoach reads without a warning, and changes nothing from the defaults", function()
+    local dir = server.tmpdir()
     local status, out = server.run(("cd %s && env -u QC_BIN -u QC_SOURCE_DIR QC_ENV_FILE=%s %s check")
-      :format(quote(server.tmpdir()), quote(SRC .. "/.env.example"), quote(server.bin)))
+      :format(quote(dir), quote(SRC .. "/.env.example"), quote(server.bin)))
     assert.equal(0, status, out)
     assert.falsy(out:find("warn", 1, true), out)
+    -- The configuration a script sees, with the example as .env and with no .env at all.
+    server.write_file(dir .. "/cfg.lua", [[
+      local c, keys = require "qc.host".config(), {}
+      for k in pairs(c) do keys[#keys + 1] = k end
+      table.sort(keys)
+      for _, k in ipairs(keys) do print(k, tostring(c[k])) end
+    ]])
+    local function config(env_file)
+      local st, text = server.run(("cd %s && env -u QC_BIN -u QC_SOURCE_DIR QC_ENV_FILE=%s %s run cfg.lua")
+        :format(quote(dir), quote(env_file), quote(server.bin)))
+      assert.equal(0, st, text)
+      return text
+    end
+    local with, without = config(SRC .. "/.env.example"), config("/nonexistent")
+    assert.truthy(with:find("retention_days\t90", 1, true), with)
+    assert.equal(without, with)
   end)
 end)
 
