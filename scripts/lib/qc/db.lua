@@ -115,6 +115,46 @@ local MIGRATIONS = {
   ) WITHOUT ROWID;
   CREATE INDEX IF NOT EXISTS events_room_time ON events (room, kind, start_s);
   ]],
+  -- 3: windows and evaluation (qc.windows, qc.evaluation). window_state is the windows
+  -- runner's state per room (JSON: recent finals, open windows, the clock), written in the
+  -- transaction that stores the windows it closed. evaluations has one row per window and
+  -- evaluator (window_idx 0: the whole interview), rewritten when it is run again; a failed
+  -- one keeps its error and the reply as received.
+  [[
+  CREATE TABLE IF NOT EXISTS window_state (
+    room TEXT PRIMARY KEY,
+    state TEXT NOT NULL,
+    updated_at REAL NOT NULL
+  );
+  CREATE TABLE IF NOT EXISTS windows (
+    room TEXT NOT NULL,
+    idx INTEGER NOT NULL,    -- 1, 2, ... in the order windows closed
+    seq INTEGER,             -- its event (NULL when the room has no row)
+    start_s REAL NOT NULL,
+    end_s REAL NOT NULL,
+    text TEXT NOT NULL,
+    body TEXT NOT NULL,      -- the window as sent on the live socket, finals included
+    created_at REAL NOT NULL,
+    PRIMARY KEY (room, idx)
+  ) WITHOUT ROWID;
+  CREATE TABLE IF NOT EXISTS evaluations (
+    room TEXT NOT NULL,
+    window_idx INTEGER NOT NULL,
+    evaluator TEXT NOT NULL, -- 'analytics', 'openai', 'anthropic'
+    status TEXT NOT NULL,    -- 'pending', 'ok', 'invalid' (reply failed the schema), 'error'
+    result TEXT,             -- JSON
+    raw TEXT,                -- the reply as received, when it was not valid
+    error TEXT,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    model TEXT,
+    input_tokens INTEGER,
+    output_tokens INTEGER,
+    seq INTEGER,
+    created_at REAL NOT NULL,
+    updated_at REAL NOT NULL,
+    PRIMARY KEY (room, window_idx, evaluator)
+  ) WITHOUT ROWID;
+  ]],
 }
 M.SCHEMA_VERSION = 1 + #MIGRATIONS
 
