@@ -2,6 +2,8 @@
  * and the reload entry point for POST /admin/reload. */
 #define _POSIX_C_SOURCE 200809L
 #include <dirent.h>
+#include <stddef.h>
+
 #include <lauxlib.h>
 #include <lua.h>
 #include <stdlib.h>
@@ -112,6 +114,31 @@ static int l_config(lua_State *L) {
     lua_setfield(L, -2, "live_queue_bytes");
     lua_pushinteger(L, c->resample_quality);
     lua_setfield(L, -2, "resample_quality");
+    /* Windows and evaluation: the evaluator and its LLM endpoint (keys included: the
+     * evaluation runner sends them; policies never see qc.host). */
+    static const struct { const char *name; size_t off; } strs[] = {
+        {"evaluator", offsetof(qc_config, evaluator)},
+        {"llm_base_url", offsetof(qc_config, llm_base_url)},
+        {"llm_api_key", offsetof(qc_config, llm_api_key)},
+        {"llm_model", offsetof(qc_config, llm_model)},
+        {"llm_temperature", offsetof(qc_config, llm_temperature)},
+        {"anthropic_api_key", offsetof(qc_config, anthropic_api_key)},
+        {"anthropic_url", offsetof(qc_config, anthropic_url)},
+        {"anthropic_model", offsetof(qc_config, anthropic_model)},
+        {"anthropic_version", offsetof(qc_config, anthropic_version)},
+    };
+    for (size_t i = 0; i < sizeof strs / sizeof strs[0]; i++) {
+        lua_pushstring(L, (const char *)c + strs[i].off);
+        lua_setfield(L, -2, strs[i].name);
+    }
+    lua_pushinteger(L, c->llm_timeout_ms);
+    lua_setfield(L, -2, "llm_timeout_ms");
+    lua_pushinteger(L, c->llm_retries);
+    lua_setfield(L, -2, "llm_retries");
+    lua_pushinteger(L, c->llm_concurrency);
+    lua_setfield(L, -2, "llm_concurrency");
+    lua_pushinteger(L, c->llm_max_tokens);
+    lua_setfield(L, -2, "llm_max_tokens");
     /* API keys are not handed out; qc.host.check_api_key compares them. */
     lua_pushboolean(L, c->api_keys[0] != 0);
     lua_setfield(L, -2, "api_keys_set");

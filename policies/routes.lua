@@ -19,6 +19,7 @@ local service = require "qc.handlers.service"
 local admin = require "qc.handlers.admin"
 local rooms = require "qc.handlers.rooms"
 local webhooks = require "qc.handlers.webhooks"
+local evaluations = require "qc.handlers.evaluations"
 local auth = require "qc.auth"
 
 return {
@@ -30,5 +31,7 @@ return {
   { "GET", "/rooms", auth.required(rooms.list) },
   { "GET", "/rooms/{room}/participants", auth.required(rooms.participants) },
   { "DELETE", "/rooms/{room}", auth.required(rooms.delete) },
+  { "GET", "/rooms/{room}/evaluations", auth.required(evaluations.list) },
+  { "GET", "/rooms/{room}/report", auth.required(evaluations.report) },
   { "POST", "/webhooks/livekit", webhooks.livekit },
 }

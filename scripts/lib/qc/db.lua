@@ -192,15 +192,25 @@ end
 
 local db
 
----The open database (opened and migrated on first use).
-function M.get()
-  if db then return db end
-  local path = host.config().data_dir .. "/quantcoach.db"
+---Opens a store file and brings its schema up to date (scripts and specs that work on a file
+---of their own); raises a 503 error table when it cannot.
+---@param path string
+---@return table handle qc.store
+function M.open(path)
   local handle, err = store.open(path)
   if not handle then error({ status = 503, code = "STORE_UNAVAILABLE", message = tostring(err) }) end
   local ok, serr = migrate(handle)
-  if not ok then error({ status = 503, code = "STORE_UNAVAILABLE", message = tostring(serr) }) end
-  db = handle
+  if not ok then
+    handle:close()
+    error({ status = 503, code = "STORE_UNAVAILABLE", message = tostring(serr) })
+  end
+  return handle
+end
+
+---The open database (opened and migrated on first use).
+function M.get()
+  if db then return db end
+  db = M.open(host.config().data_dir .. "/quantcoach.db")
   return db
 end
 

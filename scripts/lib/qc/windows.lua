@@ -74,6 +74,12 @@ local function finite(x)
   return type(x) == "number" and x == x and x ~= huge and x ~= -huge
 end
 
+-- Times are kept to the millisecond: the state goes through JSON (cjson writes 14
+-- significant digits), and a run from the store must decide exactly as one in memory.
+local function ms(x)
+  return math.floor(x * 1000 + 0.5) / 1000
+end
+
 local function plain_final(f)
   return { seq = f.seq, identity = f.identity, role = f.role, track = f.track,
            start = f.start, ["end"] = f["end"], text = f.text }
@@ -120,14 +126,14 @@ local function apply(st, room, d, out)
     end
   end
   for _, s in ipairs(opens) do
-    if not finite(s) or (st.last_start and s <= st.last_start) or s > st.clock + 1e-9 then
+    if not finite(s) or (st.last_start and ms(s) <= st.last_start) or s > st.clock + 1e-9 then
       error(("decide: cannot open a window at %s (last start %s, clock %s)"):format(
         tostring(s), tostring(st.last_start), tostring(st.clock)), 0)
     end
   end
   -- Closed in the order of their ends, so indices follow time.
   local closing = {}
-  for _, c in ipairs(closes) do closing[#closing + 1] = { w = st.open[by_id[c.id]], stop = c["end"] } end
+  for _, c in ipairs(closes) do closing[#closing + 1] = { w = st.open[by_id[c.id]], stop = ms(c["end"]) } end
   table.sort(closing, function(a, b)
     if a.stop ~= b.stop then return a.stop < b.stop end
     return a.w.start < b.w.start
@@ -143,6 +149,7 @@ local function apply(st, room, d, out)
     st.open = keep
   end
   for _, s in ipairs(opens) do
+    s = ms(s)
     st.open[#st.open + 1] = { id = st.next_id, start = s }
     st.next_id = st.next_id + 1
     st.last_start = s
@@ -194,6 +201,7 @@ end
 function M.step(policy, st, room, final)
   if not finite(final.start) or not finite(final["end"]) then error("final: start and end must be numbers", 2) end
   local f = plain_final(final)
+  f.start, f["end"] = ms(f.start), ms(f["end"])
   if f["end"] < f.start then f["end"] = f.start end
   local finals = st.finals
   finals[#finals + 1] = f
@@ -274,7 +282,7 @@ function M.message(w, seq)
 end
 
 ---Stores windows (and their events) inside the caller's transaction.
----@return table[] the live messages, in order
+---@return table[] the live messages, in order: { seq, body (JSON text) }
 function M.store(db, windows, now)
   local msgs = {}
   for _, w in ipairs(windows) do
@@ -291,7 +299,7 @@ function M.store(db, windows, now)
         .. "VALUES (?, ?, 'window', ?, ?, ?, ?, ?)", w.room, seq, now, w.start, w["end"], w.text, body)
       if not ok then error("events: " .. tostring(err), 0) end
     end
-    msgs[#msgs + 1] = msg
+    msgs[#msgs + 1] = { seq = seq, body = body }
   end
   return msgs
 end
