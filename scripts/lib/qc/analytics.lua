@@ -24,6 +24,10 @@ local QUESTION_START = {}
 for w in ([[what why how when where which who whom whose can could would will do does did is are
   should shall have has may might]]):gmatch("%a+") do QUESTION_START[w] = true end
 
+-- Words that lead into a question without being part of it ("and how would you ...").
+local LEAD_IN = {}
+for w in ("and so now okay ok then but well alright"):gmatch("%a+") do LEAD_IN[w] = true end
+
 local FILLER1, FILLER2 = {}, {}
 for _, f in ipairs(M.FILLERS) do
   local a, b = f:match("^(%S+)%s+(%S+)$")
@@ -49,7 +53,9 @@ end
 local function count_questions(text, words)
   local _, marks = (text or ""):gsub("%?", "")
   if marks > 0 then return marks end
-  return (words[1] and QUESTION_START[words[1]]) and 1 or 0
+  local i = 1
+  while words[i] and LEAD_IN[words[i]] do i = i + 1 end
+  return (words[i] and QUESTION_START[words[i]]) and 1 or 0
 end
 
 local function new_role()
