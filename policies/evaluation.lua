@@ -93,14 +93,14 @@ function M.report_prompt(windows, analytics)
   end
   local talk = {}
   for role, r in pairs(analytics.roles or {}) do
-    talk[#talk + 1] = ("%s talked %.0f%% of the time at %d words per minute"):format(role, (r.talk_ratio or 0) * 100, r.wpm or 0)
+    talk[#talk + 1] = ("%s talked %.0f%% of the time at %.0f words per minute"):format(role, (r.talk_ratio or 0) * 100, r.wpm or 0)
   end
   table.sort(talk)
   return ("The whole interview, window by window:\n\n%s\n\nConversation: %s; %d turns, %d questions.\n\n"
     .. "Score the candidate over the whole interview on:\n%s\n\nThen give `summary` (three sentences), "
     .. "`strengths` and `concerns` (lists of short phrases) and `recommendation` (one of hire, lean_hire, "
     .. "lean_no_hire, no_hire)."):format(table.concat(parts, "\n"), table.concat(talk, "; "),
-      analytics.turns or 0, analytics.questions or 0, criteria_text())
+      math.tointeger(analytics.turns) or 0, math.tointeger(analytics.questions) or 0, criteria_text())
 end
 
 local function scores_schema(extra, required)

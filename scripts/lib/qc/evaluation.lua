@@ -263,10 +263,8 @@ local json_array = function(t)
   return t
 end
 
----GET /rooms/{room}/evaluations: windows with their evaluations, and the interview's.
-function M.list(db, room)
-  local all = windows.list(db, room)
-  local evs = M.evaluations(db, room)
+---Windows with their evaluations, and the interview's (evs: window_idx -> evaluator -> view).
+function M.list_of(room, all, evs)
   local out = {}
   for i, w in ipairs(all) do
     out[i] = { index = w.index, start = w.start, ["end"] = w["end"], text = w.text, finals = json_array(w.finals),
@@ -275,13 +273,22 @@ function M.list(db, room)
   return { room = room, windows = json_array(out), interview = evs[M.INTERVIEW] }
 end
 
+---GET /rooms/{room}/evaluations: windows with their evaluations, and the interview's.
+function M.list(db, room)
+  return M.list_of(room, windows.list(db, room), M.evaluations(db, room))
+end
+
 ---GET /rooms/{room}/report: the whole interview.
 function M.report(db, room)
-  local all = windows.list(db, room)
-  local evs = M.evaluations(db, room)
+  return M.report_of(room, windows.list(db, room), M.evaluations(db, room))
+end
+
+---The report of windows and their evaluations (evs: window_idx -> evaluator -> view).
+---@param policy table|nil policies/evaluation.lua (the live one when nil): the rubric
+function M.report_of(room, all, evs, policy)
   local stats = M.interview_analytics(all)
   local scores, counts, usage = {}, { ok = 0, invalid = 0, error = 0, pending = 0 }, { input = 0, output = 0 }
-  local policy = policies().evaluation
+  policy = policy or policies().evaluation
   for idx, by in pairs(evs) do
     for name, e in pairs(by) do
       if name ~= M.ANALYTICS then
@@ -336,7 +343,7 @@ function M.markdown(r)
   table.sort(roles)
   for _, role in ipairs(roles) do
     local x = a.roles[role]
-    out[#out + 1] = ("| %s | %.1f | %s | %d | %d | %d | %d | %d | %d |"):format(role, x.talk_time, pct(x.talk_ratio),
+    out[#out + 1] = ("| %s | %.1f | %s | %d | %.0f | %d | %d | %d | %d |"):format(role, x.talk_time, pct(x.talk_ratio),
       x.words, x.wpm, x.turns, x.questions, x.filler_count, x.interruptions)
   end
   out[#out + 1] = ""
