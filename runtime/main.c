@@ -247,6 +247,7 @@ static int cmd_serve(qc_config *cfg) {
         uv_loop_close(&loop);
         return 1;
     }
+    qc_host_set_bound_port(s.host, qc_http_server_port(s.srv));
 
     uv_signal_init(&loop, &s.sigint);
     uv_signal_init(&loop, &s.sigterm);

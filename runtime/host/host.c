@@ -104,6 +104,7 @@ struct qc_barrier {
 struct qc_host {
     uv_loop_t *loop;
     qc_config cfg;
+    int bound_port; /* the port the HTTP server bound (serve), 0 until main says */
     qc_host_mode mode;
     lua_State *L;
     size_t mem_used;
@@ -1028,6 +1029,8 @@ const char *qc_host_reload_error(qc_host *h) { return h->reload_error; }
 double qc_host_started_at(qc_host *h) { return h->started_at; }
 const qc_config *qc_host_config(qc_host *h) { return &h->cfg; }
 uv_loop_t *qc_host_loop(qc_host *h) { return h->loop; }
+void qc_host_set_bound_port(qc_host *h, int port) { h->bound_port = port; }
+int qc_host_bound_port(qc_host *h) { return h->bound_port ? h->bound_port : h->cfg.listen_port; }
 
 qc_http_client *qc_host_http_client(qc_host *h) {
     if (!h->http) {

@@ -24,6 +24,12 @@ const qc_config *qc_host_config(qc_host *h);
 /* The loop the host runs on (bindings that schedule work of their own). */
 uv_loop_t *qc_host_loop(qc_host *h);
 
+/* The port the HTTP server is bound to: serve sets it once it listens (it differs from the
+ * configured one when that was 0); until then, and in scripts, the configured port. URLs
+ * that name this server (the ingest URL handed to LiveKit's egress) need the bound one. */
+void qc_host_set_bound_port(qc_host *h, int port);
+int qc_host_bound_port(qc_host *h);
+
 /* Builds a fresh policy generation and, if every check passes, makes it the live one.
  * On failure the old generation stays and err holds "file:line: message". */
 int qc_host_reload(qc_host *h, char *err, size_t errlen);
