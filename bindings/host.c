@@ -127,6 +127,17 @@ static int l_listen_address(lua_State *L) {
     return 2;
 }
 
+/* qc.host.shared(name) -> a table of this process, the same for every call with that name
+ * from any policy generation: state that must survive a reload (the live sockets' rooms),
+ * where a scripts/lib module, loaded once per generation, would otherwise start empty. */
+static int l_shared(lua_State *L) {
+    luaL_checkstring(L, 1);
+    lua_settop(L, 1);
+    luaL_getsubtable(L, LUA_REGISTRYINDEX, "qc.host.shared");
+    luaL_getsubtable(L, 2, lua_tostring(L, 1));
+    return 1;
+}
+
 /* qc.host.is_admin(peer_ip, bearer_token_or_nil): loopback callers, or the admin key. */
 static int l_is_admin(lua_State *L) {
     const char *peer = luaL_checkstring(L, 1);
@@ -225,6 +236,7 @@ int luaopen_qc_host(lua_State *L) {
                                    {"health", l_health},
                                    {"error_body", l_error_body},
                                    {"listen_address", l_listen_address},
+                                   {"shared", l_shared},
                                    {NULL, NULL}};
     luaL_newlib(L, fns);
     return 1;

@@ -130,6 +130,8 @@ function M.livekit(req)
     local f = apply[ev.event]
     if f and (ev.room and ev.room.name or ev.event:match("^egress_")) then f(ev, now) end
   end)
+  -- Joined/left become room events after the delivery's own commit: stored, then announced.
+  if not duplicate then require("qc.transcripts").participant_webhook(ev) end
   log.info("webhooks", duplicate and "duplicate ignored" or "accepted", { event = ev.event, id = ev.id })
   return 200, nil, { status = duplicate and "duplicate" or "accepted", event = ev.event, id = ev.id }
 end
