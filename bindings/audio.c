@@ -1,5 +1,6 @@
 /* qc.audio: hands an accepted ingest WebSocket to the C track pipeline (runtime/audio/ingest.c).
  * After qc.audio.ingest returns, no Lua runs for that connection's messages. */
+#define _POSIX_C_SOURCE 200809L /* uv.h needs pthread_rwlock_t */
 #include "audio/ingest.h"
 
 #include <string.h>

@@ -3,6 +3,7 @@
  * never sees audio. Partials are coalesced per track: while a partial's task has not run
  * yet, a newer partial of that track replaces its event in place (latest wins), so a slow
  * loop turn costs one task per track, not one per partial. */
+#define _POSIX_C_SOURCE 200809L /* uv.h needs pthread_rwlock_t */
 #include "audio/ingest.h"
 
 #include <string.h>
@@ -188,9 +189,21 @@ static int l_on_event(lua_State *L) {
  * reconnects, replayed_s, dropped_samples, events_dropped}, or nil when this process runs
  * no engine (scripts). */
 static int l_engine(lua_State *L) {
-    qc_stt_engine *e = qc_ingest_hub_engine(qc_ingest_hub_default());
+    qc_ingest_hub *hub = qc_ingest_hub_default();
+    qc_stt_engine *e = qc_ingest_hub_engine(hub);
     if (!e) {
-        lua_pushnil(L);
+        if (!hub) {
+            lua_pushnil(L);
+            return 1;
+        }
+        const char *name, *why = qc_ingest_hub_engine_error(hub, &name);
+        lua_createtable(L, 0, 3);
+        lua_pushstring(L, name);
+        lua_setfield(L, -2, "name");
+        lua_pushfstring(L, "failed: %s", why ? why : "?");
+        lua_setfield(L, -2, "state");
+        lua_pushinteger(L, 0);
+        lua_setfield(L, -2, "streams");
         return 1;
     }
     qc_stt_stats st;

@@ -15,7 +15,9 @@
 
 struct qc_ingest_hub {
     uv_loop_t *loop;
-    qc_stt_engine *engine;
+    qc_stt_engine *engine; /* NULL when it could not be made: ingest answers 503 */
+    char engine_name[16];
+    char engine_error[256];
     int quality;
     qc_ingest_sink sink;
     void *sink_ud;
@@ -53,11 +55,11 @@ qc_ingest_hub *qc_ingest_hub_new(uv_loop_t *loop, const qc_stt_config *stt, int 
     }
     h->loop = loop;
     h->quality = resample_quality;
-    h->engine = qc_stt_engine_new(loop, stt, err, errlen);
-    if (!h->engine) {
-        free(h);
-        return NULL;
-    }
+    snprintf(h->engine_name, sizeof h->engine_name, "%s", stt->engine ? stt->engine : "?");
+    h->engine = qc_stt_engine_new(loop, stt, h->engine_error, sizeof h->engine_error);
+    if (!h->engine)
+        qc_log(QC_LOG_ERROR, "stt", "engine unavailable: ingest refuses audio", " engine=%s error=\"%s\"",
+               h->engine_name, h->engine_error);
     return h;
 }
 
@@ -68,6 +70,11 @@ void qc_ingest_hub_set_sink(qc_ingest_hub *h, const qc_ingest_sink *sink, void *
 }
 
 qc_stt_engine *qc_ingest_hub_engine(qc_ingest_hub *h) { return h ? h->engine : NULL; }
+
+const char *qc_ingest_hub_engine_error(const qc_ingest_hub *h, const char **name) {
+    if (name) *name = h ? h->engine_name : "";
+    return h && !h->engine ? h->engine_error : NULL;
+}
 
 /* Counters of a track that is done, kept by the hub. */
 static void account(qc_ingest_hub *h, const qc_track *t) {
@@ -263,6 +270,12 @@ int qc_ingest_start(qc_ingest_hub *h, qc_http_exchange *ex, const qc_ingest_info
     in->info.identity = p, p += copy_name(p, info->identity);
     in->info.role = p, p += copy_name(p, info->role);
     in->info.track = p, p += copy_name(p, info->track);
+    if (!h->engine) {
+        snprintf(err, errlen, "the %s STT engine is unavailable: %s", h->engine_name, h->engine_error);
+        respond_error(ex, 503, "STT_UNAVAILABLE", err);
+        free(in);
+        return -1;
+    }
     qc_stt_callbacks cb = {.on_result = track_result, .on_state = track_state};
     in->track = qc_track_new(h->engine, info->rate, info->channels, h->quality, &cb, in, err, errlen);
     if (!in->track) {
@@ -320,6 +333,6 @@ void qc_ingest_hub_free(qc_ingest_hub *h) {
         in = next;
     }
     h->all = NULL;
-    qc_stt_engine_free(h->engine);
+    if (h->engine) qc_stt_engine_free(h->engine);
     free(h);
 }

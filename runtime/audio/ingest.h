@@ -47,7 +47,9 @@ typedef struct {
     uint64_t closed_bad_input; /* connections closed for what they sent */
 } qc_ingest_stats;
 
-/* Makes the engine (QC_STT_ENGINE and its settings) and an empty hub. NULL with err. */
+/* Makes the engine (QC_STT_ENGINE and its settings) and an empty hub. An engine that cannot
+ * be made (no model, no key) is logged and kept as a failure: the server still serves, ingest
+ * answers 503 and /health names the reason. NULL (out of memory) with err. */
 qc_ingest_hub *qc_ingest_hub_new(uv_loop_t *loop, const qc_stt_config *stt, int resample_quality, char *err,
                                  size_t errlen);
 
@@ -58,6 +60,8 @@ qc_ingest_hub *qc_ingest_hub_default(void);
 void qc_ingest_hub_set_sink(qc_ingest_hub *h, const qc_ingest_sink *sink, void *ud);
 
 qc_stt_engine *qc_ingest_hub_engine(qc_ingest_hub *h);
+/* Why the engine could not be made, or NULL when it runs; *name: the configured engine. */
+const char *qc_ingest_hub_engine_error(const qc_ingest_hub *h, const char **name);
 void qc_ingest_hub_stats(const qc_ingest_hub *h, qc_ingest_stats *out);
 
 /* Accepts the upgrade on ex (the request has asked for a WebSocket) and starts the track.
