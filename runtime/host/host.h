@@ -61,6 +61,13 @@ int qc_host_spawn(qc_host *h, lua_State *L, int first);
 int qc_host_budget_exceeded(lua_State *L);
 int qc_host_budget_error(lua_State *L);
 
+/* For bindings that take a request's connection over entirely (a WebSocket: qc.audio's
+ * ingest, req:accept_websocket): detaches the exchange from the running request task, so
+ * the task's return answers nothing; the caller must answer or upgrade it. L must be the
+ * request's own task and req_index its request table; NULL otherwise, or when the request
+ * is already answered or taken. Marks the table `upgraded = true`. */
+qc_http_exchange *qc_host_take_exchange(lua_State *L, int req_index);
+
 /* Closes the handles bindings own (sleep timers and such) so none can fire into a freed
  * task; call right after qc_host_free when the loop keeps running. */
 void qc_host_close_owned_handles(uv_loop_t *loop);
