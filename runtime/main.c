@@ -16,6 +16,7 @@
 #include "net/http_server.h"
 #include "log.h"
 #include "store/store.h"
+#include "audio/transcribe.h"
 
 #ifndef QC_VERSION
 #define QC_VERSION "0.0.0"
@@ -31,6 +32,7 @@ static const char *usage_text =
     "  reload             make a running server reload its policies\n"
     "  check              load and check every policy without serving\n"
     "  token              print a LiveKit access token\n"
+    "  transcribe FILES   speech to text of WAV files, one track per speaker\n"
     "\n"
     "options:\n"
     "  --help             show help (also after a command: quantcoach serve --help)\n"
@@ -406,6 +408,13 @@ int main(int argc, char **argv) {
         if (argv[2][0] == '-' && argv[2][1]) return usage_error("run", "unknown option ", argv[2]);
         if ((rc = load_config(&cfg))) return rc;
         return run_lua(&cfg, argv[2], argc - 3, argv + 3);
+    }
+    if (strcmp(cmd, "transcribe") == 0) {
+        qc_transcribe_opts o;
+        if ((rc = qc_transcribe_parse(argc - 2, argv + 2, &o))) return rc;
+        if (o.help) return fputs(qc_transcribe_help, stdout), 0;
+        if ((rc = load_config(&cfg))) return rc;
+        return qc_transcribe_run(&o, &cfg);
     }
     if (strcmp(cmd, "reload") == 0 || strcmp(cmd, "token") == 0) {
         if ((rc = load_config(&cfg))) return rc;
