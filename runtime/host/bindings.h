@@ -19,6 +19,7 @@ int luaopen_qc_host(lua_State *L);
 int luaopen_qc_jwt(lua_State *L);
 int luaopen_qc_store(lua_State *L);
 int luaopen_qc_strmatch(lua_State *L);
+int luaopen_qc_ws(lua_State *L);
 
 /* Replaces string.find, match, gmatch and gsub with the stoppable matcher's. */
 void qc_strmatch_install(lua_State *L);
