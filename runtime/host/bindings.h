@@ -28,6 +28,7 @@ int qc_ws_server_accept(lua_State *L);
 int luaopen_qc_ws_server(lua_State *L);
 /* Closes (1001) and detaches every Lua-owned WebSocket of h: the host is going. */
 void qc_ws_server_host_closing(qc_host *h);
+int luaopen_qc_ws(lua_State *L);
 
 /* Replaces string.find, match, gmatch and gsub with the stoppable matcher's. */
 void qc_strmatch_install(lua_State *L);
