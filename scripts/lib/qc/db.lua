@@ -115,7 +115,15 @@ local MIGRATIONS = {
   ) WITHOUT ROWID;
   CREATE INDEX IF NOT EXISTS events_room_time ON events (room, kind, start_s);
   ]],
-  -- 3: windows and evaluation (qc.windows, qc.evaluation). window_state is the windows
+  -- 3: what the speakers policy needs of a participant when a track_* webhook names it by
+  -- identity alone: its kind (AGENT, EGRESS, ...), metadata and attributes (JSON object
+  -- text), kept from its participant_joined.
+  [[
+  ALTER TABLE participants ADD COLUMN kind TEXT;
+  ALTER TABLE participants ADD COLUMN metadata TEXT;
+  ALTER TABLE participants ADD COLUMN attributes TEXT;
+  ]],
+  -- 4: windows and evaluation (qc.windows, qc.evaluation). window_state is the windows
   -- runner's state per room (JSON: recent finals, open windows, the clock), written in the
   -- transaction that stores the windows it closed. evaluations has one row per window and
   -- evaluator (window_idx 0: the whole interview), rewritten when it is run again; a failed
