@@ -203,6 +203,9 @@ function M.finish(room)
   if evaluator ~= M.ANALYTICS and p.evaluation then
     local all = windows.list(db, room)
     if #all == 0 then return end
+    -- A room that ended twice (a repeated webhook with a new id) keeps its first good report.
+    local done = db:first("SELECT status FROM evaluations WHERE room = ? AND window_idx = 0 AND evaluator = ?", room, evaluator)
+    if done and done.status == "ok" then return end
     local judged = M.judged_windows(db, room, evaluator, all)
     local r = M.judge_interview(p.evaluation, evaluator, judged, M.interview_analytics(all))
     local _, seq, body = M.store(db, room, M.INTERVIEW, evaluator, r)

@@ -93,6 +93,8 @@ function M.on_event(ev)
     identity = ev.identity, role = ev.role, track = ev.track, start_s = ev.start, end_s = ev["end"], text = ev.text,
   }, function(seq) return message(ev, seq) end)
   live.broadcast(ev.room, "final", body, seq)
+  -- Windows and evaluation (qc.evaluation): in the same step, so windows follow the finals' order.
+  require("qc.evaluation").on_final(ev, seq)
 end
 
 ---A participant joined or left (from the webhook handler): stored, then announced.

@@ -33,6 +33,9 @@ function apply.room_finished(ev, now, after)
   db.run("UPDATE rooms SET ended_at = ? WHERE name = ?", now, room)
   local sids = tracks.end_tracks(room, nil, now)
   after[#after + 1] = function() tracks.stop_later(sids) end
+  -- The interview is over: its last windows and, with an LLM evaluator, its report (a task
+  -- of its own: the report waits for the LLM).
+  after[#after + 1] = function() require("qc.host").spawn(require("qc.evaluation").finish, room) end
 end
 
 function apply.participant_joined(ev, now)
