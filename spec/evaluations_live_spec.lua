@@ -135,3 +135,110 @@ describe("windows and evaluation, live", function()
     s:stop()
   end)
 end)
+
+-- A spec-only handler in a copy of the scripts: hands finals to the real qc.transcripts, as the
+-- STT binding does (stored, announced, then through the windows runner).
+local FEEDER = [[
+local transcripts = require "qc.transcripts"
+return {
+  finals = function(req)
+    for _, ev in ipairs(req.json.events) do
+      ev.room = req.json.room
+      ev.final = true
+      transcripts.on_event(ev)
+    end
+    return 200, nil, { last_seq = transcripts.last_seq(req.json.room) }
+  end,
+}
+]]
+
+local function start_fed()
+  local scripts = server.tmpdir() .. "/scripts"
+  assert(os.execute(("cp -r %s %s"):format(server.quote(server.source .. "/scripts"), server.quote(scripts))))
+  server.write_file(scripts .. "/lib/qc/handlers/spec_feeder.lua", FEEDER)
+  local policies = server.copy_policies()
+  local routes = server.read_file(policies .. "/routes.lua")
+  routes = routes:gsub("\nreturn {\n", '\nreturn {\n  { "POST", "/spec/finals", require("qc.handlers.spec_feeder").finals },\n', 1)
+  server.write_file(policies .. "/routes.lua", routes)
+  return server.start { policies = policies, env = { QC_SCRIPTS = scripts, QC_API_KEYS = API_KEY, QC_STT_ENGINE = "null" } }
+end
+
+-- An interview of alternating turns, 3-6 s finals, 120 s long.
+local function interview()
+  local out, t, i = {}, 0.5, 0
+  while t < 120 do
+    i = i + 1
+    local role = (i % 3 == 0) and "interviewer" or "candidate"
+    local d = 3 + (i * 7 % 4)
+    out[#out + 1] = { identity = role == "interviewer" and "iv-1" or "cand-1", role = role, track = "TR_" .. role,
+                      text = ("%s says sentence %d with a few words in it"):format(role, i), start = t, ["end"] = t + d }
+    t = t + d + 0.5
+  end
+  return out
+end
+
+describe("a reload of the windows policy mid-interview", function()
+  it("loses and repeats no window, and the new rules apply from the next final", function()
+    local s = start_fed()
+    local room = "eval-reload"
+    local finals = interview()
+    local half = #finals // 2
+    local function feed(from, to)
+      local list = {}
+      for i = from, to do list[#list + 1] = finals[i] end
+      local status = s:request("POST", "/spec/finals", { room = room, events = list }, AUTH)
+      assert.equal(200, status, s:log_text())
+    end
+    feed(1, half)
+    local _, before = s:request("GET", "/rooms/" .. room .. "/evaluations", nil, AUTH)
+    assert.is_true(#before.windows >= 2)
+
+    -- 12 s windows from now on; reloaded while the room has windows open.
+    local path = s.policies .. "/windows.lua"
+    local text = server.read_file(path):gsub("M%.length = 20", "M.length = 12"):gsub("M%.hop = 10", "M.hop = 6")
+    text = text:gsub("\nM%.examples = {.-\n}\n", "\n")
+    server.write_file(path, text)
+    local rstatus, rdoc = s:request("POST", "/admin/reload")
+    assert.equal(200, rstatus, cjson.encode(rdoc))
+
+    feed(half + 1, #finals)
+    assert.equal(200, (peers.webhook(s, { event = "room_finished", room = { sid = "RM_r", name = room } })))
+    local ws
+    server.wait_for(function()
+      local _, doc = s:request("GET", "/rooms/" .. room .. "/evaluations", nil, AUTH)
+      ws = doc.windows
+      local last = ws[#ws]
+      return last and last["end"] >= finals[#finals]["end"] - 1e-6
+    end, 20, "the last window")
+
+    -- Every final in a window; windows numbered 1..n once each; the first ones unchanged.
+    local seen = {}
+    for i, w in ipairs(ws) do
+      assert.equal(i, w.index)
+      for _, f in ipairs(w.finals) do seen[f.seq] = true end
+    end
+    local _, tr = s:request("GET", "/rooms/" .. room .. "/transcript", nil, AUTH)
+    assert.equal(#finals, #tr.transcript)
+    for _, f in ipairs(tr.transcript) do assert.truthy(seen[f.seq], "final " .. f.seq .. " is in no window") end
+    for i, w in ipairs(before.windows) do
+      assert.same({ w.start, w["end"], w.text }, { ws[i].start, ws[i]["end"], ws[i].text })
+    end
+    -- The windows opened after the reload are at most 12 s long.
+    local reload_t = finals[half]["end"]
+    local after = 0
+    for _, w in ipairs(ws) do
+      if w.start > reload_t + 0.01 then
+        after = after + 1
+        assert.is_true(w["end"] - w.start <= 12 + 1e-9, ("window %d is %.2f s long"):format(w.index, w["end"] - w.start))
+      end
+    end
+    assert.is_true(after >= 3)
+    -- One window event each, in order.
+    local db = assert(store.open(s.data .. "/quantcoach.db"))
+    local rows = assert(db:query("SELECT body FROM events WHERE room = ? AND kind = 'window' ORDER BY seq", room))
+    db:close()
+    assert.equal(#ws, #rows)
+    for i, r in ipairs(rows) do assert.equal(i, cjson.decode(r.body).index) end
+    s:stop()
+  end)
+end)
