@@ -148,22 +148,43 @@ local function spawn_llm(db, room, evaluator, policy, window)
   end)
 end
 
----Windows just committed by the windows runner: announced, then analytics (stored,
----announced) and the LLM, when one is configured and the policy judges the window.
+---Stores the analytics of windows (inside the windows runner's transaction); returns their
+---live messages { seq, body }.
+---@param db table
+---@param room string
+---@param list table[] windows
+---@return table[]
+function M.store_analytics(db, room, list)
+  local out = {}
+  for i, w in ipairs(list) do
+    local stats = analytics.compute(w.finals, w)
+    local _, seq, body = M.store(db, room, w.index, M.ANALYTICS, { status = "ok", result = stats, attempts = 1 })
+    out[i] = { seq = seq, body = body }
+  end
+  return out
+end
+
+---Windows and their analytics just committed: announced in the order of their sequence
+---numbers, then the LLM, when one is configured and the policy judges the window.
 ---@param db table
 ---@param room string
 ---@param list table[] windows
 ---@param msgs table[] their { seq, body }
-function M.on_windows(db, room, list, msgs)
+---@param stats table[] their analytics' { seq, body } (stored here when nil)
+function M.on_windows(db, room, list, msgs, stats)
+  stats = stats or M.store_analytics(db, room, list)
+  for i = 1, #list do announce(room, "window", msgs[i].body, msgs[i].seq) end
+  for i = 1, #list do announce(room, "evaluation", stats[i].body, stats[i].seq) end
   local evaluator = M.evaluator()
+  if evaluator == M.ANALYTICS then return end
   local policy = policies().evaluation
-  for i, w in ipairs(list) do
-    announce(room, "window", msgs[i].body, msgs[i].seq)
-    local stats = analytics.compute(w.finals, w)
-    local _, seq, body = M.store(db, room, w.index, M.ANALYTICS, { status = "ok", result = stats, attempts = 1 })
-    announce(room, "evaluation", body, seq)
-    if evaluator ~= M.ANALYTICS and judged_by(policy, w) then spawn_llm(db, room, evaluator, policy, w) end
+  for _, w in ipairs(list) do
+    if judged_by(policy, w) then spawn_llm(db, room, evaluator, policy, w) end
   end
+end
+
+local function analytics_within(db, room)
+  return function(list) return M.store_analytics(db, room, list) end
 end
 
 local function get_db()
@@ -180,11 +201,11 @@ function M.on_final(ev, seq)
   if not policy then return end
   local ok, err = pcall(function()
     local db = get_db()
-    local list, msgs = windows.commit(db, policy, ev.room, {
+    local list, msgs, stats = windows.commit(db, policy, ev.room, {
       seq = seq, identity = ev.identity, role = ev.role, track = ev.track,
       start = ev.start, ["end"] = ev["end"], text = ev.text,
-    }, time.now())
-    if #list > 0 then M.on_windows(db, ev.room, list, msgs) end
+    }, time.now(), analytics_within(db, ev.room))
+    if #list > 0 then M.on_windows(db, ev.room, list, msgs, stats) end
   end)
   if not ok then log.error("evaluation", "windows step failed", { room = ev.room, error = tostring(err) }) end
 end
@@ -196,8 +217,8 @@ function M.finish(room)
   local p = policies()
   local db = get_db()
   if p.windows then
-    local list, msgs = windows.commit(db, p.windows, room, nil, time.now())
-    if #list > 0 then M.on_windows(db, room, list, msgs) end
+    local list, msgs, stats = windows.commit(db, p.windows, room, nil, time.now(), analytics_within(db, room))
+    if #list > 0 then M.on_windows(db, room, list, msgs, stats) end
   end
   local evaluator = M.evaluator()
   if evaluator ~= M.ANALYTICS and p.evaluation then

@@ -312,17 +312,23 @@ end
 ---@param room string
 ---@param final qc.WindowFinal|nil nil: the interview ended
 ---@param now number unix seconds
----@return qc.Window[] windows, table[] messages
-function M.commit(db, policy, room, final, now)
-  local ok, windows, msgs = db:transaction(function()
+---@param within fun(windows: qc.Window[], messages: table[]): any|nil runs inside the same
+---transaction when windows closed (the evaluation runner stores their analytics there: one
+---commit per final instead of one per window)
+---@return qc.Window[] windows, table[] messages, any within's result
+function M.commit(db, policy, room, final, now, within)
+  local ok, windows, msgs, extra = db:transaction(function()
     local st = load_state(db, room)
     local out
     if final then out = M.step(policy, st, room, final) else out = M.finish(policy, st, room) end
     save_state(db, room, st, now)
-    return out, M.store(db, out, now)
+    local stored = M.store(db, out, now)
+    local more
+    if within and #out > 0 then more = within(out, stored) end
+    return out, stored, more
   end)
   if not ok then error("windows: " .. tostring(windows), 0) end
-  return windows, msgs
+  return windows, msgs, extra
 end
 
 ---Every stored window of a room, oldest first, decoded.
