@@ -1,6 +1,7 @@
 -- Re-runs windows and evaluation over a stored transcript, so an operator can edit a policy
 -- and see what it would have made of past interviews.
--- Run: quantcoach run scripts/evaluate_room.lua ROOM [--policies DIR] [--evaluator E] [--store] (see --help).
+-- Run: quantcoach run scripts/evaluate_room.lua ROOM [--policies DIR] [--evaluator E] [--store] (see --help),
+-- or over files: quantcoach transcribe ... --format json | quantcoach run scripts/evaluate_room.lua --transcript -
 local argparse = require "argparse"
 local cjson = require "cjson"
 local analytics = require "qc.analytics"
@@ -27,10 +28,15 @@ event is sent: the interview is over). With --failed only the stored windows
 whose LLM evaluation failed (error, invalid, pending) are evaluated again, and
 their new results are stored.
 
+With --transcript, the finals come from `quantcoach transcribe --format json` (a
+file, or - for stdin) instead of the store: the same windows and evaluation for
+recorded files.
+
 Exit status: 0 when every evaluation succeeded, 1 when one failed, 2 for bad
 usage or a room with no transcript.]])
   :help_max_width(80)
-parser:argument("room", "The room's name.")
+parser:argument("room", "The room's name."):args("?")
+parser:option("--transcript", "Read the finals from this file (- for stdin), the JSON of `quantcoach transcribe --format json`, instead of the store."):argname("<file>")
 parser:option("--policies", "Policy directory (default: the configured one)."):argname("<dir>")
 parser:option("--evaluator", "analytics, openai or anthropic (default: QC_EVALUATOR)."):choices({ "analytics", "openai", "anthropic" })
 parser:option("--db", "The store file (default: QC_DATA/quantcoach.db)."):argname("<file>")
@@ -40,6 +46,10 @@ parser:flag("--failed", "Only evaluate again the stored windows whose LLM evalua
 
 local ok_args, args = parser:pparse(arg)
 if not ok_args then return cli.usage_error(parser, args) end
+if not args.room and not args.transcript then return cli.usage_error(parser, "a room (or --transcript FILE) is required") end
+if args.transcript and (args.store or args.failed) then
+  return cli.usage_error(parser, "--store and --failed work on a stored room, not on --transcript")
+end
 
 local config = host.config()
 local policies
@@ -57,9 +67,34 @@ if evaluator ~= "analytics" and not eval_policy then
   return cli.bad_value(PROG, "--evaluator " .. evaluator .. " needs the policy set's evaluation.lua")
 end
 
-local dok, db = pcall(db_mod.open, args.db or (config.data_dir .. "/quantcoach.db"))
-if not dok then return cli.bad_value(PROG, "store: " .. tostring(type(db) == "table" and db.message or db)) end
-local room = args.room
+-- The finals of `quantcoach transcribe --format json`: its segments, in time order.
+local function transcript_finals(path)
+  local f, err = path == "-" and io.stdin or io.open(path, "rb")
+  if not f then return nil, "--transcript " .. path .. ": " .. tostring(err) end
+  local text = f:read("a")
+  if f ~= io.stdin then f:close() end
+  local ok, doc = pcall(cjson.decode, text or "")
+  if not ok or type(doc) ~= "table" or type(doc.segments) ~= "table" then
+    return nil, "--transcript " .. path .. ": not the JSON of quantcoach transcribe --format json"
+  end
+  local out = {}
+  for i, g in ipairs(doc.segments) do
+    if type(g) ~= "table" or type(g.start) ~= "number" or type(g["end"]) ~= "number" or type(g.text) ~= "string" then
+      return nil, ("--transcript %s: segment %d lacks start, end or text"):format(path, i)
+    end
+    out[i] = { seq = i, identity = tostring(g.speaker or g.role), role = g.role, track = tostring(g.speaker or g.role),
+               start_s = g.start, end_s = g["end"], text = g.text }
+  end
+  return out
+end
+
+local room = args.room or "transcript"
+local db
+if not args.transcript then
+  local dok, handle = pcall(db_mod.open, args.db or (config.data_dir .. "/quantcoach.db"))
+  if not dok then return cli.bad_value(PROG, "store: " .. tostring(type(handle) == "table" and handle.message or handle)) end
+  db = handle
+end
 
 local settings = evaluator ~= "analytics" and llm.settings(evaluator) or nil
 
@@ -97,11 +132,19 @@ if args.failed then
   return failed > 0 and 1 or 0
 end
 
-local finals = db:query([[SELECT seq, identity, role, track, start_s, end_s, text FROM events
-                          WHERE room = ? AND kind = 'final' ORDER BY seq]], room)
-if #finals == 0 then
-  db:close()
-  return cli.bad_value(PROG, "room " .. room .. " has no stored transcript")
+local finals
+if args.transcript then
+  local terr
+  finals, terr = transcript_finals(args.transcript)
+  if not finals then return cli.bad_value(PROG, terr) end
+  if #finals == 0 then return cli.bad_value(PROG, "--transcript " .. args.transcript .. " holds no segment") end
+else
+  finals = db:query([[SELECT seq, identity, role, track, start_s, end_s, text FROM events
+                      WHERE room = ? AND kind = 'final' ORDER BY seq]], room)
+  if #finals == 0 then
+    db:close()
+    return cli.bad_value(PROG, "room " .. room .. " has no stored transcript")
+  end
 end
 
 -- Windows, as the live runner would have made them.
@@ -178,5 +221,5 @@ else
   out.stored = args.store or false
   io.stdout:write(json.encode(out), "\n")
 end
-db:close()
+if db then db:close() end
 return failed > 0 and 1 or 0

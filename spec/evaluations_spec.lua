@@ -112,6 +112,33 @@ describe("evaluate_room.lua", function()
     assert.matches("| candidate |", out, 1, true)
   end)
 
+  it("judges files: the JSON of `quantcoach transcribe --format json` with --transcript", function()
+    local segs = {}
+    for i, f in ipairs(FINALS) do
+      segs[i] = { role = f[1], speaker = f[1]:sub(1, 1):upper() .. f[1]:sub(2), start = f[2], ["end"] = f[3], partials = 1,
+                  text = f[4], words = {} }
+    end
+    local path = dir .. "/tr.json"
+    server.write_file(path, cjson.encode { engine = "local", tracks = {}, partials = 6, segments = segs })
+    local rc, out, err = evaluate({ QC_DATA = dir .. "/none" }, { "--transcript", path })
+    assert.equal(0, rc, err)
+    local doc = cjson.decode(out)
+    local _, from_store = evaluate({ QC_DATA = dir }, { "iv-1" })
+    local stored = cjson.decode(from_store)
+    assert.equal(#stored.windows, #doc.windows)
+    for i, w in ipairs(doc.windows) do
+      assert.same({ stored.windows[i].start, stored.windows[i]["end"], stored.windows[i].text }, { w.start, w["end"], w.text })
+    end
+    assert.equal(6, doc.report.analytics.turns)
+    server.write_file(path, '{"segments":[{"start":1}]}')
+    rc, _, err = evaluate({ QC_DATA = dir }, { "--transcript", path })
+    assert.equal(2, rc)
+    assert.matches("segment 1 lacks start, end or text", err, 1, true)
+    rc, _, err = evaluate({ QC_DATA = dir }, { "--transcript", path, "--store" })
+    assert.equal(2, rc)
+    assert.matches("--store and --failed work on a stored room", err, 1, true)
+  end)
+
   it("says so for a room without a transcript", function()
     local rc, _, err = evaluate({ QC_DATA = dir }, { "nobody" })
     assert.equal(2, rc)
