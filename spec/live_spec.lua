@@ -155,6 +155,20 @@ describe("the live socket", function()
     assert.same({ 1, 2, 3 }, seqs(ivy:messages()))
   end)
 
+  it("keeps its clients across a policy reload", function()
+    local room = "live-reload"
+    local p = peers.listen(ws_url(s, "/rooms/" .. room .. "/live"), { "--header", "Authorization: Bearer " .. API_KEY,
+      "--finals", "2" })
+    p:wait_event("open")
+    emit(s, room, 1)
+    p:wait_for(function(e) return e.event == "message" and e.data.seq == 1 end, 10, "the first final")
+    local status = s:request("POST", "/admin/reload")
+    assert.equal(200, status)
+    emit(s, room, 1, { base = 1 })
+    p:wait_event("close")
+    assert.same({ 1, 2 }, seqs(p:messages()))
+  end)
+
   it("sends partials with the room's last sequence number, marked partial, and does not store them", function()
     local room = "live-partial"
     emit(s, room, 1)
