@@ -192,4 +192,28 @@ describe("audio to words, end to end", function()
     s:stop()
     fake:stop()
   end)
+
+  it("stores the open utterance of every track when the server stops gracefully", function()
+    local dir = speech_dir()
+    -- The interviewer's first turn cut before its last word ends: the utterance is still open
+    -- when the audio stops, and the connection stays open after it.
+    local clip = server.tmpdir() .. "/cut.wav"
+    local status, out = server.run(("sox %s %s trim 0 4.3"):format(server.quote(dir .. "/interviewer.wav"), server.quote(clip)))
+    assert(status == 0, out)
+    local s = server.start {}
+    local t = ingest.token { room = "e2e-stop", identity = "ivy", track = "TR_stop" }
+    local feeder = peers.feed(("ws://127.0.0.1:%d/ingest?t=%s"):format(s.port, t),
+      { "--wav", clip, "--speed", SPEED, "--hold", "30000" })
+    feeder:wait_event("sent", 30)
+    assert.equal(0, s:stop())
+    local closed = feeder:wait_event("close")
+    assert.equal(1001, closed.code)
+    assert.equal("server stopping", closed.reason)
+    local db = assert(require("qc.store").open(s.data .. "/quantcoach.db"))
+    local rows = assert(db:query("SELECT text FROM events WHERE room = 'e2e-stop' AND kind = 'final'"))
+    db:close()
+    local text = {}
+    for _, r in ipairs(rows) do text[#text + 1] = r.text end
+    assert.matches("portfolio", table.concat(text, " "))
+  end)
 end)
