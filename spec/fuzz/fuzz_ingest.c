@@ -2,6 +2,7 @@
  * qc_ingest_parse_muted). Two properties besides the sanitizers: whatever it accepts is
  * {"muted":true|false} once the whitespace is taken out, with the value it returned; and the
  * canonical message with whitespace from the input put between its tokens is accepted. */
+#define _POSIX_C_SOURCE 200809L /* uv.h, through ingest.h, needs pthread_rwlock_t */
 #include <string.h>
 
 #include "audio/ingest.h"
