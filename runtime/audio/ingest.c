@@ -333,22 +333,24 @@ void qc_ingest_hub_free(qc_ingest_hub *h) {
     if (!h) return;
     if (default_hub == h) default_hub = NULL;
     memset(&h->sink, 0, sizeof h->sink);
-    qc_ingest *in = h->all;
-    while (in) {
-        qc_ingest *next = in->next;
+    for (qc_ingest *in = h->all; in; in = in->next) {
         if (in->track) {
-            qc_track_abort(in->track);
+            qc_track_abort(in->track); /* no callback after this */
             in->track = NULL;
+            in->track_over = 1;
         }
-        /* Aborted, or finishing: the engine, freed below, calls no stream back after that. */
-        in->track_over = 1;
+    }
+    /* Tracks still finishing (their connection has closed) may be told CLOSED while the
+     * engine goes: their ingests free themselves then, unlinking from the list. */
+    if (h->engine) qc_stt_engine_free(h->engine);
+    qc_ingest *next;
+    for (qc_ingest *in = h->all; in; in = next) {
+        next = in->next;
         in->hub = NULL;
+        in->track_over = 1; /* the engine is gone: nothing will call it back */
         in->prev = in->next = NULL;
         /* Connections still open are closed by the server's stop; their on_close frees them. */
         if (in->conn_over && !in->in_call) free(in);
-        in = next;
     }
-    h->all = NULL;
-    if (h->engine) qc_stt_engine_free(h->engine);
     free(h);
 }
