@@ -89,7 +89,7 @@ describe("audio to words, end to end", function()
       feeders[role] = peers.feed(("ws://127.0.0.1:%d/ingest?t=%s"):format(s.port, t),
         { "--wav", dir .. "/" .. role .. ".wav", "--speed", SPEED })
     end
-    for _, f in pairs(feeders) do assert.equal(1005, (f:wait_event("close", 90) and 1005)) end
+    for _, f in pairs(feeders) do f:wait_event("close", 90) end
     -- The last utterance of each track is flushed when its connection closes: wait for the
     -- engine to have no stream left, then for the store to stop growing.
     server.wait_for(function()

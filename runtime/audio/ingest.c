@@ -306,6 +306,18 @@ int qc_ingest_start(qc_ingest_hub *h, qc_http_exchange *ex, const qc_ingest_info
     }
     h->st.accepted++;
     if (!in->conn_over) in->conn = c;
+    /* One connection per track: an egress that dials again (a retry after a failure the old
+     * socket has not noticed yet) replaces the old one, whose words would otherwise come twice. */
+    qc_ingest *next;
+    for (qc_ingest *o = h->all; o; o = next) {
+        next = o->next;
+        if (o != in && !o->conn_over && o->conn && strcmp(o->info.track, in->info.track) == 0 &&
+            strcmp(o->info.room, in->info.room) == 0) {
+            qc_log(QC_LOG_WARN, "ingest", "replaced by a newer connection", " room=%s track=%s", o->info.room,
+                   o->info.track);
+            qc_ws_close(o->conn, 1008, "replaced by a newer connection for this track");
+        }
+    }
     qc_log(QC_LOG_INFO, "ingest", "connected", " room=%s identity=%s role=%s track=%s rate=%u channels=%u offset=%.3f",
            in->info.room, in->info.identity, in->info.role, in->info.track, info->rate, info->channels,
            info->clock_offset);
