@@ -42,6 +42,10 @@ local ROUTES = [[
       return 200, nil, { plain = true }
     end },
   { "GET", "/ws/drop", function(req) req:accept_websocket() end },
+  { "GET", "/ws/scoped", function(req)
+      local conn <close> = req:accept_websocket()
+      conn:send("bye")
+    end },
   { "GET", "/ws/slow", function(req)
       local conn = req:accept_websocket()
       local running, peak, done = 0, 0, 0
@@ -178,6 +182,12 @@ describe("WebSockets", function()
       assert.are.equal(4000, r.close.code)
       assert.are.equal("asked to", r.close.reason)
       log_has("ws closed code=4000 late=nil/CLOSED open=false reason=\"asked to\" tag=byserver")
+    end)
+
+    it("closes a socket held in a <close> variable with 1000 when its scope ends", function()
+      local r = client(s.port, { path = "/ws/scoped" })
+      assert.are.equal("bye", r.messages[1].text)
+      assert.are.equal(1000, r.close.code)
     end)
 
     it("refuses an upgrade with the handler's JSON error, and a route that is not there with 404", function()
