@@ -146,7 +146,7 @@ describe("audio to words, end to end", function()
     end
     assert.equal(#stored, n)
     listener:kill()
-    s:stop()
+    assert.equal(0, s:stop())
   end)
 
   it("transcribes a track LiveKit's egress streams to us after the webhooks, and stops it with the track", function()
@@ -189,7 +189,7 @@ describe("audio to words, end to end", function()
     assert.equal(200, (peers.webhook(s, { event = "track_unpublished", room = { sid = "RM_" .. room, name = room },
       participant = { sid = "PA_" .. identity, identity = identity }, track = { sid = "TR_egress", source = "MICROPHONE" } })))
     assert.matches("ingest closed[^\n]*track=TR_egress[^\n]*code=1005", s:wait_log("ingest closed[^\n]*track=TR_egress", 20))
-    s:stop()
+    assert.equal(0, s:stop())
     fake:stop()
   end)
 
