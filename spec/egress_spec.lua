@@ -315,3 +315,45 @@ describe("the ingest URL handed to LiveKit", function()
     end
   end)
 end)
+
+describe("ingest.verify", function()
+  local now = os.time()
+  local function signed(claims, secret)
+    local c = { iss = "devkey", aud = ingest.AUDIENCE, sub = "ada", room = "r1", track = "TR_1", nbf = now, exp = now + 60 }
+    for k, v in pairs(claims) do c[k] = v end
+    for k, v in pairs(c) do if v == false then c[k] = nil end end
+    return jwt.sign(c, secret or "secret")
+  end
+
+  it("accepts its own tokens and fills in Egress's format, or the one the token declares", function()
+    local c = assert(ingest.verify(signed {}))
+    assert.same({ "r1", "ada", "TR_1", 48000, 2 }, { c.room, c.identity, c.track, c.rate, c.channels })
+    c = assert(ingest.verify(signed { rate = 16000, channels = 1 }))
+    assert.same({ 16000, 1, true, true }, { c.rate, c.channels, c.rate_in_token, c.channels_in_token })
+  end)
+
+  it("refuses what is not a valid ingest token, with a stable code", function()
+    for _, case in ipairs {
+      { nil, "MISSING" }, { "", "MISSING" }, { "a.b", "MALFORMED" },
+      { signed({}, "other-secret"), "BAD_SIGNATURE" },
+      { signed { iss = "otherkey" }, "BAD_ISSUER" },
+      { signed { exp = now - 60 }, "EXPIRED" },
+      { signed { nbf = now + 600 }, "NOT_YET_VALID" },
+      { signed { aud = false }, "BAD_AUDIENCE" },
+      { signed { aud = { ingest.AUDIENCE } }, "BAD_AUDIENCE" },
+      { signed { track = false }, "BAD_CLAIMS" },
+      { signed { sub = "" }, "BAD_CLAIMS" },
+      { signed { room = 7 }, "BAD_CLAIMS" },
+      { signed { rate = 16000.5 }, "BAD_CLAIMS" },
+      { signed { rate = "48000" }, "BAD_CLAIMS" },
+      { signed { rate = 1000000 }, "BAD_CLAIMS" },
+      { signed { channels = 0 }, "BAD_CLAIMS" },
+      { signed { channels = 9 }, "BAD_CLAIMS" },
+    } do
+      local c, err, code = ingest.verify(case[1])
+      assert.is_nil(c, tostring(case[2]))
+      assert.is_string(err)
+      assert.equal(case[2], code, err)
+    end
+  end)
+end)
