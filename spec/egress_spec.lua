@@ -234,6 +234,32 @@ describe("track egress", function()
     assert.is_true(stop.seq < fake:calls("DeleteRoom")[1].seq)
   end)
 
+  it("stops an egress whose track was unpublished while StartTrackEgress was still being answered", function()
+    room_with_candidate(s, fake, "eg-10", "cand-10")
+    fake:egress_config {} -- no egress webhooks: only the late answer tells us the egress id
+    fake:hold("StartTrackEgress", "eg-10", 1500, "after") -- LiveKit starts it, then its answer is slow
+    published(s, "eg-10", "cand-10", "TR_eg10")
+    server.wait_for(function() return #fake:egresses() == 1 end, 10, "the egress to exist on LiveKit")
+    assert.equal("requesting", track_row(s, "TR_eg10").egress_state)
+    unpublished(s, "eg-10", "cand-10", "TR_eg10")
+    local stop = server.wait_for(function() return fake:calls("StopEgress")[1] end, 10, "StopEgress after the answer")
+    assert.equal(fake:egresses()[1].egress_id, stop.body.egressId)
+    assert.equal(track_row(s, "TR_eg10").egress_id, stop.body.egressId)
+  end)
+
+  it("takes the egress id from LiveKit's egress webhooks when they come before its answer to StartTrackEgress", function()
+    room_with_candidate(s, fake, "eg-11", "cand-11")
+    fake:hold("StartTrackEgress", "eg-11", 1500, "after")
+    published(s, "eg-11", "cand-11", "TR_eg11")
+    local id = server.wait_for(function() return (fake:egresses()[1] or {}).egress_id end, 10, "the egress on LiveKit")
+    server.wait_for(function() return track_row(s, "TR_eg11").egress_state == "EGRESS_ACTIVE" end, 10, "the webhooks")
+    assert.equal(id, track_row(s, "TR_eg11").egress_id)
+    server.wait_for(function() return fake:calls("StartTrackEgress")[1].status == 200 end, 10, "the late answer")
+    time.sleep(0.2)
+    local row = track_row(s, "TR_eg11")
+    assert.same({ id, "EGRESS_ACTIVE", 1 }, { row.egress_id, row.egress_state, row.egress_attempts })
+  end)
+
   it("retries an egress that ended in failure while its track is published, with backoff, at most QC_EGRESS_RETRIES times", function()
     room_with_candidate(s, fake, "eg-7", "cand-7")
     fake:egress_config { webhook_url = s.url .. "/webhooks/livekit", fail = 10 }
