@@ -6,6 +6,7 @@
 -- pattern), and the stored transcript must agree with what was announced.
 local server = require "support.server"
 local peers = require "support.peers"
+local lk = require "support.fake_livekit"
 local ingest = require "qc.ingest"
 local cjson = require "cjson"
 
@@ -88,7 +89,7 @@ describe("audio to words, end to end", function()
       feeders[role] = peers.feed(("ws://127.0.0.1:%d/ingest?t=%s"):format(s.port, t),
         { "--wav", dir .. "/" .. role .. ".wav", "--speed", SPEED })
     end
-    for _, f in pairs(feeders) do assert.equal(1005, (f:wait_event("close", 90) and 1005)) end
+    for _, f in pairs(feeders) do f:wait_event("close", 90) end
     -- The last utterance of each track is flushed when its connection closes: wait for the
     -- engine to have no stream left, then for the store to stop growing.
     server.wait_for(function()
@@ -145,6 +146,74 @@ describe("audio to words, end to end", function()
     end
     assert.equal(#stored, n)
     listener:kill()
-    s:stop()
+    assert.equal(0, s:stop())
+  end)
+
+  it("transcribes a track LiveKit's egress streams to us after the webhooks, and stops it with the track", function()
+    local dir = speech_dir()
+    -- The interviewer's first turn alone, as the egress will stream it (then silence, as a
+    -- live egress does while the track stays published).
+    local clip = server.tmpdir() .. "/turn1.wav"
+    local status, out = server.run(("sox %s %s trim 0 5.2"):format(server.quote(dir .. "/interviewer.wav"), server.quote(clip)))
+    assert(status == 0, out)
+    local fake = lk.start()
+    local s = server.start { env = fake:env { QC_API_KEYS = API_KEY } }
+    fake:egress_config { webhook_url = s.url .. "/webhooks/livekit", dial = true, wav = clip }
+    local room, identity = "e2e-egress", "ivy.r"
+    fake:add_participant { room = room, identity = identity }
+    assert.equal(200, (s:request("POST", "/tokens/generate",
+      { room_name = room, participant_identity = identity, participant_type = "interviewer" }, AUTH)))
+    local listener = peers.listen(("ws://127.0.0.1:%d/rooms/%s/live"):format(s.port, room),
+      { "--header", "Authorization: Bearer " .. API_KEY, "--finals", "1", "--timeout", "60" })
+    listener:wait_event("open")
+    assert.equal(200, (peers.participant(s, "joined", room, identity)))
+    assert.equal(200, (peers.webhook(s, { event = "track_published", room = { sid = "RM_" .. room, name = room },
+      participant = { sid = "PA_" .. identity, identity = identity },
+      track = { sid = "TR_egress", name = "mic", source = "MICROPHONE", mimeType = "audio/opus" } })))
+    -- The egress dials our /ingest with the URL we gave it; its audio becomes a final.
+    s:wait_log("ingest connected[^\n]*track=TR_egress", 20)
+    listener:wait_event("close", 60)
+    local got
+    for _, m in ipairs(listener:messages()) do
+      if m.type == "transcript" and m.final then got = m end
+    end
+    assert.is_table(got, "no final announced")
+    assert.equal("interviewer", got.role)
+    assert.equal(identity, got.identity)
+    assert.equal("TR_egress", got.track)
+    assert.matches("portfolio", got.text)
+    -- The participant's join came first, with its sequence number.
+    assert.equal("participant", listener:messages()[1].type)
+    assert.is_true(got.seq > listener:messages()[1].seq)
+    -- The track's end stops the egress: its empty Close ends our ingest connection.
+    assert.equal(200, (peers.webhook(s, { event = "track_unpublished", room = { sid = "RM_" .. room, name = room },
+      participant = { sid = "PA_" .. identity, identity = identity }, track = { sid = "TR_egress", source = "MICROPHONE" } })))
+    assert.matches("ingest closed[^\n]*track=TR_egress[^\n]*code=1005", s:wait_log("ingest closed[^\n]*track=TR_egress", 20))
+    assert.equal(0, s:stop())
+    fake:stop()
+  end)
+
+  it("stores the open utterance of every track when the server stops gracefully", function()
+    local dir = speech_dir()
+    -- The interviewer's first turn cut before its last word ends: the utterance is still open
+    -- when the audio stops, and the connection stays open after it.
+    local clip = server.tmpdir() .. "/cut.wav"
+    local status, out = server.run(("sox %s %s trim 0 4.3"):format(server.quote(dir .. "/interviewer.wav"), server.quote(clip)))
+    assert(status == 0, out)
+    local s = server.start {}
+    local t = ingest.token { room = "e2e-stop", identity = "ivy", track = "TR_stop" }
+    local feeder = peers.feed(("ws://127.0.0.1:%d/ingest?t=%s"):format(s.port, t),
+      { "--wav", clip, "--speed", SPEED, "--hold", "30000" })
+    feeder:wait_event("sent", 30)
+    assert.equal(0, s:stop())
+    local closed = feeder:wait_event("close")
+    assert.equal(1001, closed.code)
+    assert.equal("server stopping", closed.reason)
+    local db = assert(require("qc.store").open(s.data .. "/quantcoach.db"))
+    local rows = assert(db:query("SELECT text FROM events WHERE room = 'e2e-stop' AND kind = 'final'"))
+    db:close()
+    local text = {}
+    for _, r in ipairs(rows) do text[#text + 1] = r.text end
+    assert.matches("portfolio", table.concat(text, " "))
   end)
 end)

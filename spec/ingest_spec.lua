@@ -27,7 +27,8 @@ end
 describe("the ingest socket", function()
   local s
   setup(function() s = server.start { env = { QC_STT_ENGINE = "null" } } end)
-  teardown(function() if s then s:stop() end end)
+  -- A clean exit: under ASan, a leak or a sanitizer report makes it non-zero.
+  teardown(function() if s then assert(s:stop() == 0, "the server exited with an error:\n" .. s:log_text():sub(-4000)) end end)
 
   it("refuses a connection with no token, a bad one, an expired one or a participant's token, before any audio", function()
     local now = math.floor(time.now())
@@ -99,6 +100,18 @@ describe("the ingest socket", function()
     local line = closed_line(s, "TR_good")
     assert.matches("code=1005", line)
     assert.matches("bytes=576000", line)
+  end)
+
+  it("lets a second connection for the same track replace the first, so no audio is transcribed twice", function()
+    local t = token("ing-6", "ivy", "TR_twice")
+    local first = peers.feed(url(s, t), { "--silence", "5", "--interval", "10" })
+    first:wait_event("open")
+    local second = peers.feed(url(s, t), { "--silence", "0.5", "--interval", "2" })
+    local c = first:wait_event("close")
+    assert.equal(1008, c.code)
+    assert.equal("replaced by a newer connection for this track", c.reason)
+    second:wait_event("close")
+    assert.matches("code=1005", s:wait_log("ingest closed[^\n]*track=TR_twice[^\n]*code=1005"):match("[^\n]*ingest closed[^\n]*track=TR_twice[^\n]*code=1005[^\n]*"))
   end)
 
   it("counts live tracks and names the engine in /health", function()

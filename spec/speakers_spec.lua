@@ -237,6 +237,18 @@ describe("speaker attribution", function()
     end
     assert.equal(0, #query(s, "SELECT * FROM participants WHERE room = 'sp-6'"))
   end)
+
+  it("takes a JSON null in a participant or track field as absent, not as a 500 (found by fuzz_dispatch)", function()
+    local status = post(s, event("participant_joined", "sp-6b", { participant = { identity = "candidate-6", name = cjson.null,
+      kind = cjson.null, attributes = cjson.null, metadata = cjson.null } }))
+    assert.equal(200, status, s:log_text())
+    local row = participant_row("sp-6b", "candidate-6")
+    assert.same({ "candidate", "STANDARD" }, { row.role, row.kind })
+    status = post(s, event("track_published", "sp-6b", { participant = { identity = "candidate-6" },
+      track = { sid = "TR_sp6b", type = cjson.null, source = cjson.null } }))
+    assert.equal(200, status, s:log_text())
+    assert.equal(1, track_row("TR_sp6b").transcribe)
+  end)
 end)
 
 describe("the speakers policy", function()
