@@ -185,6 +185,32 @@ describe("the LLM evaluators", function()
     assert.equal(2, r.attempts)
   end)
 
+  it("stores any hostile reply as invalid and never raises", function()
+    local deep = ("["):rep(5000) .. ("]"):rep(5000)
+    local bodies = {
+      "not json at all", "[]", '{"choices":"x"}', '{"choices":[{"message":{"content":{"a":1}}}]}',
+      '{"choices":[{"message":"x"}]}', '{"choices":[]}', deep, '{"choices":[{"message":{"content":"' .. deep .. '"}}]}',
+      '{"choices":[{"message":{"content":"{\"correctness\":1e999,\"feedback\":\"x\"}"}}]}',
+      '{"choices":[{"message":{"content":"[1,2]"}}]}', '{"choices":[{"message":{"content":"null"}}]}',
+    }
+    local replies = {}
+    for i, b in ipairs(bodies) do replies[i] = { status = 200, body = b } end
+    fake:queue(replies)
+    for i = 1, #bodies do
+      local ok, r = pcall(llm.call, settings("openai"), REQ)
+      assert.is_true(ok, tostring(r))
+      assert.equal("invalid", r.status, ("reply %d: %s"):format(i, tostring(r.error)))
+      assert.equal(1, r.attempts)
+    end
+    fake:queue { { status = 200, body = '{"content":[{"type":"text","text":5},{"type":"thinking"}],"stop_reason":"end_turn"}' },
+                 { status = 200, body = '{"content":"x"}' } }
+    for _ = 1, 2 do
+      local ok, r = pcall(llm.call, settings("anthropic"), REQ)
+      assert.is_true(ok, tostring(r))
+      assert.equal("invalid", r.status)
+    end
+  end)
+
   it("sends at most `concurrency` requests at once to one server", function()
     local replies = {}
     for i = 1, 6 do replies[i] = { content = GOOD, delay_ms = 150 } end
