@@ -123,6 +123,16 @@ describe("the LLM evaluators", function()
     assert.is_true(calls[2].at_ms - calls[1].at_ms >= 950, "retried after " .. (calls[2].at_ms - calls[1].at_ms) .. " ms")
   end)
 
+  it("waits until the HTTP-date retry-after names", function()
+    local at = os.date("!%a, %d %b %Y %H:%M:%S GMT", math.floor(time.now()) + 2)
+    fake:queue { { status = 503, headers = { ["retry-after"] = at }, body = { error = { message = "later" } } },
+                 { content = GOOD } }
+    local r = llm.call(settings("openai"), REQ)
+    assert.equal("ok", r.status)
+    local calls = fake:calls()
+    assert.is_true(calls[2].at_ms - calls[1].at_ms >= 900, "retried after " .. (calls[2].at_ms - calls[1].at_ms) .. " ms")
+  end)
+
   it("prefers retry-after-ms, and retries Anthropic's 529 overloaded", function()
     fake:queue { { status = 529, headers = { ["retry-after-ms"] = "300", ["retry-after"] = "30" },
                    body = { type = "error", error = { type = "overloaded_error", message = "Overloaded" } } },
@@ -227,6 +237,15 @@ describe("the LLM evaluators", function()
     while done < 6 and time.monotonic() < deadline do time.sleep(0.02) end
     assert.equal(6, done)
     assert.equal(2, fake:stats().max_inflight)
+  end)
+end)
+
+describe("retry-after as an HTTP-date", function()
+  it("reads IMF-fixdate as unix seconds, and nothing else", function()
+    assert.equal(1445412480, llm.http_date("Wed, 21 Oct 2015 07:28:00 GMT"))
+    assert.equal(0, llm.http_date("Thu, 01 Jan 1970 00:00:00 GMT"))
+    assert.is_nil(llm.http_date("Wed, 21 Oct 2015 07:28:00 CET"))
+    assert.is_nil(llm.http_date("soon"))
   end)
 end)
 

@@ -209,6 +209,21 @@ end
 
 local RETRY_STATUS = { [408] = true, [409] = true, [429] = true }
 
+local MONTHS = { Jan = 1, Feb = 2, Mar = 3, Apr = 4, May = 5, Jun = 6, Jul = 7, Aug = 8, Sep = 9, Oct = 10, Nov = 11, Dec = 12 }
+
+-- An HTTP-date (IMF-fixdate, "Wed, 21 Oct 2015 07:28:00 GMT") as unix seconds, or nil.
+local function http_date(v)
+  local d, mon, y, h, mi, sec = tostring(v):match("^%a+, (%d%d) (%a%a%a) (%d%d%d%d) (%d%d):(%d%d):(%d%d) GMT$")
+  if not d or not MONTHS[mon] then return nil end
+  -- os.time reads a table as local time: the difference between local and UTC at that moment.
+  local t = { year = tonumber(y), month = MONTHS[mon], day = tonumber(d), hour = tonumber(h), min = tonumber(mi),
+              sec = tonumber(sec), isdst = false }
+  local here = os.time(t)
+  local utc = os.time(os.date("!*t", here))
+  return here + (here - utc)
+end
+M.http_date = http_date
+
 -- Seconds to wait before attempt n+1 (n >= 1 attempts made), from the server's headers or
 -- the back-off (0.5 s doubling, at most 8 s, minus up to a quarter of jitter).
 local function wait_of(s, headers, n)
@@ -216,6 +231,10 @@ local function wait_of(s, headers, n)
   if ms and ms >= 0 and ms <= 60000 then return ms / 1000 end
   local ra = headers and headers["retry-after"]
   local secs = tonumber(ra)
+  if not secs and ra then
+    local at = http_date(ra)
+    if at then secs = math.max(at - time.now(), 0) end
+  end
   if secs and secs >= 0 and secs <= 60 then return secs end
   local base = math.min(s.backoff * 2 ^ (n - 1), 8)
   return base * (1 - 0.25 * math.random())
