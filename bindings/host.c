@@ -2,6 +2,8 @@
  * and the reload entry point for POST /admin/reload. */
 #define _POSIX_C_SOURCE 200809L
 #include <dirent.h>
+#include <stddef.h>
+
 #include <lauxlib.h>
 #include <lua.h>
 #include <stdlib.h>
@@ -114,9 +116,54 @@ static int l_config(lua_State *L) {
     lua_setfield(L, -2, "resample_quality");
     lua_pushinteger(L, c->retention_days);
     lua_setfield(L, -2, "retention_days");
+    /* Windows and evaluation: the evaluator and its LLM endpoint (keys included: the
+     * evaluation runner sends them; policies never see qc.host). */
+    static const struct { const char *name; size_t off; } strs[] = {
+        {"evaluator", offsetof(qc_config, evaluator)},
+        {"llm_base_url", offsetof(qc_config, llm_base_url)},
+        {"llm_api_key", offsetof(qc_config, llm_api_key)},
+        {"llm_model", offsetof(qc_config, llm_model)},
+        {"llm_temperature", offsetof(qc_config, llm_temperature)},
+        {"anthropic_api_key", offsetof(qc_config, anthropic_api_key)},
+        {"anthropic_url", offsetof(qc_config, anthropic_url)},
+        {"anthropic_model", offsetof(qc_config, anthropic_model)},
+        {"anthropic_version", offsetof(qc_config, anthropic_version)},
+    };
+    for (size_t i = 0; i < sizeof strs / sizeof strs[0]; i++) {
+        lua_pushstring(L, (const char *)c + strs[i].off);
+        lua_setfield(L, -2, strs[i].name);
+    }
+    lua_pushinteger(L, c->llm_timeout_ms);
+    lua_setfield(L, -2, "llm_timeout_ms");
+    lua_pushinteger(L, c->llm_retries);
+    lua_setfield(L, -2, "llm_retries");
+    lua_pushinteger(L, c->llm_concurrency);
+    lua_setfield(L, -2, "llm_concurrency");
+    lua_pushinteger(L, c->llm_max_tokens);
+    lua_setfield(L, -2, "llm_max_tokens");
     /* API keys are not handed out; qc.host.check_api_key compares them. */
     lua_pushboolean(L, c->api_keys[0] != 0);
     lua_setfield(L, -2, "api_keys_set");
+    return 1;
+}
+
+/* qc.host.listen_address() -> host, port: where the HTTP server listens, with the port it
+ * bound (the configured one may be 0); in scripts, the configured address. */
+static int l_listen_address(lua_State *L) {
+    qc_host *h = qc_bindings_host(L);
+    lua_pushstring(L, qc_host_config(h)->listen_host);
+    lua_pushinteger(L, qc_host_bound_port(h));
+    return 2;
+}
+
+/* qc.host.shared(name) -> a table of this process, the same for every call with that name
+ * from any policy generation: state that must survive a reload (the live sockets' rooms),
+ * where a scripts/lib module, loaded once per generation, would otherwise start empty. */
+static int l_shared(lua_State *L) {
+    luaL_checkstring(L, 1);
+    lua_settop(L, 1);
+    luaL_getsubtable(L, LUA_REGISTRYINDEX, "qc.host.shared");
+    luaL_getsubtable(L, 2, lua_tostring(L, 1));
     return 1;
 }
 
@@ -217,6 +264,8 @@ int luaopen_qc_host(lua_State *L) {
                                    {"check_api_key", l_check_api_key},
                                    {"health", l_health},
                                    {"error_body", l_error_body},
+                                   {"listen_address", l_listen_address},
+                                   {"shared", l_shared},
                                    {NULL, NULL}};
     luaL_newlib(L, fns);
     return 1;

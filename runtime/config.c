@@ -27,7 +27,11 @@ static const char *const known_settings[] = {
     "QC_ALLOW_DEV_KEYS", "QC_REQUEST_TIMEOUT_MS", "QC_MAX_CONNECTIONS", "LIVEKIT_URL",
     "LIVEKIT_API_KEY", "LIVEKIT_API_SECRET", "QC_STT_ENGINE", "QC_STT_MODEL", "QC_PUBLIC_URL",
     "QC_ELEVENLABS_URL", "QC_RESAMPLE_QUALITY", "QC_INGEST_TOKEN_TTL", "QC_EGRESS_RETRIES",
-    "QC_LIVE_QUEUE_KB", "QC_RETENTION_DAYS",
+    "QC_LIVE_QUEUE_KB", "QC_RETENTION_DAYS", "QC_EVALUATOR", "QC_LLM_BASE_URL", "QC_LLM_API_KEY", "QC_LLM_MODEL",
+    "QC_LLM_TEMPERATURE", "QC_LLM_MAX_TOKENS", "QC_LLM_TIMEOUT_MS", "QC_LLM_RETRIES", "QC_LLM_CONCURRENCY",
+    "QC_ANTHROPIC_URL", "QC_ANTHROPIC_MODEL", "QC_ANTHROPIC_VERSION",
+    /* the Anthropic evaluator's key, the name Anthropic's SDKs read */
+    "ANTHROPIC_API_KEY",
     /* refused with its own message (it became QC_LUA_BUDGET_MS) */
     "QC_LUA_BUDGET",
     /* the ElevenLabs STT engine's key, the name ElevenLabs users already have */
@@ -380,6 +384,57 @@ void qc_config_default_dir(const char *sub, const char *marker, char *out, size_
     snprintf(out, cap, "%s/%s", QC_SOURCE_DIR, sub);
 }
 
+static int http_url_ok(const char *url) {
+    return strncasecmp(url, "http://", 7) == 0 || strncasecmp(url, "https://", 8) == 0;
+}
+
+static int eval_settings(qc_config *cfg, char *err, size_t errlen) {
+    env_str("QC_EVALUATOR", "analytics", cfg->evaluator, sizeof cfg->evaluator);
+    if (strcmp(cfg->evaluator, "analytics") != 0 && strcmp(cfg->evaluator, "openai") != 0 &&
+        strcmp(cfg->evaluator, "anthropic") != 0) {
+        snprintf(err, errlen, "QC_EVALUATOR: expected analytics, openai or anthropic, got \"%s\"", cfg->evaluator);
+        return -1;
+    }
+    env_str("QC_LLM_BASE_URL", "https://api.openai.com/v1", cfg->llm_base_url, sizeof cfg->llm_base_url);
+    env_str("QC_LLM_API_KEY", "", cfg->llm_api_key, sizeof cfg->llm_api_key);
+    env_str("QC_LLM_MODEL", "gpt-4o-mini", cfg->llm_model, sizeof cfg->llm_model);
+    env_str("QC_LLM_TEMPERATURE", "", cfg->llm_temperature, sizeof cfg->llm_temperature);
+    env_str("ANTHROPIC_API_KEY", "", cfg->anthropic_api_key, sizeof cfg->anthropic_api_key);
+    env_str("QC_ANTHROPIC_URL", "https://api.anthropic.com/v1", cfg->anthropic_url, sizeof cfg->anthropic_url);
+    env_str("QC_ANTHROPIC_MODEL", "claude-sonnet-4-5", cfg->anthropic_model, sizeof cfg->anthropic_model);
+    env_str("QC_ANTHROPIC_VERSION", "2023-06-01", cfg->anthropic_version, sizeof cfg->anthropic_version);
+    if (!http_url_ok(cfg->llm_base_url)) {
+        snprintf(err, errlen, "QC_LLM_BASE_URL: expected http(s)://HOST[:PORT]/v1, got \"%s\"", cfg->llm_base_url);
+        return -1;
+    }
+    if (!http_url_ok(cfg->anthropic_url)) {
+        snprintf(err, errlen, "QC_ANTHROPIC_URL: expected http(s)://HOST[:PORT]/v1, got \"%s\"", cfg->anthropic_url);
+        return -1;
+    }
+    if (cfg->llm_temperature[0]) {
+        char *end;
+        double t = strtod(cfg->llm_temperature, &end);
+        if (*end || !(t >= 0 && t <= 2)) {
+            snprintf(err, errlen, "QC_LLM_TEMPERATURE: expected a number from 0 to 2, got \"%s\"", cfg->llm_temperature);
+            return -1;
+        }
+    }
+    if (strcmp(cfg->evaluator, "anthropic") == 0 && !cfg->anthropic_api_key[0]) {
+        snprintf(err, errlen, "QC_EVALUATOR=anthropic needs ANTHROPIC_API_KEY");
+        return -1;
+    }
+    long v;
+    if (env_long("QC_LLM_TIMEOUT_MS", 30000, 100, &v, err, errlen) < 0) return -1;
+    cfg->llm_timeout_ms = v;
+    if (env_long("QC_LLM_RETRIES", 2, 0, &v, err, errlen) < 0) return -1;
+    cfg->llm_retries = v > 10 ? 10 : v;
+    if (env_long("QC_LLM_CONCURRENCY", 4, 1, &v, err, errlen) < 0) return -1;
+    cfg->llm_concurrency = v;
+    if (env_long("QC_LLM_MAX_TOKENS", 1000, 0, &v, err, errlen) < 0) return -1;
+    cfg->llm_max_tokens = v;
+    return 0;
+}
+
 int qc_config_from_env(qc_config *cfg, char *err, size_t errlen) {
     memset(cfg, 0, sizeof *cfg);
     snprintf(cfg->listen_host, sizeof cfg->listen_host, "127.0.0.1");
@@ -440,6 +495,7 @@ int qc_config_from_env(qc_config *cfg, char *err, size_t errlen) {
     }
     cfg->retention_days = v;
     if (audio_settings(cfg, err, errlen) < 0) return -1;
+    if (eval_settings(cfg, err, errlen) < 0) return -1;
     /* Before the dev-keys rule, whose message would otherwise blame the keys for a URL
      * that is not one. */
     if (qc_config_check_livekit_url(cfg->livekit_url, err, errlen) < 0) return -1;

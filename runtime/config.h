@@ -36,6 +36,20 @@ typedef struct {
     long egress_retries;         /* QC_EGRESS_RETRIES: restarts of a failed track egress */
     size_t live_queue_bytes;     /* QC_LIVE_QUEUE_KB: unsent bytes a live client may hold before it is closed */
     long retention_days;         /* QC_RETENTION_DAYS: token and webhook rows older are purged; 0 = never */
+    /* Windows and evaluation (issue 10). */
+    char evaluator[16];          /* QC_EVALUATOR: analytics (default), openai, anthropic */
+    char llm_base_url[512];      /* QC_LLM_BASE_URL: an OpenAI-compatible API, /v1 included */
+    char llm_api_key[512];       /* QC_LLM_API_KEY */
+    char llm_model[128];         /* QC_LLM_MODEL */
+    char llm_temperature[16];    /* QC_LLM_TEMPERATURE: "" = not sent */
+    char anthropic_api_key[512]; /* ANTHROPIC_API_KEY */
+    char anthropic_url[512];     /* QC_ANTHROPIC_URL: the Messages API base, /v1 included */
+    char anthropic_model[128];   /* QC_ANTHROPIC_MODEL */
+    char anthropic_version[32];  /* QC_ANTHROPIC_VERSION: the anthropic-version header */
+    long llm_timeout_ms;         /* QC_LLM_TIMEOUT_MS: one attempt of an evaluation request */
+    long llm_retries;            /* QC_LLM_RETRIES: retries on 408/409/429/5xx and transport failures */
+    long llm_concurrency;        /* QC_LLM_CONCURRENCY: requests at once per LLM server */
+    long llm_max_tokens;         /* QC_LLM_MAX_TOKENS: the reply's token limit; 0 = not sent (OpenAI shape) */
     int dev_keys_remote;         /* LiveKit's dev secret on a remote LIVEKIT_URL, allowed by
                                     QC_ALLOW_DEV_KEYS=1 (otherwise qc_config_from_env fails) */
 } qc_config;

@@ -80,7 +80,12 @@ function M.check.speakers(p, path, gen, at)
   if type(p.transcribe) ~= "function" then error(at("transcribe") .. ": transcribe must be a function", 0) end
   if not gen.policies.roles then return end -- roles.lua loads first (files load in name order)
   for i, ex in ipairs(p.examples or {}) do
-    local role = p.role(ex.participant)
+    -- role(participant, issued_role): an example names the issued role in its participant.
+    local role = p.role(ex.participant, ex.participant.issued_role)
+    if ex.role ~= nil and role ~= (ex.role or nil) then
+      error(("%s: example %d: role returned %s, expected %s"):format(
+        at("examples", i), i, tostring(role), tostring(ex.role or nil)), 0)
+    end
     local got = p.transcribe(ex.participant, ex.track, role)
     if type(got) ~= "boolean" then
       error(("%s: example %d: transcribe must return true or false"):format(at("examples", i), i), 0)
@@ -88,6 +93,86 @@ function M.check.speakers(p, path, gen, at)
     if got ~= ex.transcribe then
       error(("%s: example %d: transcribe returned %s, expected %s"):format(
         at("examples", i), i, tostring(got), tostring(ex.transcribe)), 0)
+    end
+  end
+end
+
+-- Decisions compare equal when their lists hold the same numbers, in order (1e-9 apart).
+local function same_decision(got, want)
+  if type(got) ~= "table" then return false end
+  local function list(x) return type(x) == "table" and x or {} end
+  local go, wo, gc, wc = list(got.open), list(want.open), list(got.close), list(want.close)
+  if #go ~= #wo or #gc ~= #wc then return false end
+  for i = 1, #wo do
+    if type(go[i]) ~= "number" or math.abs(go[i] - wo[i]) > 1e-9 then return false end
+  end
+  for i = 1, #wc do
+    local g = gc[i]
+    if type(g) ~= "table" or g.id ~= wc[i].id or type(g["end"]) ~= "number"
+      or math.abs(g["end"] - wc[i]["end"]) > 1e-9 then return false end
+  end
+  return true
+end
+
+local function show_decision(d)
+  if type(d) ~= "table" then return tostring(d) end
+  local o, c = {}, {}
+  for i, s in ipairs(type(d.open) == "table" and d.open or {}) do o[i] = tostring(s) end
+  for i, x in ipairs(type(d.close) == "table" and d.close or {}) do
+    c[i] = type(x) == "table" and ("%s@%s"):format(tostring(x.id), tostring(x["end"])) or tostring(x)
+  end
+  return ("open {%s} close {%s}"):format(table.concat(o, ", "), table.concat(c, ", "))
+end
+
+-- windows.lua: decide(state) -> {open, close}; the sizes are positive numbers, a window
+-- no shorter than the hop (or finals between windows would land in none), and every
+-- example answered as it says.
+function M.check.windows(p, path, _, at)
+  if type(p.decide) ~= "function" then error(at("decide") .. ": decide must be a function", 0) end
+  for _, k in ipairs({ "length", "hop", "min_length" }) do
+    if type(p[k]) ~= "number" or not (p[k] > 0) or p[k] == math.huge then
+      error(("%s: %s must be a positive number of seconds"):format(at(k), k), 0)
+    end
+  end
+  if p.hop > p.length then error(at("hop") .. ": hop must not be longer than length (finals would fall between windows)", 0) end
+  for i, ex in ipairs(p.examples or {}) do
+    local got = p.decide(ex.state)
+    if not same_decision(got, ex.expect) then
+      error(("%s: example %d: decide returned %s, expected %s"):format(
+        at("examples", i), i, show_decision(got), show_decision(ex.expect)), 0)
+    end
+  end
+end
+
+-- evaluation.lua: the rubric, the prompts, which windows are judged and the schemas.
+function M.check.evaluation(p, path, _, at)
+  if type(p.rubric) ~= "table" or #p.rubric == 0 then error(at("rubric") .. ": rubric must be a list of criteria", 0) end
+  for i, c in ipairs(p.rubric) do
+    if type(c) ~= "table" or type(c.key) ~= "string" or not c.key:match("^[%a_][%w_]*$") then
+      error(("%s: rubric[%d].key must be a name of letters, digits and _"):format(at("rubric", i), i), 0)
+    end
+    if math.type(c.min) ~= "integer" or math.type(c.max) ~= "integer" or c.min >= c.max then
+      error(("%s: rubric[%d] (%s) needs an integer scale min < max"):format(at("rubric", i), i, c.key), 0)
+    end
+  end
+  for _, k in ipairs({ "judge", "prompt", "report_prompt" }) do
+    if type(p[k]) ~= "function" then error(("%s: %s must be a function"):format(at(k), k), 0) end
+  end
+  if type(p.system) ~= "string" or p.system == "" then error(at("system") .. ": system must be the system prompt", 0) end
+  for _, k in ipairs({ "window_schema", "report_schema" }) do
+    local sc = p[k]
+    if type(sc) ~= "table" or sc.type ~= "object" or type(sc.properties) ~= "table" then
+      error(("%s: %s must be a JSON schema of an object"):format(at(k), k), 0)
+    end
+  end
+  for i, ex in ipairs(p.examples or {}) do
+    local got = p.judge(ex.window)
+    if got ~= ex.judge then
+      error(("%s: example %d: judge returned %s, expected %s"):format(at("examples", i), i, tostring(got), tostring(ex.judge)), 0)
+    end
+    local prompt = p.prompt(ex.window)
+    if type(prompt) ~= "string" or prompt == "" then
+      error(("%s: example %d: prompt must return the text to send"):format(at("examples", i), i), 0)
     end
   end
 end

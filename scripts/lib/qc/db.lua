@@ -115,6 +115,54 @@ local MIGRATIONS = {
   ) WITHOUT ROWID;
   CREATE INDEX IF NOT EXISTS events_room_time ON events (room, kind, start_s);
   ]],
+  -- 3: what the speakers policy needs of a participant when a track_* webhook names it by
+  -- identity alone: its kind (AGENT, EGRESS, ...), metadata and attributes (JSON object
+  -- text), kept from its participant_joined.
+  [[
+  ALTER TABLE participants ADD COLUMN kind TEXT;
+  ALTER TABLE participants ADD COLUMN metadata TEXT;
+  ALTER TABLE participants ADD COLUMN attributes TEXT;
+  ]],
+  -- 4: windows and evaluation (qc.windows, qc.evaluation). window_state is the windows
+  -- runner's state per room (JSON: recent finals, open windows, the clock), written in the
+  -- transaction that stores the windows it closed. evaluations has one row per window and
+  -- evaluator (window_idx 0: the whole interview), rewritten when it is run again; a failed
+  -- one keeps its error and the reply as received.
+  [[
+  CREATE TABLE IF NOT EXISTS window_state (
+    room TEXT PRIMARY KEY,
+    state TEXT NOT NULL,
+    updated_at REAL NOT NULL
+  );
+  CREATE TABLE IF NOT EXISTS windows (
+    room TEXT NOT NULL,
+    idx INTEGER NOT NULL,    -- 1, 2, ... in the order windows closed
+    seq INTEGER,             -- its event (NULL when the room has no row)
+    start_s REAL NOT NULL,
+    end_s REAL NOT NULL,
+    text TEXT NOT NULL,
+    body TEXT NOT NULL,      -- the window as sent on the live socket, finals included
+    created_at REAL NOT NULL,
+    PRIMARY KEY (room, idx)
+  ) WITHOUT ROWID;
+  CREATE TABLE IF NOT EXISTS evaluations (
+    room TEXT NOT NULL,
+    window_idx INTEGER NOT NULL,
+    evaluator TEXT NOT NULL, -- 'analytics', 'openai', 'anthropic'
+    status TEXT NOT NULL,    -- 'pending', 'ok', 'invalid' (reply failed the schema), 'error'
+    result TEXT,             -- JSON
+    raw TEXT,                -- the reply as received, when it was not valid
+    error TEXT,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    model TEXT,
+    input_tokens INTEGER,
+    output_tokens INTEGER,
+    seq INTEGER,
+    created_at REAL NOT NULL,
+    updated_at REAL NOT NULL,
+    PRIMARY KEY (room, window_idx, evaluator)
+  ) WITHOUT ROWID;
+  ]],
 }
 M.SCHEMA_VERSION = 1 + #MIGRATIONS
 
@@ -152,15 +200,25 @@ end
 
 local db
 
----The open database (opened and migrated on first use).
-function M.get()
-  if db then return db end
-  local path = host.config().data_dir .. "/quantcoach.db"
+---Opens a store file and brings its schema up to date (scripts and specs that work on a file
+---of their own); raises a 503 error table when it cannot.
+---@param path string
+---@return table handle qc.store
+function M.open(path)
   local handle, err = store.open(path)
   if not handle then error({ status = 503, code = "STORE_UNAVAILABLE", message = tostring(err) }) end
   local ok, serr = migrate(handle)
-  if not ok then error({ status = 503, code = "STORE_UNAVAILABLE", message = tostring(serr) }) end
-  db = handle
+  if not ok then
+    handle:close()
+    error({ status = 503, code = "STORE_UNAVAILABLE", message = tostring(serr) })
+  end
+  return handle
+end
+
+---The open database (opened and migrated on first use).
+function M.get()
+  if db then return db end
+  db = M.open(host.config().data_dir .. "/quantcoach.db")
   return db
 end
 

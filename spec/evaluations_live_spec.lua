@@ -1,0 +1,244 @@
+-- Windows and evaluation live, end to end: festival speech for two speakers through /ingest and
+-- the local pocketsphinx engine; each committed final goes through the windows policy, every
+-- window is stored with its analytics and announced, and at room_finished the last windows are
+-- closed. An interviewer's live connection receives the window and evaluation events; a
+-- candidate's never does. /evaluations and /report serve what was stored.
+local server = require "support.server"
+local peers = require "support.peers"
+local ingest = require "qc.ingest"
+local store = require "qc.store"
+local cjson = require "cjson"
+
+local API_KEY = "spec-eval-key-0123456789"
+local AUTH = { Authorization = "Bearer " .. API_KEY }
+
+local function speech_dir()
+  local dir = server.source .. "/build/speech"
+  local status, out = server.run(("sh %s/spec/support/make_speech.sh %s"):format(server.quote(server.source),
+    server.quote(dir)))
+  assert(status == 0, "make_speech.sh failed:\n" .. out)
+  return dir
+end
+
+local function of_type(peer, t)
+  local out = {}
+  for _, m in ipairs(peer:messages()) do
+    if m.type == t then out[#out + 1] = m end
+  end
+  return out
+end
+
+describe("windows and evaluation, live", function()
+  it("stores and announces windows with analytics to the interviewer, never to the candidate", function()
+    local dir = speech_dir()
+    local s = server.start { env = { QC_API_KEYS = API_KEY } }
+    local room = "eval-e2e"
+    local ids = { interviewer = "iv-lead", candidate = "cand-9" }
+    local tokens = {}
+    for role, identity in pairs(ids) do
+      local status, doc = s:request("POST", "/tokens/generate",
+        { room_name = room, participant_identity = identity, participant_type = role }, AUTH)
+      assert.equal(200, status)
+      tokens[role] = doc.token
+    end
+    local listeners = {}
+    for role, tok in pairs(tokens) do
+      listeners[role] = peers.listen(("ws://127.0.0.1:%d/rooms/%s/live?token=%s"):format(s.port, room, tok),
+        { "--timeout", "120" })
+      listeners[role]:wait_event("open")
+    end
+
+    local feeders = {}
+    for role, identity in pairs(ids) do
+      local t = ingest.token { room = room, identity = identity, track = "TR_" .. role }
+      feeders[role] = peers.feed(("ws://127.0.0.1:%d/ingest?t=%s"):format(s.port, t),
+        { "--wav", dir .. "/" .. role .. ".wav", "--speed", "2" })
+    end
+    for _, f in pairs(feeders) do f:wait_event("close", 90) end
+    server.wait_for(function()
+      local _, h = s:request("GET", "/health")
+      return h.tracks.live == 0
+    end, 60, "both tracks to finish")
+
+    -- The interview ends: LiveKit says so, and the open windows close.
+    local status = peers.webhook(s, { event = "room_finished", room = { sid = "RM_x", name = room } })
+    assert.equal(200, status)
+
+    local iv = listeners.interviewer
+    local finals
+    server.wait_for(function()
+      local _, doc = s:request("GET", "/rooms/" .. room .. "/transcript", nil, AUTH)
+      finals = doc.transcript
+      local _, ev = s:request("GET", "/rooms/" .. room .. "/evaluations", nil, AUTH)
+      -- Every final in a window, every window with its analytics.
+      local seen = {}
+      for _, w in ipairs(ev.windows) do
+        if not w.evaluations.analytics then return false end
+        for _, f in ipairs(w.finals) do seen[f.seq] = true end
+      end
+      for _, f in ipairs(finals) do if not seen[f.seq] then return false end end
+      return #finals > 0
+    end, 30, "every final to be in a stored window")
+    assert.is_true(#finals >= 4, "too few finals: " .. cjson.encode(finals))
+
+    local _, ev = s:request("GET", "/rooms/" .. room .. "/evaluations", nil, AUTH)
+    local ws = ev.windows
+    assert.is_true(#ws >= 2)
+    for i, w in ipairs(ws) do
+      assert.equal(i, w.index)
+      assert.is_true(w["end"] - w.start <= 20)
+      assert.matches("^%u%l+: ", w.text)
+    end
+    assert.matches("Interviewer: ", ws[1].text)
+
+    -- The interviewer's connection got each window and its analytics, once, in order, after
+    -- the finals they hold; the candidate's got the finals and no window or evaluation.
+    server.wait_for(function() return #of_type(iv, "window") == #ws and #of_type(iv, "evaluation") == #ws end,
+      20, "the interviewer to have every window and evaluation")
+    local wins = of_type(iv, "window")
+    for i, m in ipairs(wins) do
+      assert.equal(i, m.index)
+      assert.equal(ws[i].text, m.text)
+      for _, f in ipairs(m.finals) do assert.is_true(f.seq < m.seq, "a window announced before its final") end
+    end
+    local cand = listeners.candidate
+    server.wait_for(function() return #of_type(cand, "transcript") >= #finals end, 20, "the candidate to have the finals")
+    assert.equal(0, #of_type(cand, "window"))
+    assert.equal(0, #of_type(cand, "evaluation"))
+    -- Nor on a candidate's replay from the start.
+    local late = peers.listen(("ws://127.0.0.1:%d/rooms/%s/live?since=0&token=%s"):format(s.port, room, tokens.candidate),
+      { "--timeout", "10" })
+    server.wait_for(function() return #of_type(late, "transcript") >= #finals end, 20, "the candidate's replay")
+    assert.equal(0, #of_type(late, "window") + #of_type(late, "evaluation"))
+    late:kill()
+
+    -- Committed before announced: the stored events hold every announced window.
+    local db = assert(store.open(s.data .. "/quantcoach.db"))
+    local rows = assert(db:query("SELECT seq FROM events WHERE room = ? AND kind = 'window' ORDER BY seq", room))
+    db:close()
+    assert.equal(#wins, #rows)
+    for i, r in ipairs(rows) do assert.equal(r.seq, wins[i].seq) end
+
+    -- The report: analytics over the whole interview, both speakers with their share.
+    local rstatus, report = s:request("GET", "/rooms/" .. room .. "/report", nil, AUTH)
+    assert.equal(200, rstatus)
+    assert.equal(#ws, report.windows)
+    local r = report.analytics.roles
+    assert.is_true(r.interviewer.talk_time > 0 and r.candidate.talk_time > 0)
+    assert.is_true(math.abs(r.interviewer.talk_ratio + r.candidate.talk_ratio - 1) < 0.01)
+    assert.is_true(report.analytics.turns >= 4, "turns: " .. report.analytics.turns)
+    assert.is_true(report.analytics.questions >= 1)
+    local _, md = s:request("GET", "/rooms/" .. room .. "/report?format=md", nil, AUTH)
+    assert.matches("| candidate |", md, 1, true)
+
+    for _, l in pairs(listeners) do l:kill() end
+    s:stop()
+  end)
+end)
+
+-- A spec-only handler in a copy of the scripts: hands finals to the real qc.transcripts, as the
+-- STT binding does (stored, announced, then through the windows runner).
+local FEEDER = [[
+local transcripts = require "qc.transcripts"
+return {
+  finals = function(req)
+    for _, ev in ipairs(req.json.events) do
+      ev.room = req.json.room
+      ev.final = true
+      transcripts.on_event(ev)
+    end
+    return 200, nil, { last_seq = transcripts.last_seq(req.json.room) }
+  end,
+}
+]]
+
+local function start_fed()
+  local scripts = server.tmpdir() .. "/scripts"
+  assert(os.execute(("cp -r %s %s"):format(server.quote(server.source .. "/scripts"), server.quote(scripts))))
+  server.write_file(scripts .. "/lib/qc/handlers/spec_feeder.lua", FEEDER)
+  local policies = server.copy_policies()
+  local routes = server.read_file(policies .. "/routes.lua")
+  routes = routes:gsub("\nreturn {\n", '\nreturn {\n  { "POST", "/spec/finals", require("qc.handlers.spec_feeder").finals },\n', 1)
+  server.write_file(policies .. "/routes.lua", routes)
+  return server.start { policies = policies, env = { QC_SCRIPTS = scripts, QC_API_KEYS = API_KEY, QC_STT_ENGINE = "null" } }
+end
+
+-- An interview of alternating turns, 3-6 s finals, 120 s long.
+local function interview()
+  local out, t, i = {}, 0.5, 0
+  while t < 120 do
+    i = i + 1
+    local role = (i % 3 == 0) and "interviewer" or "candidate"
+    local d = 3 + (i * 7 % 4)
+    out[#out + 1] = { identity = role == "interviewer" and "iv-1" or "cand-1", role = role, track = "TR_" .. role,
+                      text = ("%s says sentence %d with a few words in it"):format(role, i), start = t, ["end"] = t + d }
+    t = t + d + 0.5
+  end
+  return out
+end
+
+describe("a reload of the windows policy mid-interview", function()
+  it("loses and repeats no window, and the new rules apply from the next final", function()
+    local s = start_fed()
+    local room = "eval-reload"
+    local finals = interview()
+    local half = #finals // 2
+    local function feed(from, to)
+      local list = {}
+      for i = from, to do list[#list + 1] = finals[i] end
+      local status = s:request("POST", "/spec/finals", { room = room, events = list }, AUTH)
+      assert.equal(200, status, s:log_text())
+    end
+    feed(1, half)
+    local _, before = s:request("GET", "/rooms/" .. room .. "/evaluations", nil, AUTH)
+    assert.is_true(#before.windows >= 2)
+
+    -- 12 s windows from now on; reloaded while the room has windows open.
+    local path = s.policies .. "/windows.lua"
+    local text = server.read_file(path):gsub("M%.length = 20", "M.length = 12"):gsub("M%.hop = 10", "M.hop = 6")
+    text = text:gsub("\nM%.examples = {.-\n}\n", "\n")
+    server.write_file(path, text)
+    local rstatus, rdoc = s:request("POST", "/admin/reload")
+    assert.equal(200, rstatus, cjson.encode(rdoc))
+
+    feed(half + 1, #finals)
+    assert.equal(200, (peers.webhook(s, { event = "room_finished", room = { sid = "RM_r", name = room } })))
+    local ws
+    server.wait_for(function()
+      local _, doc = s:request("GET", "/rooms/" .. room .. "/evaluations", nil, AUTH)
+      ws = doc.windows
+      local last = ws[#ws]
+      return last and last["end"] >= finals[#finals]["end"] - 1e-6
+    end, 20, "the last window")
+
+    -- Every final in a window; windows numbered 1..n once each; the first ones unchanged.
+    local seen = {}
+    for i, w in ipairs(ws) do
+      assert.equal(i, w.index)
+      for _, f in ipairs(w.finals) do seen[f.seq] = true end
+    end
+    local _, tr = s:request("GET", "/rooms/" .. room .. "/transcript", nil, AUTH)
+    assert.equal(#finals, #tr.transcript)
+    for _, f in ipairs(tr.transcript) do assert.truthy(seen[f.seq], "final " .. f.seq .. " is in no window") end
+    for i, w in ipairs(before.windows) do
+      assert.same({ w.start, w["end"], w.text }, { ws[i].start, ws[i]["end"], ws[i].text })
+    end
+    -- The windows opened after the reload are at most 12 s long.
+    local reload_t = finals[half]["end"]
+    local after = 0
+    for _, w in ipairs(ws) do
+      if w.start > reload_t + 0.01 then
+        after = after + 1
+        assert.is_true(w["end"] - w.start <= 12 + 1e-9, ("window %d is %.2f s long"):format(w.index, w["end"] - w.start))
+      end
+    end
+    assert.is_true(after >= 3)
+    -- One window event each, in order.
+    local db = assert(store.open(s.data .. "/quantcoach.db"))
+    local rows = assert(db:query("SELECT body FROM events WHERE room = ? AND kind = 'window' ORDER BY seq", room))
+    db:close()
+    assert.equal(#ws, #rows)
+    for i, r in ipairs(rows) do assert.equal(i, cjson.decode(r.body).index) end
+    s:stop()
+  end)
+end)
