@@ -626,7 +626,6 @@ static void el_stats(const qc_stt_engine *base, qc_stt_stats *out) {
 static void el_free(qc_stt_engine *base) {
     el_engine *e = (el_engine *)base;
     if (!e) return;
-    qc_ws_client_release();
     free(e->url);
     free(e->api_key);
     free(e);
@@ -671,6 +670,5 @@ qc_stt_engine *qc_stt_elevenlabs_new(uv_loop_t *loop, const qc_stt_config *cfg, 
              base, strchr(base, '?') ? "&" : "?", lang);
     e->base.ops = &el_ops;
     e->loop = loop;
-    qc_ws_client_hold(); /* reconnects reuse one lws context */
     return &e->base;
 }

@@ -371,6 +371,7 @@ int main(void) {
 
     e->ops->free(e);
     qc_http_client_close(http);
+    qc_ws_client_shutdown();
     /* the loop runs until lws' context and every handle are gone */
     for (int i = 0; i < 200 && uv_run(&loop, UV_RUN_NOWAIT); i++) uv_sleep(5);
     ok(qc_ws_client_count() == 0, "no websocket connection is left");

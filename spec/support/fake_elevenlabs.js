@@ -31,6 +31,7 @@
 //        {commit_throttle_ms: X}          commit_throttled when commits come less than X ms apart
 //   GET  /_fake/connections -> [{id, key, query, chunks, commits, previous_text, samples, committed: [..],
 //                               errors: [..], fault, closed}]
+//   GET  /_fake/echo_closes -> [{code, reason}] of the Closes /echo received (1005: an empty Close)
 //   POST /_fake/reset
 // /echo: echoes text and binary; the text "close CODE REASON" closes with that code, "drop" drops TCP,
 // "big N" answers N bytes of "x" as text, "headers" answers the request's headers as JSON.
@@ -59,7 +60,8 @@ const FORMATS = ['pcm_8000', 'pcm_16000', 'pcm_22050', 'pcm_24000', 'pcm_44100',
 
 let state;
 function reset() {
-  state = { script: [], refuse: 0, refuseStatus: 503, auth: 'inband', connections: [], nextId: 1, commitsSeen: 0 };
+  state = { script: [], refuse: 0, refuseStatus: 503, auth: 'inband', connections: [], nextId: 1, commitsSeen: 0,
+    echoCloses: [] };
 }
 reset();
 
@@ -86,6 +88,7 @@ const server = http.createServer((req, res) => {
     if (req.method === 'GET' && req.url === '/_fake/connections') {
       return json(res, 200, state.connections.map((c) => c.record));
     }
+    if (req.method === 'GET' && req.url === '/_fake/echo_closes') return json(res, 200, state.echoCloses);
     if (req.method === 'POST' && req.url === '/_fake/reset') {
       for (const c of state.connections) if (c.ws) c.ws.terminate();
       reset();
@@ -119,6 +122,7 @@ server.on('upgrade', (req, socket, head) => {
 });
 
 function echo(ws, req) {
+  ws.on('close', (code, reason) => state.echoCloses.push({ code, reason: reason.toString() }));
   ws.on('message', (data, isBinary) => {
     if (isBinary) return ws.send(data, { binary: true });
     const text = data.toString();
