@@ -43,9 +43,8 @@ struct qc_ws_client {
     conn_state state;
     struct lws *wsi;
     uv_getaddrinfo_t resolve;
-    char *host, *hosthdr, *path; /* one allocation: host\0hosthdr\0path\0 */
+    qc_ws_url u;
     char address[INET6_ADDRSTRLEN];
-    int port, tls;
     char **headers; /* lws wants "name:" with the colon: copies, name then value */
     size_t nheaders;
     size_t max_message, max_queued;
@@ -215,7 +214,7 @@ static void conn_free(qc_ws_client *c) {
     free(c->rx);
     for (size_t i = 0; i < 2 * c->nheaders; i++) free(c->headers[i]);
     free(c->headers);
-    free(c->host);
+    qc_ws_url_free(&c->u);
     if (c->prev_all) c->prev_all->next_all = c->next_all;
     else G_all = c->next_all;
     if (c->next_all) c->next_all->prev_all = c->prev_all;
@@ -276,11 +275,11 @@ static void start_connect(qc_ws_client *c) {
     memset(&i, 0, sizeof i);
     i.context = ctx;
     i.address = c->address;
-    i.port = c->port;
-    i.ssl_connection = c->tls ? LCCSCF_USE_SSL : 0;
-    i.path = c->path;
-    i.host = c->hosthdr;
-    i.origin = c->hosthdr;
+    i.port = c->u.port;
+    i.ssl_connection = c->u.tls ? LCCSCF_USE_SSL : 0;
+    i.path = c->u.path;
+    i.host = c->u.hosthdr;
+    i.origin = c->u.hosthdr;
     i.local_protocol_name = protocols[0].name;
     i.opaque_user_data = c;
     i.pwsi = &c->wsi;
@@ -302,7 +301,7 @@ static void on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
     if (status != 0 || !res) {
         if (res) uv_freeaddrinfo(res);
         char why[300];
-        snprintf(why, sizeof why, "cannot resolve %s: %s", c->host, uv_strerror(status));
+        snprintf(why, sizeof why, "cannot resolve %s: %s", c->u.host, uv_strerror(status));
         if (c->aborted) conn_free(c);
         else fail_before_lws(c, why);
         return;
@@ -322,14 +321,14 @@ static void on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
     start_connect(c);
 }
 
-/* Splits ws(s)://host[:port][/path][?query] into c's fields. 0 or -1. */
-static int parse_url(qc_ws_client *c, const char *url, char *err, size_t errlen) {
+int qc_ws_url_parse(const char *url, qc_ws_url *u, char *err, size_t errlen) {
+    memset(u, 0, sizeof *u);
     const char *p;
     if (strncasecmp(url, "ws://", 5) == 0) {
-        c->tls = 0;
+        u->tls = 0;
         p = url + 5;
     } else if (strncasecmp(url, "wss://", 6) == 0) {
-        c->tls = 1;
+        u->tls = 1;
         p = url + 6;
     } else {
         snprintf(err, errlen, "websocket url must start with ws:// or wss://");
@@ -342,7 +341,7 @@ static int parse_url(qc_ws_client *c, const char *url, char *err, size_t errlen)
         }
     const char *hend = p + strcspn(p, "/?#");
     const char *hs = p, *he = hend;
-    int port = c->tls ? 443 : 80;
+    int port = u->tls ? 443 : 80;
     if (*hs == '[') { /* [v6]:port */
         const char *rb = memchr(hs, ']', (size_t)(hend - hs));
         if (!rb) {
@@ -399,24 +398,29 @@ static int parse_url(qc_ws_client *c, const char *url, char *err, size_t errlen)
     }
     memcpy(buf, hcopy, hcopylen);
     buf[hcopylen] = 0;
-    c->host = buf;
-    c->hosthdr = buf + hcopylen + 1;
+    u->host = buf;
+    u->hosthdr = buf + hcopylen + 1;
     /* Host carries the port only when it is not the scheme's own (RFC 6455 4.1). */
-    int default_port = port == (c->tls ? 443 : 80);
+    int default_port = port == (u->tls ? 443 : 80);
     size_t hh = default_port ? hlen : hhlen;
-    memcpy(c->hosthdr, hs, hh);
-    c->hosthdr[hh] = 0;
-    c->path = c->hosthdr + hh + 1;
+    memcpy(u->hosthdr, hs, hh);
+    u->hosthdr[hh] = 0;
+    u->path = u->hosthdr + hh + 1;
     if (plen == 0 || path[0] != '/') {
-        c->path[0] = '/';
-        memcpy(c->path + 1, path, plen);
-        c->path[plen + 1] = 0;
+        u->path[0] = '/';
+        memcpy(u->path + 1, path, plen);
+        u->path[plen + 1] = 0;
     } else {
-        memcpy(c->path, path, plen);
-        c->path[plen] = 0;
+        memcpy(u->path, path, plen);
+        u->path[plen] = 0;
     }
-    c->port = port;
+    u->port = port;
     return 0;
+}
+
+void qc_ws_url_free(qc_ws_url *u) {
+    free(u->host);
+    u->host = u->hosthdr = u->path = NULL;
 }
 
 static int header_ok(const char *s, int name) {
@@ -446,7 +450,7 @@ qc_ws_client *qc_ws_client_connect(uv_loop_t *loop, const char *url, const qc_ws
     c->max_message = opt && opt->max_message ? opt->max_message : DEFAULT_MAX_MESSAGE;
     c->max_queued = opt && opt->max_queued ? opt->max_queued : DEFAULT_MAX_QUEUED;
     c->aborted = 1; /* until it is returned: a failure here calls nobody */
-    if (parse_url(c, url, err, errlen) < 0) goto fail;
+    if (qc_ws_url_parse(url, &c->u, err, errlen) < 0) goto fail;
     if (opt && opt->nheaders) {
         c->headers = calloc(2 * opt->nheaders, sizeof *c->headers);
         if (!c->headers) {
@@ -477,9 +481,9 @@ qc_ws_client *qc_ws_client_connect(uv_loop_t *loop, const char *url, const qc_ws
     memset(&hints, 0, sizeof hints);
     hints.ai_socktype = SOCK_STREAM;
     hints.ai_flags = AI_ADDRCONFIG;
-    int rc = uv_getaddrinfo(loop, &c->resolve, on_resolved, c->host, NULL, &hints);
+    int rc = uv_getaddrinfo(loop, &c->resolve, on_resolved, c->u.host, NULL, &hints);
     if (rc != 0) {
-        snprintf(err, errlen, "cannot resolve %s: %s", c->host, uv_strerror(rc));
+        snprintf(err, errlen, "cannot resolve %s: %s", c->u.host, uv_strerror(rc));
         goto fail;
     }
     c->aborted = 0;

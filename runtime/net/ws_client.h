@@ -72,6 +72,16 @@ void qc_ws_client_abort(qc_ws_client *c);
  * starts its destroy, which completes while the loop runs on (it ends by itself). */
 void qc_ws_client_shutdown(void);
 
+/* A ws(s):// URL taken apart (the parser alone, fuzzed by spec/fuzz/fuzz_elevenlabs.c). host
+ * is the name to resolve (no brackets), hosthdr the Host header (with the port when it is
+ * not the scheme's), path the path and query ("/" at least). One allocation. */
+typedef struct {
+    int tls, port;
+    char *host, *hosthdr, *path;
+} qc_ws_url;
+int qc_ws_url_parse(const char *url, qc_ws_url *u, char *err, size_t errlen);
+void qc_ws_url_free(qc_ws_url *u);
+
 /* Connections alive (including those resolving or closing), for tests and stats. */
 size_t qc_ws_client_count(void);
 

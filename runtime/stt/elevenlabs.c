@@ -20,6 +20,7 @@
 
 #include "../log.h"
 #include "../net/ws_client.h"
+#include "elevenlabs.h"
 #include "stt.h"
 
 #define RING_S 45
@@ -362,9 +363,8 @@ static void on_committed(el_stream *s, json_t *m) {
 }
 
 static void on_ws_message(void *ud, qc_ws_client *c, int text, const uint8_t *data, size_t len) {
-    (void)c;
     el_stream *s = ud;
-    if (!text || s->dead) return;
+    if (!text || s->dead || c != s->ws) return;
     json_error_t jerr;
     json_t *m = json_loadb((const char *)data, len, 0, &jerr);
     const char *type = json_string_value(json_object_get(m, "message_type"));
@@ -465,6 +465,11 @@ static void on_ws_close(void *ud, qc_ws_client *c, int code, int http_status, co
         schedule_reconnect(s, why);
     }
     LEAVE(s);
+}
+
+void qc_stt_elevenlabs_receive(qc_stt_stream *ss, const char *data, size_t len) {
+    el_stream *s = (el_stream *)ss;
+    if (s->ws) on_ws_message(s, s->ws, 1, (const uint8_t *)data, len);
 }
 
 static const qc_ws_client_handlers ws_handlers = {
