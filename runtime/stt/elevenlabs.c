@@ -37,6 +37,7 @@
 #define BACKOFF_MAX_MS 10000
 #define PREV_TEXT_MAX 49                  /* "under 50 chars" */
 #define SEND_HIGH_WATER (1u << 20)        /* stop pumping while this much is queued */
+#define KEEPALIVE_MS 10000                /* an empty chunk after this long without audio (a muted track) */
 
 typedef struct el_engine el_engine;
 typedef struct el_stream el_stream;
@@ -58,7 +59,7 @@ typedef struct {
     el_stream *owner;
 } el_timer;
 
-typedef enum { T_NONE, T_BACKOFF, T_SESSION, T_RECOMMIT } timer_purpose;
+typedef enum { T_NONE, T_BACKOFF, T_SESSION, T_RECOMMIT, T_KEEPALIVE } timer_purpose;
 
 typedef struct {
     uint64_t at; /* absolute sample index */
@@ -225,6 +226,7 @@ static void pump(el_stream *s) {
         else if (n < CHUNK_SAMPLES && !(c && c->at == limit) && !s->finishing) return;
         if (send_chunk(s, s->sent, (size_t)n) < 0) return;
         s->sent += n;
+        if (s->purpose == T_NONE || s->purpose == T_KEEPALIVE) arm(s, T_KEEPALIVE, KEEPALIVE_MS);
         if (s->sent > s->max_sent) s->max_sent = s->sent;
     }
 }
@@ -423,7 +425,7 @@ static void on_ws_message(void *ud, qc_ws_client *c, int text, const uint8_t *da
             s->min_gap_ms = s->min_gap_ms ? s->min_gap_ms * 2 : 2000;
             if (s->min_gap_ms > SEGMENT_MAX_S * 1000) s->min_gap_ms = SEGMENT_MAX_S * 1000;
             /* the end of a finishing stream still needs its commit: try again later */
-            if (s->finishing && s->purpose == T_NONE) arm(s, T_RECOMMIT, s->min_gap_ms);
+            if (s->finishing && (s->purpose == T_NONE || s->purpose == T_KEEPALIVE)) arm(s, T_RECOMMIT, s->min_gap_ms);
             qc_log(QC_LOG_WARN, "stt", "elevenlabs commit throttled", " min_gap_ms=%llu",
                    (unsigned long long)s->min_gap_ms);
         } else if (!strcmp(type, "input_error") || !strcmp(type, "chunk_size_exceeded")) {
@@ -508,7 +510,12 @@ static void on_timer(uv_timer_t *h) {
         char err[200];
         if (p == T_BACKOFF && connect_stream(s, err, sizeof err) < 0) fail(s, err);
         else if (p == T_SESSION) schedule_reconnect(s, "no session_started");
-        else if (p == T_RECOMMIT && s->written > (s->ncommits ? s->commits[s->ncommits - 1].at : s->acked)) {
+        else if (p == T_KEEPALIVE && s->ws && s->session) {
+            /* the service wants a message now and then, not a ping (the protocol notes) */
+            static const char ka[] = "{\"message_type\":\"input_audio_chunk\",\"audio_base_64\":\"\",\"commit\":false,\"sample_rate\":16000}";
+            qc_ws_client_send(s->ws, 1, ka, sizeof ka - 1);
+            arm(s, T_KEEPALIVE, KEEPALIVE_MS);
+        } else if (p == T_RECOMMIT && s->written > (s->ncommits ? s->commits[s->ncommits - 1].at : s->acked)) {
             add_commit(s, s->written);
             pump(s);
         }

@@ -7,6 +7,7 @@
  * sanitizers: every result has text, finals' words lie in order on the stream clock and
  * never before 0; a parsed URL has a host, a path starting with "/" and a port 1..65535.
  * The stream's connection never opens (port 1 on loopback): messages are handed in directly. */
+#define _POSIX_C_SOURCE 200809L
 #include <math.h>
 #include <string.h>
 #include <uv.h>
