@@ -67,6 +67,9 @@ typedef struct {
 } commit_mark;
 
 struct el_stream {
+    /* first: the layout of stt.h's stream struct on the audio branch, whose dispatch finds a
+     * stream's ops there */
+    const qc_stt_ops *ops;
     el_engine *e;
     qc_stt_callbacks cb;
     void *ud;
@@ -525,6 +528,8 @@ static void on_timer(uv_timer_t *h) {
 
 /* ---- the ops ---- */
 
+static const qc_stt_ops el_ops;
+
 static qc_stt_stream *el_open(qc_stt_engine *base, const qc_stt_callbacks *cb, void *ud, char *err, size_t errlen) {
     el_engine *e = (el_engine *)base;
     el_stream *s = calloc(1, sizeof *s);
@@ -540,6 +545,7 @@ static qc_stt_stream *el_open(qc_stt_engine *base, const qc_stt_callbacks *cb, v
         snprintf(err, errlen, "out of memory");
         return NULL;
     }
+    s->ops = &el_ops;
     s->e = e;
     s->cb = *cb;
     s->ud = ud;
@@ -641,6 +647,12 @@ static void el_free(qc_stt_engine *base) {
     free(e->url);
     free(e->api_key);
     free(e);
+}
+
+size_t qc_stt_elevenlabs_room(const qc_stt_stream *ss) {
+    const el_stream *s = (const el_stream *)ss;
+    if (s->failed || s->finishing || s->dead) return 0;
+    return RING_SAMPLES - (size_t)(s->written - s->acked);
 }
 
 static const qc_stt_ops el_ops = {
