@@ -99,7 +99,8 @@ static qc_ws_client *G_waiting; /* connections waiting for a context to finish d
 static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in, size_t len);
 
 static const struct lws_protocols protocols[] = {
-    {"qc-ws-client", callback, 0, 65536, 0, NULL, 0},
+    /* 8 KiB receive buffer a connection: larger messages arrive in pieces, joined here */
+    {"qc-ws-client", callback, 0, 8192, 0, NULL, 0},
     {NULL, NULL, 0, 0, 0, NULL, 0},
 };
 
