@@ -3,6 +3,7 @@
 // plain echo endpoint for the WebSocket client's own spec.
 //
 //   node fake_elevenlabs.js --port 0 --key KEY [--order plain-first|ts-first|alternate]
+//                           [--tls-cert FILE --tls-key FILE]   (wss:// and https:// instead)
 // Prints "listening <port>" on stdout when ready. Exits on SIGTERM/SIGINT or when a piped stdin closes.
 //
 // /v1/speech-to-text/realtime: the `xi-api-key` header (or `token` query) must equal --key, else the upgrade
@@ -41,6 +42,8 @@
 'use strict';
 
 const http = require('node:http');
+const https = require('node:https');
+const fs = require('node:fs');
 const crypto = require('node:crypto');
 const { parseArgs } = require('node:util');
 const { WebSocketServer } = require('ws');
@@ -52,6 +55,8 @@ const { values: opt } = parseArgs({
     key: { type: 'string', default: 'test-key' },
     order: { type: 'string', default: 'alternate' },
     host: { type: 'string', default: '127.0.0.1' },
+    'tls-cert': { type: 'string' },
+    'tls-key': { type: 'string' },
   },
 });
 
@@ -75,7 +80,7 @@ function json(res, status, body) {
   res.end(text);
 }
 
-const server = http.createServer((req, res) => {
+const onRequest = (req, res) => {
   let body = '';
   req.on('data', (d) => { body += d; });
   req.on('end', () => {
@@ -101,7 +106,10 @@ const server = http.createServer((req, res) => {
     }
     json(res, 404, { error: 'not found' });
   });
-});
+};
+const server = opt['tls-cert']
+  ? https.createServer({ cert: fs.readFileSync(opt['tls-cert']), key: fs.readFileSync(opt['tls-key']) }, onRequest)
+  : http.createServer(onRequest);
 
 function refuse(socket, status, text) {
   socket.write(`HTTP/1.1 ${status} ${text}\r\nContent-Type: application/json\r\nContent-Length: ${
