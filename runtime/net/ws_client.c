@@ -397,6 +397,11 @@ int qc_ws_url_parse(const char *url, qc_ws_url *u, char *err, size_t errlen) {
         hcopy++;
         hcopylen -= 2;
     }
+    if (hcopylen == 0) { /* "[]" (found by fuzz_elevenlabs) */
+        free(buf);
+        snprintf(err, errlen, "websocket url: bad host");
+        return -1;
+    }
     memcpy(buf, hcopy, hcopylen);
     buf[hcopylen] = 0;
     u->host = buf;
