@@ -11,7 +11,8 @@ static struct {
     int attached;
     uint64_t turn_ns; /* when this turn's first ingest message came; 0: none yet */
     uint64_t last_out_ns;
-    qc_latency_stats st;
+    uint64_t half_ns; /* when the current half started */
+    qc_latency_stats cur, prev;
 } lat;
 
 static uint64_t now_ns(void) {
@@ -32,10 +33,15 @@ static void on_prepare(uv_prepare_t *p) {
     (void)p;
     if (!lat.turn_ns) return;
     uint64_t d = lat.last_out_ns > lat.turn_ns ? lat.last_out_ns - lat.turn_ns : 0;
-    lat.st.turn_buckets[bucket(d)]++;
-    lat.st.turns++;
-    if (d > lat.st.turn_max_ns) lat.st.turn_max_ns = d;
+    lat.cur.turn_buckets[bucket(d)]++;
+    lat.cur.turns++;
+    if (d > lat.cur.turn_max_ns) lat.cur.turn_max_ns = d;
     lat.turn_ns = 0;
+    if (lat.last_out_ns - lat.half_ns >= QC_LATENCY_HALF_NS) {
+        lat.prev = lat.cur;
+        memset(&lat.cur, 0, sizeof lat.cur);
+        lat.half_ns = lat.last_out_ns;
+    }
 }
 
 int qc_latency_attach(uv_loop_t *loop) {
@@ -44,6 +50,7 @@ int qc_latency_attach(uv_loop_t *loop) {
     uv_unref((uv_handle_t *)&lat.prep); /* it must not keep the loop alive by itself */
     lat.attached = 1;
     lat.turn_ns = 0;
+    lat.half_ns = now_ns();
     return 0;
 }
 
@@ -62,12 +69,22 @@ void qc_latency_out(void) {
     if (!lat.turn_ns) return;
     uint64_t t = now_ns(), d = t - lat.turn_ns;
     lat.last_out_ns = t;
-    lat.st.buckets[bucket(d)]++;
-    lat.st.count++;
-    if (d > lat.st.max_ns) lat.st.max_ns = d;
+    lat.cur.buckets[bucket(d)]++;
+    lat.cur.count++;
+    if (d > lat.cur.max_ns) lat.cur.max_ns = d;
 }
 
-void qc_latency_get(qc_latency_stats *out) { memcpy(out, &lat.st, sizeof *out); }
+void qc_latency_get(qc_latency_stats *out) {
+    *out = lat.cur;
+    out->count += lat.prev.count;
+    out->turns += lat.prev.turns;
+    if (lat.prev.max_ns > out->max_ns) out->max_ns = lat.prev.max_ns;
+    if (lat.prev.turn_max_ns > out->turn_max_ns) out->turn_max_ns = lat.prev.turn_max_ns;
+    for (size_t b = 0; b < QC_LATENCY_BUCKETS; b++) {
+        out->buckets[b] += lat.prev.buckets[b];
+        out->turn_buckets[b] += lat.prev.turn_buckets[b];
+    }
+}
 
 double qc_latency_quantile(const uint64_t buckets[QC_LATENCY_BUCKETS], uint64_t count, double q) {
     if (count == 0) return 0;

@@ -4,8 +4,10 @@
  * them, and that wait is what grows with the number of tracks, so the clock starts at the
  * turn's first ingest message, not at each message. Also recorded: how long each such turn
  * stayed busy, which bounds how long bytes sat in the kernel before the turn that read them.
- * Always on once attached: one clock read per message and one per turn. Loop thread only;
- * one loop per process (the server's). */
+ * Always on once attached: one clock read per message and one per turn. The histograms
+ * cover the last 10 to 20 seconds (two 10 s halves, the older dropped as a new one starts),
+ * so a reader sees the present load, not the start-up. Loop thread only; one loop per
+ * process (the server's). */
 #ifndef QC_AUDIO_LATENCY_H
 #define QC_AUDIO_LATENCY_H
 
@@ -15,7 +17,9 @@
 /* Buckets: 10 us wide to 1 ms, then 1 ms wide to 100 ms, then one for the rest. */
 #define QC_LATENCY_FINE 100
 #define QC_LATENCY_BUCKETS (QC_LATENCY_FINE + 99 + 1)
+#define QC_LATENCY_HALF_NS 10000000000ull
 
+/* Over the last 10 to 20 s. */
 typedef struct {
     uint64_t count;                         /* messages measured */
     uint64_t max_ns;
