@@ -118,6 +118,26 @@ static int l_config(lua_State *L) {
     return 1;
 }
 
+/* qc.host.listen_address() -> host, port: where the HTTP server listens, with the port it
+ * bound (the configured one may be 0); in scripts, the configured address. */
+static int l_listen_address(lua_State *L) {
+    qc_host *h = qc_bindings_host(L);
+    lua_pushstring(L, qc_host_config(h)->listen_host);
+    lua_pushinteger(L, qc_host_bound_port(h));
+    return 2;
+}
+
+/* qc.host.shared(name) -> a table of this process, the same for every call with that name
+ * from any policy generation: state that must survive a reload (the live sockets' rooms),
+ * where a scripts/lib module, loaded once per generation, would otherwise start empty. */
+static int l_shared(lua_State *L) {
+    luaL_checkstring(L, 1);
+    lua_settop(L, 1);
+    luaL_getsubtable(L, LUA_REGISTRYINDEX, "qc.host.shared");
+    luaL_getsubtable(L, 2, lua_tostring(L, 1));
+    return 1;
+}
+
 /* qc.host.is_admin(peer_ip, bearer_token_or_nil): loopback callers, or the admin key. */
 static int l_is_admin(lua_State *L) {
     const char *peer = luaL_checkstring(L, 1);
@@ -215,6 +235,8 @@ int luaopen_qc_host(lua_State *L) {
                                    {"check_api_key", l_check_api_key},
                                    {"health", l_health},
                                    {"error_body", l_error_body},
+                                   {"listen_address", l_listen_address},
+                                   {"shared", l_shared},
                                    {NULL, NULL}};
     luaL_newlib(L, fns);
     return 1;

@@ -19,6 +19,9 @@ local service = require "qc.handlers.service"
 local admin = require "qc.handlers.admin"
 local rooms = require "qc.handlers.rooms"
 local webhooks = require "qc.handlers.webhooks"
+local ingest = require "qc.handlers.ingest"
+local live = require "qc.handlers.live"
+local transcripts = require "qc.handlers.transcripts"
 local auth = require "qc.auth"
 
 return {
@@ -31,4 +34,9 @@ return {
   { "GET", "/rooms/{room}/participants", auth.required(rooms.participants) },
   { "DELETE", "/rooms/{room}", auth.required(rooms.delete) },
   { "POST", "/webhooks/livekit", webhooks.livekit },
+  -- Audio: the signed token in the URL is ingest's only key (Egress sends no header); the
+  -- live socket takes the participant's own LiveKit token or an API key (handlers/live.lua).
+  { "GET", "/ingest", ingest.ingest },
+  { "GET", "/rooms/{room}/live", live.live },
+  { "GET", "/rooms/{room}/transcript", auth.required(transcripts.transcript) },
 }

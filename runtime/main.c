@@ -11,10 +11,12 @@
 #include <uv.h>
 
 #include "config.h"
+#include "audio/ingest.h"
 #include "host/host.h"
 #include "net/http_server.h"
 #include "log.h"
 #include "store/store.h"
+#include "audio/transcribe.h"
 
 #ifndef QC_VERSION
 #define QC_VERSION "0.0.0"
@@ -30,6 +32,7 @@ static const char *usage_text =
     "  reload             make a running server reload its policies\n"
     "  check              load and check every policy without serving\n"
     "  token              print a LiveKit access token\n"
+    "  transcribe FILES   speech to text of WAV files, one track per speaker\n"
     "\n"
     "options:\n"
     "  --help             show help (also after a command: quantcoach serve --help)\n"
@@ -151,6 +154,7 @@ typedef struct {
     uv_loop_t *loop;
     qc_host *host;
     qc_http_server *srv;
+    qc_ingest_hub *hub; /* the STT engine every ingest track shares */
     uv_signal_t sigint, sigterm, sighup;
     uv_prepare_t log_flush;
     uv_timer_t stop_timer;
@@ -168,6 +172,9 @@ static void flush_logs(uv_prepare_t *p) {
 static void finish_stop(server_state *s) {
     size_t left = qc_http_server_inflight(s->srv);
     if (left) qc_log(QC_LOG_WARN, "server", "stop deadline passed", " unanswered=%zu", left);
+    /* Before the host: no transcript event may reach a Lua state that is gone. */
+    qc_ingest_hub_free(s->hub);
+    s->hub = NULL;
     qc_host_free(s->host); /* answers what is still running with 503 */
     s->host = NULL;
     qc_host_close_owned_handles(s->loop);
@@ -223,8 +230,20 @@ static int cmd_serve(qc_config *cfg) {
         fprintf(stderr, "quantcoach: %s\n", err);
         return 1;
     }
+    qc_stt_config stt = {.engine = cfg->stt_engine, .model_dir = cfg->stt_model, .url = cfg->elevenlabs_url,
+                         .api_key = cfg->elevenlabs_api_key, .language = "en"};
+    s.hub = qc_ingest_hub_new(&loop, &stt, cfg->resample_quality, err, sizeof err);
+    if (!s.hub) {
+        fprintf(stderr, "quantcoach: stt engine %s: %s\n", cfg->stt_engine, err);
+        qc_host_free(s.host);
+        qc_host_drain_loop(&loop);
+        uv_loop_close(&loop);
+        return 1;
+    }
+    qc_ingest_hub_set_default(s.hub);
     if (qc_host_reload(s.host, err, sizeof err) < 0) {
         fprintf(stderr, "quantcoach: policies rejected: %s\n", err);
+        qc_ingest_hub_free(s.hub);
         qc_host_free(s.host);
         qc_host_drain_loop(&loop);
         uv_loop_close(&loop);
@@ -247,6 +266,7 @@ static int cmd_serve(qc_config *cfg) {
         uv_loop_close(&loop);
         return 1;
     }
+    qc_host_set_bound_port(s.host, qc_http_server_port(s.srv));
 
     uv_signal_init(&loop, &s.sigint);
     uv_signal_init(&loop, &s.sigterm);
@@ -270,6 +290,7 @@ static int cmd_serve(qc_config *cfg) {
     uv_run(&loop, UV_RUN_DEFAULT);
     qc_log_set_buffered(0);
 
+    qc_ingest_hub_free(s.hub);
     if (s.host) qc_host_free(s.host);
     qc_http_server_free(s.srv);
     qc_host_drain_loop(&loop);
@@ -387,6 +408,13 @@ int main(int argc, char **argv) {
         if (argv[2][0] == '-' && argv[2][1]) return usage_error("run", "unknown option ", argv[2]);
         if ((rc = load_config(&cfg))) return rc;
         return run_lua(&cfg, argv[2], argc - 3, argv + 3);
+    }
+    if (strcmp(cmd, "transcribe") == 0) {
+        qc_transcribe_opts o;
+        if ((rc = qc_transcribe_parse(argc - 2, argv + 2, &o))) return rc;
+        if (o.help) return fputs(qc_transcribe_help, stdout), 0;
+        if ((rc = load_config(&cfg))) return rc;
+        return qc_transcribe_run(&o, &cfg);
     }
     if (strcmp(cmd, "reload") == 0 || strcmp(cmd, "token") == 0) {
         if ((rc = load_config(&cfg))) return rc;

@@ -55,6 +55,8 @@ struct qc_task {
     int waiting;
     int running;
     qc_http_exchange *ex; /* request tasks: where the answer goes */
+    const void *req;      /* request tasks: the request table (qc_host_take_exchange checks it) */
+    int taken;            /* the exchange was taken over (a WebSocket): the task answers nothing */
     int is_script;
     int is_detached; /* started by qc.host.spawn: nobody waits for its results */
     int done;
@@ -104,6 +106,7 @@ struct qc_barrier {
 struct qc_host {
     uv_loop_t *loop;
     qc_config cfg;
+    int bound_port; /* the port the HTTP server bound (serve), 0 until main says */
     qc_host_mode mode;
     lua_State *L;
     size_t mem_used;
@@ -430,6 +433,8 @@ static qc_task *task_new(qc_host *h) {
     }
     t->waiting = t->running = t->done = t->is_script = t->is_detached = 0;
     t->ex = NULL;
+    t->req = NULL;
+    t->taken = 0;
     t->script_status = 0;
     t->hold = NULL;
     t->joined = NULL;
@@ -740,6 +745,23 @@ static void task_step(qc_task *t, int nargs) {
         finish_script(t, st, nres);
         return; /* run_script releases it */
     }
+    if (t->taken) { /* its connection belongs to someone else now: nothing to answer */
+        if (st != LUA_OK) {
+            const char *msg = lua_tostring(t->co, -1);
+            luaL_traceback(h->L, t->co, msg ? msg : "(error object is not a string)", 0);
+            qc_log(QC_LOG_ERROR, "host", "handler failed after taking its connection over", " error=\"%s\"",
+                   lua_tostring(h->L, -1));
+            lua_pop(h->L, 1);
+        }
+        struct hold *r = t->hold;
+        t->hold = NULL;
+        if (r) {
+            if (r->waits > 0) r->state = HOLD_ANSWERED; /* freed at the last pass */
+            else free(r);
+        }
+        task_release(t, st == LUA_OK);
+        return;
+    }
     /* Request task: path and origin come from the exchange, which owns them until the
      * answer is sent (the handler may have changed the request table). */
     const char *path = t->ex ? qc_http_exchange_path(t->ex) : "?";
@@ -973,7 +995,28 @@ void qc_host_handle_http(void *ud, qc_http_exchange *ex, const qc_http_incoming 
         lua_setfield(co, -2, req->headers[i].name);
     }
     lua_setfield(co, -2, "headers");
+    if (req->websocket) {
+        lua_pushboolean(co, 1);
+        lua_setfield(co, -2, "websocket");
+        lua_pushcfunction(co, qc_ws_server_accept);
+        lua_setfield(co, -2, "accept_websocket");
+    }
+    t->req = lua_topointer(co, -1);
     task_step(t, 2);
+}
+
+qc_http_exchange *qc_host_take_exchange(lua_State *L, int req_index) {
+    qc_task *t = qc_task_current(L);
+    if (!t || !t->ex || t->taken || !lua_istable(L, req_index) || lua_topointer(L, req_index) != t->req) return NULL;
+    qc_http_exchange *ex = t->ex;
+    t->ex = NULL;
+    t->taken = 1;
+    /* Tells dispatch (scripts/lib/qc/generation.lua) that there is no answer to return. */
+    req_index = lua_absindex(L, req_index);
+    lua_pushliteral(L, "upgraded");
+    lua_pushboolean(L, 1);
+    lua_rawset(L, req_index);
+    return ex;
 }
 
 /* ---- generations -------------------------------------------------------------------- */
@@ -1028,6 +1071,8 @@ const char *qc_host_reload_error(qc_host *h) { return h->reload_error; }
 double qc_host_started_at(qc_host *h) { return h->started_at; }
 const qc_config *qc_host_config(qc_host *h) { return &h->cfg; }
 uv_loop_t *qc_host_loop(qc_host *h) { return h->loop; }
+void qc_host_set_bound_port(qc_host *h, int port) { h->bound_port = port; }
+int qc_host_bound_port(qc_host *h) { return h->bound_port ? h->bound_port : h->cfg.listen_port; }
 
 qc_http_client *qc_host_http_client(qc_host *h) {
     if (!h->http) {
@@ -1137,6 +1182,8 @@ static void close_reclaim_timer(uv_timer_t **timer) {
 
 void qc_host_free(qc_host *h) {
     if (!h) return;
+    /* WebSockets whose handlers are Lua functions: closed (1001) and cut loose first. */
+    qc_ws_server_host_closing(h);
     if (h->http) qc_http_client_close(h->http);
     h->http = NULL;
     close_reclaim_timer(&h->reclaim);

@@ -24,6 +24,12 @@ const qc_config *qc_host_config(qc_host *h);
 /* The loop the host runs on (bindings that schedule work of their own). */
 uv_loop_t *qc_host_loop(qc_host *h);
 
+/* The port the HTTP server is bound to: serve sets it once it listens (it differs from the
+ * configured one when that was 0); until then, and in scripts, the configured port. URLs
+ * that name this server (the ingest URL handed to LiveKit's egress) need the bound one. */
+void qc_host_set_bound_port(qc_host *h, int port);
+int qc_host_bound_port(qc_host *h);
+
 /* Builds a fresh policy generation and, if every check passes, makes it the live one.
  * On failure the old generation stays and err holds "file:line: message". */
 int qc_host_reload(qc_host *h, char *err, size_t errlen);
@@ -54,6 +60,13 @@ int qc_host_spawn(qc_host *h, lua_State *L, int first);
  * poll; and the error the budget's hook raises, raised from C (never returns). */
 int qc_host_budget_exceeded(lua_State *L);
 int qc_host_budget_error(lua_State *L);
+
+/* For bindings that take a request's connection over entirely (a WebSocket: qc.audio's
+ * ingest, req:accept_websocket): detaches the exchange from the running request task, so
+ * the task's return answers nothing; the caller must answer or upgrade it. L must be the
+ * request's own task and req_index its request table; NULL otherwise, or when the request
+ * is already answered or taken. Marks the table `upgraded = true`. */
+qc_http_exchange *qc_host_take_exchange(lua_State *L, int req_index);
 
 /* Closes the handles bindings own (sleep timers and such) so none can fire into a freed
  * task; call right after qc_host_free when the loop keeps running. */

@@ -36,6 +36,7 @@
 
 #include "chunked.h"
 #include "http_error.h"
+#include "websocket.h"
 #include "../log.h"
 
 #define MAX_HEADERS 96
@@ -81,6 +82,7 @@ enum conn_state {
     C_RECV,   /* receiving a request: the request deadline runs */
     C_BUSY,   /* a request is with the handler */
     C_LINGER, /* closing answer queued: we shut down our side and drop what still comes */
+    C_UPGRADED, /* a WebSocket: bytes go to its owner (qc_http_upgrade_ops), no HTTP here */
 };
 
 typedef struct {
@@ -98,6 +100,7 @@ struct qc_http_server {
     int shut;
     size_t nlive, max_conns; /* connections not yet closing, and their cap */
     conn_list idle, recv, other; /* idle and recv in age order: the eviction candidates */
+    conn_list upgraded;          /* never evicted; told to say goodbye at shutdown */
     uint64_t last_cap_log, last_accept_log;
     size_t accept_errors;
     size_t evicted, refused;
@@ -124,7 +127,11 @@ struct conn {
     int reading, eof, closing, in_process, continue_busy;
     int used; /* a byte has arrived on this connection */
     int extensions; /* deadlines added to the current request's (on_timer) */
+    int ws_pending; /* an upgrade request is with the handler: read nothing until it decides */
+    const qc_http_upgrade_ops *up; /* C_UPGRADED: the owner */
+    void *up_ud;
     int fail_status; /* set by a parser callback that refuses the request */
+    int fail_426;    /* ... with Sec-WebSocket-Version: 13 in the answer */
     const char *fail_code, *fail_msg;
     /* head_scan's state: the checks http-parser skips as Debian builds it */
     int scan_cr, scan_first_done;
@@ -142,6 +149,7 @@ struct qc_http_exchange {
     qc_http_server *srv;
     conn *conn; /* NULL once the connection is gone */
     int dispatched, responded, close_after, head, value_last;
+    int websocket; /* a valid WebSocket upgrade request (ws_check) */
     int body_mode; /* BODY_NONE, BODY_LENGTH or BODY_CHUNKED, from check_framing */
     int in_body, body_done, too_large;
     uint64_t remaining; /* BODY_LENGTH: bytes still to come */
@@ -299,6 +307,10 @@ static void set_state(conn *c, enum conn_state st) {
         list_append(&srv->other, c);
         uv_timer_start(&c->timer, on_timer, LINGER_MS, 0);
         break;
+    case C_UPGRADED:
+        list_append(&srv->upgraded, c);
+        uv_timer_stop(&c->timer); /* the owner arms it */
+        break;
     }
 }
 
@@ -309,6 +321,7 @@ static void on_closed(uv_handle_t *h) {
         return;
     }
     buf_release(&c->in, &c->in_cap);
+    if (c->up && c->up->on_closed) c->up->on_closed(c->up_ud);
     free(c);
 }
 
@@ -354,6 +367,7 @@ static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
 }
 
 static void reading(conn *c, int on) {
+    if (on && c->ws_pending) return; /* the upgrade's handler has not decided yet */
     if (on && !c->reading && !c->eof && !c->closing) {
         if (uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read) == 0) c->reading = 1;
     } else if (!on && c->reading) {
@@ -476,6 +490,7 @@ static const char *reason(int status) {
     case 405: return "Method Not Allowed";
     case 408: return "Request Timeout";
     case 409: return "Conflict";
+    case 426: return "Upgrade Required";
     case 413: return "Content Too Large";
     case 414: return "URI Too Long";
     case 422: return "Unprocessable Content";
@@ -582,6 +597,7 @@ static void on_written(uv_write_t *req, int status) {
     c->writes--;
     if (c->closing) return;
     if (c->state == C_LINGER) return; /* the shutdown follows the write */
+    if (c->state == C_UPGRADED) return; /* the 101's remainder: nothing to parse after it */
     /* Parsing paused while answers queued up (or the client half-closed): go on. */
     process(c);
 }
@@ -635,11 +651,11 @@ void qc_http_exchange_respond(qc_http_exchange *ex, int status, const qc_http_he
     if (!c->in_process) process(c);
 }
 
-static void respond_error(qc_http_exchange *ex, int status, const char *code, const char *msg) {
+static void respond_error(qc_http_exchange *ex, int status, const char *code, const char *msg, int ws_version) {
     char body[QC_HTTP_ERROR_MAX];
     size_t n = qc_http_error_json(body, sizeof body, code, msg, NULL);
-    qc_http_header h[] = {{"content-type", "application/json"}};
-    qc_http_exchange_respond(ex, status, h, 1, body, n);
+    qc_http_header h[] = {{"content-type", "application/json"}, {"sec-websocket-version", "13"}};
+    qc_http_exchange_respond(ex, status, h, ws_version ? 2 : 1, body, n);
 }
 
 /* The exchange of the request being received, made when its first byte comes; NULL when
@@ -654,7 +670,7 @@ static qc_http_exchange *conn_exchange(conn *c) {
 
 /* Refuses the request being received with an error, then closes: after a framing error the
  * rest of the input cannot be trusted to start a request. */
-static void fail(conn *c, int status, const char *code, const char *msg) {
+static void fail(conn *c, int status, const char *code, const char *msg, int ws_version) {
     if (c->ex && c->ex->dispatched) return;
     qc_http_exchange *ex = conn_exchange(c);
     if (!ex) {
@@ -662,31 +678,31 @@ static void fail(conn *c, int status, const char *code, const char *msg) {
         return;
     }
     ex->close_after = 1;
-    respond_error(ex, status, code, msg);
+    respond_error(ex, status, code, msg, ws_version);
 }
 
 static void fail_parse(conn *c) {
     if (c->fail_status) {
-        fail(c, c->fail_status, c->fail_code, c->fail_msg);
+        fail(c, c->fail_status, c->fail_code, c->fail_msg, c->fail_426);
         return;
     }
     enum http_errno e = HTTP_PARSER_ERRNO(&c->parser);
     switch (e) {
     case HPE_HEADER_OVERFLOW:
-        fail(c, 431, "HEADERS_TOO_LARGE", "request header fields are too large");
+        fail(c, 431, "HEADERS_TOO_LARGE", "request header fields are too large", 0);
         return;
     case HPE_INVALID_CONTENT_LENGTH:
     case HPE_UNEXPECTED_CONTENT_LENGTH:
-        fail(c, 400, "BAD_REQUEST", "invalid or conflicting Content-Length");
+        fail(c, 400, "BAD_REQUEST", "invalid or conflicting Content-Length", 0);
         return;
     case HPE_INVALID_TRANSFER_ENCODING:
-        fail(c, 400, "BAD_REQUEST", "Transfer-Encoding must end in chunked");
+        fail(c, 400, "BAD_REQUEST", "Transfer-Encoding must end in chunked", 0);
         return;
     case HPE_INVALID_CHUNK_SIZE:
-        fail(c, 400, "BAD_REQUEST", "malformed chunked request body");
+        fail(c, 400, "BAD_REQUEST", "malformed chunked request body", 0);
         return;
     default:
-        fail(c, 400, "BAD_REQUEST", "malformed HTTP request");
+        fail(c, 400, "BAD_REQUEST", "malformed HTTP request", 0);
         return;
     }
 }
@@ -698,6 +714,7 @@ static qc_http_exchange *cur(http_parser *p) { return ((conn *)p->data)->ex; }
 static int refuse(http_parser *p, int status, const char *code, const char *msg) {
     conn *c = p->data;
     c->fail_status = status;
+    c->fail_426 = status == 426;
     c->fail_code = code;
     c->fail_msg = msg;
     return -1;
@@ -978,6 +995,52 @@ static int build_request(http_parser *p, qc_http_exchange *ex) {
     return 0;
 }
 
+/* Does a header value, a comma-separated token list, hold `token` (any case)? */
+static int has_token(const char *v, const char *token) {
+    size_t tl = strlen(token);
+    while (*v) {
+        while (*v == ' ' || *v == '\t' || *v == ',') v++;
+        const char *s = v;
+        while (*v && *v != ',') v++;
+        size_t n = (size_t)(v - s);
+        while (n && (s[n - 1] == ' ' || s[n - 1] == '\t')) n--;
+        if (n == tl && strncasecmp(s, token, tl) == 0) return 1;
+    }
+    return 0;
+}
+
+/* Every value of a header (it may be repeated) searched for a token. */
+static int any_has_token(const qc_http_exchange *ex, const char *name, const char *token) {
+    for (size_t i = 0; i < ex->nheaders; i++)
+        if (strcmp(ex->headers[i].name, name) == 0 && has_token(ex->headers[i].value, token)) return 1;
+    return 0;
+}
+
+/* RFC 6455 4.2.1: a request that asks for a WebSocket gets one only with a complete
+ * handshake; a broken one is answered here (400, or 426 naming the version we speak), so
+ * the handler sees req->websocket only when qc_ws_accept can answer it. Either way the
+ * connection ends with this request: nothing pipelined behind an upgrade is read. */
+static int ws_check(http_parser *p, qc_http_exchange *ex) {
+    if (!any_has_token(ex, "upgrade", "websocket")) return 0;
+    ex->close_after = 1;
+    if (p->method != HTTP_GET)
+        return refuse(p, 400, "BAD_WEBSOCKET_HANDSHAKE", "a WebSocket upgrade must be a GET request");
+    if (p->http_major != 1 || p->http_minor < 1)
+        return refuse(p, 400, "BAD_WEBSOCKET_HANDSHAKE", "a WebSocket upgrade needs HTTP/1.1");
+    if (!any_has_token(ex, "connection", "upgrade"))
+        return refuse(p, 400, "BAD_WEBSOCKET_HANDSHAKE", "a WebSocket upgrade needs Connection: Upgrade");
+    const char *version = qc_http_exchange_header(ex, "sec-websocket-version");
+    if (!version || strcmp(version, "13") != 0)
+        return refuse(p, 426, "UPGRADE_REQUIRED", "Sec-WebSocket-Version must be 13");
+    const char *key = qc_http_exchange_header(ex, "sec-websocket-key");
+    if (!key || !qc_ws_key_valid(key))
+        return refuse(p, 400, "BAD_WEBSOCKET_HANDSHAKE", "Sec-WebSocket-Key must be the base64 of 16 bytes");
+    if (ex->body_mode != BODY_NONE)
+        return refuse(p, 400, "BAD_WEBSOCKET_HANDSHAKE", "a WebSocket upgrade request has no body");
+    ex->websocket = 1;
+    return 0;
+}
+
 static const char continue_line[] = "HTTP/1.1 100 Continue\r\n\r\n";
 
 static void on_continue_written(uv_write_t *req, int status) {
@@ -999,6 +1062,7 @@ static int on_headers_complete(http_parser *p) {
     if (declared && grow(&ex->body, &ex->body_cap, (size_t)declared + 1) < 0)
         return refuse(p, 413, "PAYLOAD_TOO_LARGE", "request body cannot be held");
     if (!http_should_keep_alive(p) || p->upgrade) ex->close_after = 1;
+    if (ws_check(p, ex) < 0) return -1;
     /* curl and others wait a second for this before sending a body. */
     const char *expect = qc_http_exchange_header(ex, "expect");
     if (expect && strcasecmp(expect, "100-continue") == 0 && (declared || chunked) && p->http_minor >= 1 &&
@@ -1101,7 +1165,14 @@ static void dispatch(conn *c) {
         .body = ex->body_len ? ex->body : "",
         .body_len = ex->body_len,
         .peer = ex->peer,
+        .websocket = ex->websocket,
     };
+    /* An upgrade's handler may take its time: nothing is read meanwhile, so what the client
+     * sends after its head waits in the socket (or in c->in) for the new owner. */
+    if (ex->websocket) {
+        c->ws_pending = 1;
+        reading(c, 0);
+    }
     ex->dispatched = 1;
     c->srv->inflight++;
     set_state(c, C_BUSY);
@@ -1184,7 +1255,7 @@ static void parse_input(conn *c, const char *data, size_t len) {
         /* The client has said all it will. Answers still owed go out, then we close. */
         if (waiting) return;
         if (c->ex) { /* a request cut short */
-            fail(c, 400, "BAD_REQUEST", "the request ended before it was complete");
+            fail(c, 400, "BAD_REQUEST", "the request ended before it was complete", 0);
             return;
         }
         if (c->writes) conn_linger(c);
@@ -1196,11 +1267,106 @@ static void parse_input(conn *c, const char *data, size_t len) {
 
 static void process(conn *c) { parse_input(c, NULL, 0); }
 
+/* ---- upgraded connections ------------------------------------------------------------- */
+
+/* Hands the owner what was read before the upgrade and kept in c->in. */
+static void upgraded_flush(conn *c) {
+    if (c->in_len <= c->in_start || c->closing) return;
+    uint8_t *d = (uint8_t *)c->in + c->in_start;
+    size_t n = c->in_len - c->in_start;
+    c->in_start = c->in_len = 0; /* the buffer stays ours until released below */
+    char *held = c->in;
+    size_t cap = c->in_cap;
+    c->in = NULL;
+    c->in_cap = 0;
+    c->up->on_read(c->up_ud, d, n);
+    buf_release(&held, &cap);
+}
+
+static void upgraded_read(conn *c, ssize_t nread, const uv_buf_t *buf) {
+    if (nread < 0) {
+        reading(c, 0);
+        c->eof = 1;
+        upgraded_flush(c);
+        if (!c->closing) c->up->on_end(c->up_ud, (int)nread);
+        return;
+    }
+    if (c->in_len > c->in_start) { /* input from before the upgrade goes first, in order */
+        if (keep_input(c, buf->base, (size_t)nread) < 0) {
+            conn_close(c);
+            return;
+        }
+        upgraded_flush(c);
+        return;
+    }
+    c->up->on_read(c->up_ud, (uint8_t *)buf->base, (size_t)nread);
+}
+
+qc_http_conn *qc_http_exchange_upgrade(qc_http_exchange *ex, const char *head, size_t head_len,
+                                       const qc_http_upgrade_ops *ops, void *ud) {
+    if (ex->responded) return NULL;
+    ex->responded = 1;
+    access_log(ex, 101);
+    conn *c = ex->conn;
+    if (!c || c->closing) {
+        exchange_free(ex);
+        return NULL;
+    }
+    if (c->ex == ex) c->ex = NULL;
+    c->ws_pending = 0;
+    if (grow(&ex->out, &ex->out_cap, head_len) < 0) {
+        exchange_free(ex);
+        conn_close(c);
+        return NULL;
+    }
+    memcpy(ex->out, head, head_len);
+    ex->out_len = head_len;
+    uv_buf_t b = uv_buf_init(ex->out, (unsigned)head_len);
+    int w = uv_try_write((uv_stream_t *)&c->tcp, &b, 1);
+    if (w == (int)head_len) {
+        exchange_free(ex);
+    } else if (w >= 0 || w == UV_EAGAIN) {
+        /* The rest goes first in the stream's write queue: frames written after it wait. */
+        if (w > 0) b = uv_buf_init(ex->out + w, (unsigned)(head_len - (size_t)w));
+        ex->wreq.data = ex;
+        if (uv_write(&ex->wreq, (uv_stream_t *)&c->tcp, &b, 1, on_written) < 0) w = UV_EPIPE;
+        else c->writes++;
+    }
+    if (w < 0 && w != UV_EAGAIN) {
+        ex->conn = NULL;
+        exchange_free(ex);
+        conn_close(c);
+        return NULL;
+    }
+    c->up = ops;
+    c->up_ud = ud;
+    set_state(c, C_UPGRADED);
+    reading(c, 1);
+    return (qc_http_conn *)c;
+}
+
+uv_stream_t *qc_http_conn_stream(qc_http_conn *hc) { return (uv_stream_t *)&((conn *)hc)->tcp; }
+
+void qc_http_conn_timer(qc_http_conn *hc, uint64_t ms) {
+    conn *c = (conn *)hc;
+    if (!c->closing) uv_timer_start(&c->timer, on_timer, ms, 0);
+}
+
+void qc_http_conn_read(qc_http_conn *hc, int on) { reading((conn *)hc, on); }
+
+void qc_http_conn_close(qc_http_conn *hc) { conn_close((conn *)hc); }
+
+const char *qc_http_conn_peer(const qc_http_conn *hc) { return ((const conn *)hc)->peer; }
+
 static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
     conn *c = s->data;
     qc_http_server *srv = c->srv;
     if (buf->base == srv->readbuf) srv->readbuf_busy = 0;
     if (nread == 0 || c->closing) return;
+    if (c->state == C_UPGRADED) {
+        upgraded_read(c, nread, buf);
+        return;
+    }
     if (nread < 0) {
         reading(c, 0);
         if (nread != UV_EOF) {
@@ -1262,12 +1428,16 @@ static void on_timer(uv_timer_t *t) {
             conn_close(c);
             break;
         }
-        fail(c, 408, "REQUEST_TIMEOUT", "the request took too long to arrive");
+        fail(c, 408, "REQUEST_TIMEOUT", "the request took too long to arrive", 0);
         break;
     case C_LINGER:
         conn_close(c);
         break;
     case C_BUSY:
+        break;
+    case C_UPGRADED:
+        upgraded_flush(c);
+        if (!c->closing && c->up->on_timer) c->up->on_timer(c->up_ud);
         break;
     }
 }
@@ -1375,6 +1545,12 @@ void qc_http_server_shutdown(qc_http_server *s) {
     if (!s || s->shut) return;
     qc_http_server_stop_accepting(s);
     s->shut = 1;
+    /* WebSockets first: each says goodbye (1001) before its socket closes. */
+    while (s->upgraded.head) {
+        conn *c = s->upgraded.head;
+        if (c->up->on_stop) c->up->on_stop(c->up_ud);
+        conn_close(c);
+    }
     close_list(&s->idle);
     close_list(&s->recv);
     close_list(&s->other);

@@ -66,7 +66,9 @@ typedef struct {
 
 qc_stt_engine *qc_stt_engine_new(uv_loop_t *loop, const qc_stt_config *cfg, char *err, size_t errlen);
 
-/* Opens a stream; callbacks run on the loop thread with ud. NULL with err on failure. */
+/* Opens a stream; callbacks run on the loop thread with ud, never from inside this call. The
+ * stream is READY when it returns unless on_state later says otherwise (a network engine
+ * reports CONNECTING, then READY). NULL with err on failure. */
 qc_stt_stream *qc_stt_stream_open(qc_stt_engine *e, const qc_stt_callbacks *cb, void *ud, char *err,
                                   size_t errlen);
 
@@ -81,6 +83,11 @@ void qc_stt_stream_finish(qc_stt_stream *s);
 
 /* Drops the stream without waiting for results: no callback is made after this returns. */
 void qc_stt_stream_abort(qc_stt_stream *s);
+
+/* Samples the stream's buffer can take now; SIZE_MAX when the engine does not bound it. A
+ * producer that can wait (quantcoach transcribe) writes only what fits; a live one (ingest)
+ * writes anyway and lets the excess count as dropped. */
+size_t qc_stt_stream_room(const qc_stt_stream *s);
 
 void qc_stt_engine_stats(const qc_stt_engine *e, qc_stt_stats *out);
 
@@ -98,10 +105,16 @@ typedef struct {
     void (*abort)(qc_stt_stream *s);
     void (*stats)(const qc_stt_engine *e, qc_stt_stats *out);
     void (*free)(qc_stt_engine *e);
+    size_t (*room)(const qc_stt_stream *s); /* optional (NULL: unbounded) */
 } qc_stt_ops;
 
 struct qc_stt_engine {
     const qc_stt_ops *ops; /* first member: each engine's own struct starts with this one */
+};
+
+/* Likewise every engine's stream struct starts with this one, so stt.c finds its ops. */
+struct qc_stt_stream {
+    const qc_stt_ops *ops;
 };
 
 qc_stt_engine *qc_stt_null_new(uv_loop_t *loop, const qc_stt_config *cfg, char *err, size_t errlen);

@@ -80,7 +80,12 @@ function M.check.speakers(p, path, gen, at)
   if type(p.transcribe) ~= "function" then error(at("transcribe") .. ": transcribe must be a function", 0) end
   if not gen.policies.roles then return end -- roles.lua loads first (files load in name order)
   for i, ex in ipairs(p.examples or {}) do
-    local role = p.role(ex.participant)
+    -- role(participant, issued_role): an example names the issued role in its participant.
+    local role = p.role(ex.participant, ex.participant.issued_role)
+    if ex.role ~= nil and role ~= (ex.role or nil) then
+      error(("%s: example %d: role returned %s, expected %s"):format(
+        at("examples", i), i, tostring(role), tostring(ex.role or nil)), 0)
+    end
     local got = p.transcribe(ex.participant, ex.track, role)
     if type(got) ~= "boolean" then
       error(("%s: example %d: transcribe must return true or false"):format(at("examples", i), i), 0)

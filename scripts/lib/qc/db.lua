@@ -115,6 +115,14 @@ local MIGRATIONS = {
   ) WITHOUT ROWID;
   CREATE INDEX IF NOT EXISTS events_room_time ON events (room, kind, start_s);
   ]],
+  -- 3: what the speakers policy needs of a participant when a track_* webhook names it by
+  -- identity alone: its kind (AGENT, EGRESS, ...), metadata and attributes (JSON object
+  -- text), kept from its participant_joined.
+  [[
+  ALTER TABLE participants ADD COLUMN kind TEXT;
+  ALTER TABLE participants ADD COLUMN metadata TEXT;
+  ALTER TABLE participants ADD COLUMN attributes TEXT;
+  ]],
 }
 M.SCHEMA_VERSION = 1 + #MIGRATIONS
 

@@ -528,6 +528,9 @@ function M.dispatch(gen, req)
   local status, headers, out = handler(req)
   -- A route's own function that called no sealed handler leaves the permit unused.
   if permit[1] == co then permit[1] = nil end
+  -- A handler that accepted a WebSocket upgrade (req:accept_websocket) has answered it with
+  -- the 101 already: C took the connection over and marked the request.
+  if rawget(req, "upgraded") then return end
   if math.type(status) ~= "integer" then
     error(("handler for %s %s returned status %s, not an integer"):format(req.method, req.path, tostring(status)))
   end

@@ -1,4 +1,4 @@
--- LiveKit: access tokens and the RoomService client (Twirp JSON over qc.fetch).
+-- LiveKit: access tokens, the RoomService client and the Egress client (Twirp JSON over qc.fetch).
 -- Wire facts: shared/protocols/livekit.md. Errors are raised as qc.errors tables:
 -- room not found -> 404, LiveKit unreachable -> 503 (with the URL tried), bad credentials -> 502.
 local cjson = require "cjson"
@@ -60,27 +60,52 @@ local ISS_JSON = cjson.encode(settings.key)
 -- more than the rest of the claims' concatenation.
 local times_at, times_ttl, head_text, nbf_text, times_exp
 
+-- '"attributes":{"role":"candidate"},' for an attributes table (string -> string), keys
+-- sorted; cached per table, so a caller that passes the same table (one per role) pays once.
+local attribute_fragments = setmetatable({}, { __mode = "k" })
+
+local function attribute_fragment(attrs)
+  if attrs == nil then return "" end
+  local f = attribute_fragments[attrs]
+  if f then return f end
+  local keys = {}
+  for k, v in pairs(attrs) do
+    assert(type(k) == "string" and type(v) == "string", "livekit.access_token: attributes must map strings to strings")
+    keys[#keys + 1] = k
+  end
+  if #keys == 0 then f = "" else
+    table.sort(keys)
+    local parts = {}
+    for i, k in ipairs(keys) do parts[i] = cjson.encode(k) .. ":" .. cjson.encode(attrs[k]) end
+    f = '"attributes":{' .. table.concat(parts, ",") .. "},"
+  end
+  attribute_fragments[attrs] = f
+  return f
+end
+
 ---An access token for a participant: valid from now for ttl seconds, or from nbf to exp
----when both are given (LiveKit refuses it before nbf, with 60 s of leeway).
----@param o { identity: string, name: string|nil, metadata: string|nil, room: string, grants: table, ttl: integer, nbf: integer|nil, exp: integer|nil }
+---when both are given (LiveKit refuses it before nbf, with 60 s of leeway). metadata and
+---attributes come back to us in webhooks' and ListParticipants' ParticipantInfo, which is
+---how a participant's role reaches the speakers policy.
+---@param o { identity: string, name: string|nil, metadata: string|nil, attributes: table<string,string>|nil, room: string, grants: table, ttl: integer, nbf: integer|nil, exp: integer|nil }
 ---@return string token, integer expires_at
 function M.access_token(o)
   local head, nbf, exp
   if o.exp then
     exp = math.tointeger(o.exp)
-    head, nbf = '{"exp":' .. exp .. ',"iss":' .. ISS_JSON, ',"nbf":' .. math.tointeger(o.nbf)
+    head, nbf = '"exp":' .. exp .. ',"iss":' .. ISS_JSON, ',"nbf":' .. math.tointeger(o.nbf)
   else
     local now = math.floor(time.now())
     if now ~= times_at or o.ttl ~= times_ttl then
       times_at, times_ttl, times_exp = now, o.ttl, now + o.ttl
-      head_text = '{"exp":' .. times_exp .. ',"iss":' .. ISS_JSON
+      head_text = '"exp":' .. times_exp .. ',"iss":' .. ISS_JSON
       nbf_text = ',"nbf":' .. now
     end
     head, nbf, exp = head_text, nbf_text, times_exp
   end
   local name = (o.name and o.name ~= "") and (',"name":' .. cjson.encode(o.name)) or ""
   local metadata = (o.metadata and o.metadata ~= "") and (',"metadata":' .. cjson.encode(o.metadata)) or ""
-  local claims = head .. name .. metadata .. nbf
+  local claims = "{" .. attribute_fragment(o.attributes) .. head .. metadata .. name .. nbf
     .. ',"sub":' .. cjson.encode(o.identity) .. ',"video":{"room":' .. cjson.encode(o.room)
     .. ',"roomJoin":true' .. grant_fragment(o.grants) .. "}}"
   return jwt.sign_json(claims, settings.secret), exp
@@ -179,13 +204,62 @@ function M.list_participants(room)
   for i, p in ipairs(doc.participants or {}) do
     list[i] = { sid = p.sid, identity = p.identity, name = p.name or "", state = p.state or "JOINING",
                 metadata = p.metadata or "", joined_at = int(p.joined_at or p.joinedAt),
-                is_publisher = p.is_publisher or p.isPublisher or false }
+                is_publisher = p.is_publisher or p.isPublisher or false,
+                attributes = type(p.attributes) == "table" and p.attributes or {},
+                kind = type(p.kind) == "string" and p.kind or "STANDARD" }
   end
   return list
 end
 
 function M.remove_participant(room, identity)
   M.call("RoomService", "RemoveParticipant", { room = room, identity = identity }, { roomAdmin = true, room = room })
+end
+
+-- Egress (shared/protocols/livekit.md §3): every method takes the grant roomRecord.
+local EGRESS_GRANT = { roomRecord = true }
+
+-- An EgressInfo as we use it, from either key style; times are unix nanoseconds (strings).
+local function egress_of(e)
+  local t = type(e.track) == "table" and e.track or {}
+  return {
+    egress_id = e.egress_id or e.egressId, room_name = e.room_name or e.roomName or "",
+    status = e.status or "EGRESS_STARTING", error = e.error or "",
+    track_id = t.track_id or t.trackId or "", websocket_url = t.websocket_url or t.websocketUrl or "",
+    started_at = int(e.started_at or e.startedAt), ended_at = int(e.ended_at or e.endedAt),
+  }
+end
+M.egress_of = egress_of
+
+---Starts a Track Egress that streams one audio track, as raw PCM, to a WebSocket URL (ours:
+---/ingest with a signed token). LiveKit answers at once; it dials the URL later, so a dial
+---failure comes back as an egress_ended webhook with EGRESS_FAILED, not as an error here.
+---@param room string
+---@param track string track sid
+---@param websocket_url string ws:// or wss://
+---@return { egress_id: string, status: string, room_name: string, track_id: string, error: string }
+function M.start_track_egress(room, track, websocket_url)
+  local info = egress_of(M.call("Egress", "StartTrackEgress",
+    { roomName = room, trackId = track, websocketUrl = websocket_url }, EGRESS_GRANT))
+  if type(info.egress_id) ~= "string" or info.egress_id == "" then
+    errors.raise(502, "LIVEKIT_ERROR", "LiveKit StartTrackEgress answered without an egress_id")
+  end
+  return info
+end
+
+---Stops an egress; raises 404 NOT_FOUND when LiveKit does not know it.
+---@param egress_id string
+function M.stop_egress(egress_id)
+  return egress_of(M.call("Egress", "StopEgress", { egressId = egress_id }, EGRESS_GRANT))
+end
+
+---@param o { room: string|nil, egress_id: string|nil, active: boolean|nil }|nil
+function M.list_egress(o)
+  o = o or {}
+  local doc = M.call("Egress", "ListEgress", { roomName = o.room, egressId = o.egress_id, active = o.active },
+    EGRESS_GRANT)
+  local out = {}
+  for i, e in ipairs(doc.items or {}) do out[i] = egress_of(e) end
+  return out
 end
 
 return M

@@ -120,13 +120,56 @@ local function iso(t)
   return iso_s
 end
 
+-- Every token carries its role where LiveKit hands it back to us: the attributes claim
+-- {"role": ROLE} and the metadata {"role":"ROLE"}; both arrive in webhooks' and
+-- ListParticipants' ParticipantInfo. One table and one text per role, made once, so the
+-- token service's fragment caches work.
+local role_attributes, role_metadata = {}, {}
+
+---The metadata a token for role carries, given what the caller asked for: none -> the role
+---as JSON; a JSON object -> the same object with "role" set to role (the issued role wins
+---over one the caller wrote); anything else (plain text) is kept as it is, and the role
+---travels in the attributes claim alone.
+---@param role string
+---@param metadata string|nil
+---@return string
+function M.token_metadata(role, metadata)
+  if metadata == nil or metadata == "" then
+    local m = role_metadata[role]
+    if not m then m = cjson.encode { role = role }; role_metadata[role] = m end
+    return m
+  end
+  if metadata:find("^%s*{") then
+    local ok, doc = pcall(cjson.decode, metadata)
+    if ok and type(doc) == "table" then
+      if doc.role == role then return metadata end
+      doc.role = role
+      local eok, text = pcall(cjson.encode, doc)
+      if eok then return text end
+    end
+  end
+  return metadata
+end
+
+---The attributes claim of a token for role: {role = role}, one table per role.
+---@param role string
+---@return table<string, string>
+function M.token_attributes(role)
+  local a = role_attributes[role]
+  if not a then a = { role = role }; role_attributes[role] = a end
+  return a
+end
+
 ---Issues a token for a role and records it. Valid from now for the policy's ttl_seconds,
----or from o.nbf to o.exp when both are given (a scheduled interview's window).
+---or from o.nbf to o.exp when both are given (a scheduled interview's window). The role is
+---in the token (attributes and metadata) and in the tokens table, where it is authoritative
+---for room + identity (qc.tracks.issued_role).
 ---@param o { room: string, identity: string, name: string|nil, role: string, roles: table, caller: string|nil, metadata: string|nil, nbf: integer|nil, exp: integer|nil }
 ---@return { token: string, expires_at: string }
 function M.issue_token(o)
   local token, exp = livekit.access_token {
-    identity = o.identity, name = o.name, room = o.room, metadata = o.metadata,
+    identity = o.identity, name = o.name, room = o.room, metadata = M.token_metadata(o.role, o.metadata),
+    attributes = M.token_attributes(o.role),
     grants = o.roles.grants[o.role], ttl = o.roles.ttl_seconds, nbf = o.nbf, exp = o.exp,
   }
   db.defer("INSERT INTO tokens (room, identity, role, issued_at, expires_at, issued_by) VALUES (?, ?, ?, ?, ?, ?)",
@@ -252,19 +295,26 @@ function M.list()
   return out
 end
 
----Participants with their roles (from the roles policy).
-function M.participants(room, roles)
+---Participants with their roles: the role of the token we issued for the room and
+---identity, else what the speakers policy makes of the participant (attributes.role,
+---metadata, identity), as for webhooks (qc.tracks.speaker).
+function M.participants(room)
+  local tracks = require "qc.tracks" -- when needed: it loads the policies, which scripts may not
   local list = livekit.list_participants(room)
-  for _, p in ipairs(list) do p.role = roles.role_of(p.identity, p.metadata) end
+  for _, p in ipairs(list) do p.role = tracks.speaker(room, p) end
   return list
 end
 
----Ends the room on LiveKit and here. A room LiveKit no longer has is marked ended here
----too, and the caller still gets the 404.
+---Ends the room on LiveKit and here: its tracks' egresses are stopped first (LiveKit would
+---end them with the room, but as failures). A room LiveKit no longer has is marked ended
+---here too, and the caller still gets the 404.
 function M.delete(room)
+  local tracks = require "qc.tracks"
+  local now = math.floor(time.now())
+  for _, sid in ipairs(tracks.end_tracks(room, nil, now)) do tracks.stop_egress(sid) end
   local ok, err = pcall(livekit.delete_room, room)
   if ok or (type(err) == "table" and err.status == 404) then
-    db.run("UPDATE rooms SET ended_at = ? WHERE name = ? AND ended_at IS NULL", math.floor(time.now()), room)
+    db.run("UPDATE rooms SET ended_at = ? WHERE name = ? AND ended_at IS NULL", now, room)
   end
   if not ok then error(err, 0) end
 end

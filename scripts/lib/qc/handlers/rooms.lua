@@ -86,7 +86,7 @@ end
 ---GET /rooms/{room}/participants
 function M.participants(req)
   local room = rooms.check_name(req.params.room, "room")
-  return 200, nil, { room = room, participants = json.array(rooms.participants(room, policies.roles)) }
+  return 200, nil, { room = room, participants = json.array(rooms.participants(room)) }
 end
 
 ---DELETE /rooms/{room}

@@ -2,6 +2,9 @@
 local host = require "qc.host"
 local time = require "qc.time"
 local json = require "qc.json"
+local stt = require "qc.stt"
+local audio = require "qc.audio"
+local live = require "qc.live"
 
 local M = {}
 
@@ -30,11 +33,19 @@ function M.health(req)
     policies_json = json.encode { generation = generation, reloaded_at = iso(reloaded_at), reload_error = reload_error }
     status_json = json.encode(reload_error and "degraded" or "ok")
   end
+  -- Audio: the STT engine and its state, live ingest tracks and live sockets. Changes all
+  -- the time, so encoded per call (a small table).
+  local engine, a = stt.engine(), audio.stats()
+  local stt_json = json.encode(engine and { engine = engine.name, state = engine.state, streams = engine.streams }
+    or { engine = "none", state = "not running" })
+  local status = status_json
+  if engine and engine.state ~= "ready" then status = '"degraded"' end
   local ms = math.floor((time.now() - started_at) * 1000)
   local frac = ms % 1000
-  return 200, JSON_HEADERS, '{"status":' .. status_json .. ',"version":"' .. VERSION .. '","uptime_s":'
+  return 200, JSON_HEADERS, '{"status":' .. status .. ',"version":"' .. VERSION .. '","uptime_s":'
     .. (ms // 1000) .. (frac < 10 and ".00" or frac < 100 and ".0" or ".") .. frac
-    .. ',"policies":' .. policies_json .. "}"
+    .. ',"policies":' .. policies_json .. ',"stt":' .. stt_json .. ',"tracks":{"live":' .. a.tracks
+    .. ',"connections":' .. a.connections .. '},"live_clients":' .. live.count() .. "}"
 end
 
 return M
