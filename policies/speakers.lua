@@ -35,11 +35,11 @@ local function is_role(v)
   return false
 end
 
+---The issued role comes as the second argument and as participant.issued_role alike.
 ---@param participant { identity: string, name: string|nil, metadata: string|nil, attributes: table<string,string>|nil, kind: string|nil, issued_role: string|nil }
----@param issued_role string|nil
 ---@return string|nil
-function M.role(participant, issued_role)
-  if is_role(issued_role) then return issued_role end
+function M.role(participant)
+  if is_role(participant.issued_role) then return participant.issued_role end
   local attrs = participant.attributes
   if type(attrs) == "table" and is_role(attrs.role) then return attrs.role end
   return policies.roles.role_of(participant.identity or "", participant.metadata)
@@ -67,7 +67,7 @@ end
 M.examples = {
   { participant = { identity = "cand-42", metadata = '{"role":"candidate"}' },
     track = { sid = "TR_a", source = "MICROPHONE" }, role = "candidate", transcribe = true },
-  { participant = { identity = "interviewer" }, track = { sid = "TR_b" }, role = "interviewer", transcribe = true },
+  { participant = { identity = "interviewer" }, role = "interviewer", track = { sid = "TR_b" }, transcribe = true },
   { participant = { identity = "agent" }, track = { sid = "TR_c", source = "MICROPHONE" }, role = "agent",
     transcribe = false },
   { participant = { identity = "cand-42", metadata = '{"role":"candidate"}' },

@@ -193,7 +193,9 @@ static void finish_stop(server_state *s) {
 static void stop_poll(uv_timer_t *t) {
     server_state *s = t->data;
     if (!s->host) return;
-    if (qc_http_server_inflight(s->srv) == 0 || uv_now(s->loop) >= s->stop_deadline) finish_stop(s);
+    /* Ingest tracks finish first: their open utterances become finals, stored by Lua. */
+    int idle = qc_http_server_inflight(s->srv) == 0 && qc_ingest_hub_live(s->hub) == 0;
+    if (idle || uv_now(s->loop) >= s->stop_deadline) finish_stop(s);
 }
 
 static void on_signal(uv_signal_t *sig, int signum) {
@@ -208,6 +210,7 @@ static void on_signal(uv_signal_t *sig, int signum) {
     qc_log(QC_LOG_INFO, "server", "stopping", " signal=%s inflight=%zu", signum == SIGINT ? "INT" : "TERM",
            qc_http_server_inflight(s->srv));
     qc_http_server_stop_accepting(s->srv);
+    qc_ingest_hub_stop(s->hub);
     s->stop_deadline = uv_now(s->loop) + (uint64_t)(qc_host_config(s->host)->stop_timeout_s * 1000);
     uv_timer_start(&s->stop_timer, stop_poll, 0, 20);
 }

@@ -319,6 +319,22 @@ int qc_ingest_start(qc_ingest_hub *h, qc_http_exchange *ex, const qc_ingest_info
     return 0;
 }
 
+void qc_ingest_hub_stop(qc_ingest_hub *h) {
+    if (!h) return;
+    qc_ingest *next;
+    for (qc_ingest *in = h->all; in; in = next) {
+        next = in->next; /* a close may end (and free) in at once */
+        if (!in->conn_over && in->conn) qc_ws_close(in->conn, 1001, "server stopping");
+    }
+}
+
+size_t qc_ingest_hub_live(const qc_ingest_hub *h) {
+    size_t n = 0;
+    if (h)
+        for (const qc_ingest *in = h->all; in; in = in->next) n++;
+    return n;
+}
+
 void qc_ingest_hub_free(qc_ingest_hub *h) {
     if (!h) return;
     if (default_hub == h) default_hub = NULL;

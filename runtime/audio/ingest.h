@@ -69,6 +69,12 @@ void qc_ingest_hub_stats(const qc_ingest_hub *h, qc_ingest_stats *out);
  * JSON error and -1 returned with err; when the client has already gone, 0 (nothing runs). */
 int qc_ingest_start(qc_ingest_hub *h, qc_http_exchange *ex, const qc_ingest_info *info, char *err, size_t errlen);
 
+/* Graceful stop, step one: every ingest connection is closed with 1001 "server stopping",
+ * so its track finishes and its open utterance's final reaches the sink while the host is
+ * still there. qc_ingest_hub_live says how many tracks have not finished yet. */
+void qc_ingest_hub_stop(qc_ingest_hub *h);
+size_t qc_ingest_hub_live(const qc_ingest_hub *h);
+
 /* Server stop: results stop flowing to the sink (it may be gone next), every track is
  * aborted, open connections are left for the server to close, the engine is freed. The
  * loop must run on to release the engine's handles. NULL is a no-op. */

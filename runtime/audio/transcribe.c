@@ -114,6 +114,7 @@ typedef struct {
     qc_stt_word *words;
     size_t nwords;
     int track;
+    unsigned partials; /* partials of the utterance before its final */
 } segment;
 
 typedef struct run run;
@@ -129,6 +130,7 @@ typedef struct {
     uint64_t left; /* bytes of samples not yet read */
     qc_track *t;
     int finished, closed;
+    unsigned partials; /* since the last final */
 } src;
 
 struct run {
@@ -148,8 +150,11 @@ static void on_result(void *ud, const qc_stt_result *res) {
     run *r = s->r;
     if (!res->final) {
         r->partials++;
+        s->partials++;
         return;
     }
+    unsigned partials = s->partials;
+    s->partials = 0;
     if (!res->text || !*res->text) return; /* it only took back a partial */
     if (r->nseg == r->capseg) {
         size_t cap = r->capseg ? 2 * r->capseg : 64;
@@ -174,6 +179,7 @@ static void on_result(void *ud, const qc_stt_result *res) {
     g->start = res->start_s;
     g->end = res->end_s;
     g->track = s->index;
+    g->partials = partials;
     r->nseg++;
 }
 
@@ -316,7 +322,7 @@ static void print_json(const run *r, const char *engine) {
         json_str(r->s[g->track].role);
         printf(",\"speaker\":");
         json_str(r->s[g->track].speaker);
-        printf(",\"start\":%.3f,\"end\":%.3f,\"text\":", g->start, g->end);
+        printf(",\"start\":%.3f,\"end\":%.3f,\"partials\":%u,\"text\":", g->start, g->end, g->partials);
         json_str(g->text);
         printf(",\"words\":[");
         for (size_t k = 0; k < g->nwords; k++) {

@@ -111,11 +111,13 @@ struct qc_http_server {
 };
 
 struct conn {
+    /* Not a handle first: the host's stop closes every handle whose data points at itself
+     * as one a binding owns (task.h), and a connection's handles are the server's. */
+    qc_http_server *srv;
     uv_tcp_t tcp;
     uv_timer_t timer;
     uv_shutdown_t shutdown_req;
     uv_write_t continue_req;
-    qc_http_server *srv;
     conn *prev, *next;
     conn_list *list;
     enum conn_state state;
@@ -1184,7 +1186,7 @@ static void dispatch(conn *c) {
  * use yet. Called again when an answer is queued or written. */
 static void parse_input(conn *c, const char *data, size_t len) {
     c->in_process = 1;
-    while (!c->closing && c->state != C_LINGER) {
+    while (!c->closing && c->state != C_LINGER && c->state != C_UPGRADED) {
         if (c->ex && c->ex->dispatched) break; /* answers go out in order */
         size_t avail = data ? len : c->in_len - c->in_start;
         if (avail == 0) break; /* before the pointer sum: c->in is NULL until input is kept */
@@ -1232,6 +1234,12 @@ static void parse_input(conn *c, const char *data, size_t len) {
     }
     c->in_process = 0;
     if (c->closing) return;
+    if (c->state == C_UPGRADED) {
+        /* Accepted while its head was parsed: what followed the head is the new owner's,
+         * handed over from the timer qc_ws_accept armed. */
+        if (data && len && keep_input(c, data, len) < 0) conn_close(c);
+        return;
+    }
     if (c->state == C_LINGER) {
         c->in_start = c->in_len = 0;
         return;

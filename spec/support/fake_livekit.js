@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-// Fake LiveKit server for specs: RoomService over Twirp JSON, answering the way livekit-server does
+// Fake LiveKit server for specs: RoomService and Egress over Twirp JSON, answering the way livekit-server does
 // (shared/protocols/livekit.md §2 and §5). Tokens are checked with the official SDK's TokenVerifier and
 // request/response JSON goes through @livekit/protocol's generated messages, so key styles, int64 strings
 // and enum names match protojson exactly.
@@ -15,6 +15,13 @@
 //   POST   /_fake/mode         {mode, delay_ms}
 //   GET    /_fake/rooms        -> {rooms:[Room with participants]}
 //   POST   /_fake/reset        -> forget rooms and calls, mode back to ok, no holds
+//   POST   /_fake/egress_config {webhook_url?, dial?, wav?, fail?}: what a started Track Egress does.
+//                              webhook_url: egress_started / egress_updated / egress_ended webhooks are POSTed there,
+//                              signed as LiveKit signs them (key/secret of --key/--secret). dial: the egress dials
+//                              its websocket_url with fake_egress.js (PCM from wav, else silence) and fails as
+//                              EGRESS_FAILED when the handshake fails. fail: the next N egresses end EGRESS_FAILED
+//                              right after they start. {} puts every knob back (no webhooks, no dial, no failures).
+//   GET    /_fake/egress       -> [EgressInfo (wire form) + {conn: fake_egress status | null}]
 //   POST   /_fake/hold         {method, room, ms, when: "before"|"after"}: the next calls of method for room
 //                              wait ms before they are carried out ("before") or after the change is made but
 //                              before the answer goes out ("after"), as a server or network that stalls may.
@@ -27,6 +34,8 @@ const { parseArgs } = require('node:util');
 const { TokenVerifier } = require('livekit-server-sdk');
 const P = require('@livekit/protocol');
 const { exitWithStdin, onTermSignals } = require('./lib/lifecycle');
+const { AccessToken } = require('livekit-server-sdk');
+const { FakeEgress } = require('./fake_egress');
 
 const MODES = ['ok', 'slow', 'error', 'badauth'];
 const METHODS = {
@@ -37,8 +46,12 @@ const METHODS = {
   GetParticipant: { req: P.RoomParticipantIdentity, grant: 'roomAdmin' },
   RemoveParticipant: { req: P.RoomParticipantIdentity, grant: 'roomAdmin' },
   UpdateParticipant: { req: P.UpdateParticipantRequest, grant: 'roomAdmin' },
+  // Egress (livekit.md §3): every method takes roomRecord, with no room in the grant.
+  StartTrackEgress: { req: P.TrackEgressRequest, grant: 'roomRecord', service: 'Egress' },
+  StopEgress: { req: P.StopEgressRequest, grant: 'roomRecord', service: 'Egress' },
+  ListEgress: { req: P.ListEgressRequest, grant: 'roomRecord', service: 'Egress' },
 };
-const SERVICE_PREFIX = '/twirp/livekit.RoomService/';
+const serviceOf = (method) => METHODS[method].service || 'RoomService';
 const TWIRP_STATUS = {
   invalid_argument: 400, malformed: 400, unauthenticated: 401, permission_denied: 403, not_found: 404,
   bad_route: 404, deadline_exceeded: 408, already_exists: 409, failed_precondition: 412,
@@ -84,6 +97,9 @@ const state = {
   seq: 0,
   holds: [], // {method, room, ms, when}
   waiting: new Set(), // resolvers of held calls, so clearing the holds releases them
+  egresses: new Map(), // egress id -> { info: P.EgressInfo, conn: FakeEgress | null }
+  egressConfig: { webhook_url: null, dial: false, wav: null, fail: 0 },
+  webhookChain: Promise.resolve(), // webhooks go out one after the other, in order
 };
 if (!MODES.includes(state.mode)) usage(`bad --mode ${opts.mode}`);
 if (!Number.isFinite(state.delayMs) || state.delayMs < 0) usage(`bad --delay-ms ${opts['delay-ms']}`);
@@ -162,6 +178,93 @@ function createRoom(req) {
   return room;
 }
 
+// ---- egress ------------------------------------------------------------------------------------------
+
+const nowNs = () => BigInt(Date.now()) * 1000000n;
+const ACTIVE_EGRESS = new Set([P.EgressStatus.EGRESS_STARTING, P.EgressStatus.EGRESS_ACTIVE, P.EgressStatus.EGRESS_ENDING]);
+
+// LiveKit's webhook: protojson of WebhookEvent (camelCase, zero values left out), signed with sha256 of the body.
+function sendWebhook(event, egressInfo) {
+  const url = state.egressConfig.webhook_url;
+  if (!url) return;
+  const body = JSON.stringify(new P.WebhookEvent({
+    event, egressInfo, id: randId('EV_'), createdAt: BigInt(Math.floor(Date.now() / 1000)),
+  }).toJson());
+  state.webhookChain = state.webhookChain.then(async () => {
+    try {
+      const at = new AccessToken(opts.key, opts.secret, { ttl: '5m' });
+      at.sha256 = crypto.createHash('sha256').update(body).digest('base64');
+      const res = await fetch(url, { method: 'POST', body,
+        headers: { Authorization: await at.toJwt(), 'Content-Type': 'application/webhook+json', 'User-Agent': 'LiveKit' } });
+      log(`webhook ${event} -> ${res.status}`);
+      await res.arrayBuffer();
+    } catch (e) { log(`webhook ${event} failed: ${e.message}`); }
+  });
+}
+
+function endEgress(entry, status, error) {
+  const info = entry.info;
+  if (!ACTIVE_EGRESS.has(info.status)) return;
+  info.status = status;
+  info.error = error || '';
+  info.endedAt = nowNs();
+  info.updatedAt = info.endedAt;
+  if (entry.conn) entry.conn.stop();
+  sendWebhook('egress_ended', info);
+}
+
+function startEgress(req) {
+  if (!req.roomName) throw new TwirpErr('invalid_argument', 'room_name is required');
+  if (!req.trackId) throw new TwirpErr('invalid_argument', 'track_id is required');
+  if (req.output.case !== 'websocketUrl') throw new TwirpErr('invalid_argument', 'only websocket_url output is faked');
+  const url = req.output.value;
+  if (!/^wss?:\/\//i.test(url)) throw new TwirpErr('invalid_argument', 'websocket url must start with ws:// or wss://');
+  const room = getRoom(req.roomName).room; // the server loads the room first: not_found when it has none
+  const info = new P.EgressInfo({
+    egressId: randId('EG_'), roomId: room.sid, roomName: req.roomName, status: P.EgressStatus.EGRESS_STARTING,
+    sourceType: P.EgressSourceType.SDK, startedAt: nowNs(), updatedAt: nowNs(),
+    request: { case: 'track', value: req },
+  });
+  const entry = { info, conn: null };
+  state.egresses.set(info.egressId, entry);
+  const cfg = state.egressConfig;
+  // The worker joins and dials after the call has been answered.
+  setImmediate(() => {
+    sendWebhook('egress_started', info);
+    if (cfg.fail > 0) {
+      cfg.fail -= 1;
+      return endEgress(entry, P.EgressStatus.EGRESS_FAILED, 'fake: egress failed (injected)');
+    }
+    if (!cfg.dial) {
+      info.status = P.EgressStatus.EGRESS_ACTIVE;
+      info.updatedAt = nowNs();
+      return sendWebhook('egress_updated', info);
+    }
+    entry.conn = new FakeEgress(url, {
+      wav: cfg.wav || undefined,
+      onEvent: (ev) => {
+        log(`egress ${info.egressId} ${ev.event}`);
+        if (ev.event === 'open' && info.status === P.EgressStatus.EGRESS_STARTING) {
+          info.status = P.EgressStatus.EGRESS_ACTIVE;
+          info.updatedAt = nowNs();
+          sendWebhook('egress_updated', info);
+        } else if (ev.event === 'handshake_failed' || (ev.event === 'error' && entry.conn.state === 'failed')) {
+          endEgress(entry, P.EgressStatus.EGRESS_FAILED, entry.conn.error);
+        } else if (ev.event === 'closed' && ACTIVE_EGRESS.has(info.status)) {
+          // Our peer closed or dropped the socket: the egress's next write fails.
+          endEgress(entry, P.EgressStatus.EGRESS_FAILED, `websocket closed by the peer (${ev.code})`);
+        }
+      },
+    });
+    entry.conn.start();
+  });
+  return info;
+}
+
+function egressWire(entry) {
+  return { ...toWire(entry.info), conn: entry.conn ? entry.conn.status() : null };
+}
+
 const handlers = {
   CreateRoom: (req) => toWire(createRoom(req)),
   ListRooms: (req) => {
@@ -173,6 +276,10 @@ const handlers = {
   DeleteRoom: (req) => {
     getRoom(req.room);
     state.rooms.delete(req.room);
+    // The room's egresses end with it (EOS).
+    for (const e of state.egresses.values()) {
+      if (e.info.roomName === req.room) setImmediate(() => endEgress(e, P.EgressStatus.EGRESS_COMPLETE));
+    }
     return toWire(new P.DeleteRoomResponse());
   },
   ListParticipants: (req) => {
@@ -185,6 +292,25 @@ const handlers = {
     entry.participants.delete(req.identity);
     refreshCounts(entry);
     return toWire(new P.RemoveParticipantResponse());
+  },
+  StartTrackEgress: (req) => toWire(startEgress(req)),
+  StopEgress: (req) => {
+    const entry = state.egresses.get(req.egressId);
+    if (!entry) throw new TwirpErr('not_found', 'egress does not exist');
+    if (!ACTIVE_EGRESS.has(entry.info.status)) {
+      throw new TwirpErr('failed_precondition', `egress with status ${P.EgressStatus[entry.info.status]} cannot be stopped`);
+    }
+    entry.info.status = P.EgressStatus.EGRESS_ENDING;
+    entry.info.updatedAt = nowNs();
+    const answer = toWire(entry.info);
+    setImmediate(() => endEgress(entry, P.EgressStatus.EGRESS_COMPLETE));
+    return answer;
+  },
+  ListEgress: (req) => {
+    const items = [...state.egresses.values()].map((e) => e.info).filter((i) =>
+      (!req.roomName || i.roomName === req.roomName) && (!req.egressId || i.egressId === req.egressId) &&
+      (!req.active || ACTIVE_EGRESS.has(i.status)));
+    return toWire(new P.ListEgressResponse({ items }));
   },
   UpdateParticipant: (req) => {
     const { p } = getParticipant(req.room, req.identity);
@@ -268,7 +394,8 @@ function releaseHolds() {
 }
 
 async function handleTwirp(req, res, path, raw) {
-  const method = path.startsWith(SERVICE_PREFIX) ? path.slice(SERVICE_PREFIX.length) : path.split('/').pop();
+  const m = /^\/twirp\/livekit\.(\w+)\/(\w+)$/.exec(path);
+  const method = m ? m[2] : path.split('/').pop();
   let body = raw;
   try { body = raw === '' ? null : JSON.parse(raw); } catch { /* keep the raw text */ }
   const call = {
@@ -308,7 +435,7 @@ async function handleTwirp(req, res, path, raw) {
     if (ctype !== 'application/json') {
       throw new TwirpErr('bad_route', `unexpected Content-Type: "${req.headers['content-type'] || ''}"`, { twirp_invalid_route: route });
     }
-    if (!path.startsWith(SERVICE_PREFIX) || !Object.hasOwn(METHODS, method)) {
+    if (!m || !Object.hasOwn(METHODS, method) || serviceOf(method) !== m[1]) {
       throw new TwirpErr('bad_route', `no handler for path "${path}"`, { twirp_invalid_route: route });
     }
     let msg;
@@ -355,6 +482,9 @@ async function handleFake(req, res, path, raw) {
   }
   if (route === 'POST /_fake/reset') {
     state.rooms.clear(); state.calls = []; state.mode = 'ok'; state.delayMs = 0; releaseHolds();
+    for (const e of state.egresses.values()) if (e.conn) e.conn.drop();
+    state.egresses.clear();
+    state.egressConfig = { webhook_url: null, dial: false, wav: null, fail: 0 };
     return send(res, 200, {});
   }
   if (route === 'POST /_fake/mode') {
@@ -364,6 +494,22 @@ async function handleFake(req, res, path, raw) {
     if (!Number.isFinite(delay) || delay < 0) return send(res, 400, { error: 'delay_ms must be a number >= 0' });
     state.mode = mode; state.delayMs = delay;
     return send(res, 200, { mode, delay_ms: delay });
+  }
+  if (route === 'GET /_fake/egress') return send(res, 200, [...state.egresses.values()].map(egressWire));
+  if (route === 'POST /_fake/egress_config') {
+    const cfg = { webhook_url: null, dial: false, wav: null, fail: 0 };
+    if (body.webhook_url !== undefined && body.webhook_url !== null) {
+      if (typeof body.webhook_url !== 'string') return send(res, 400, { error: 'webhook_url must be a string' });
+      cfg.webhook_url = body.webhook_url;
+    }
+    cfg.dial = body.dial === true;
+    if (body.wav !== undefined && body.wav !== null) cfg.wav = String(body.wav);
+    if (body.fail !== undefined) {
+      if (!Number.isInteger(body.fail) || body.fail < 0) return send(res, 400, { error: 'fail must be an integer >= 0' });
+      cfg.fail = body.fail;
+    }
+    state.egressConfig = cfg;
+    return send(res, 200, cfg);
   }
   if (route === 'POST /_fake/hold') {
     if (body.method === undefined) { releaseHolds(); return send(res, 200, { holds: state.holds }); }

@@ -4,6 +4,7 @@
 --   local fake = lk.start { key = "devkey", secret = "secret" }   -- fake.port, fake.url (ws://...)
 --   fake:calls()  fake:reset()  fake:mode("slow", 3000)  fake:add_participant { room = "r", identity = "i" }
 --   fake:hold("CreateRoom", "r", 60000, "after")   -- stall one room's call (see fake_livekit.js)
+--   fake:egress_config { webhook_url = s.url .. "/webhooks/livekit", fail = 1 }   fake:egresses()
 --   fake:stop()
 --   local results = lk.verify { tok1, tok2 }      -- { {ok=true, claims={...}}, {ok=false, error="..."} }
 --   local header = lk.sign_webhook(body)          -- Authorization value, as LiveKit sends it
@@ -82,6 +83,13 @@ function Fake:rooms() return self:request("GET", "/_fake/rooms").rooms end
 function Fake:hold(method, room, ms, when)
   return self:request("POST", "/_fake/hold", method and { method = method, room = room, ms = ms, when = when } or {})
 end
+
+---What a started Track Egress does (see fake_livekit.js): { webhook_url = s.url .. "/webhooks/livekit",
+---dial = true, wav = path, fail = n }. {} or nil puts every knob back.
+function Fake:egress_config(cfg) return self:request("POST", "/_fake/egress_config", cfg or {}) end
+---Every egress the fake started: EgressInfo as LiveKit answers it (snake_case) plus conn, the fake
+---egress's connection (nil unless it dialled).
+function Fake:egresses() return self:request("GET", "/_fake/egress") end
 
 function Fake:stop()
   if self.stopped then return end

@@ -7,7 +7,8 @@
 #   ROLE-16k.wav  the same at 16 kHz mono (what pocketsphinx_continuous reads in batch)
 #   ROLE.txt      the role's words, one turn a line (the reference for word error rates)
 #   turns.tsv     role, start and end seconds, words: one line per turn, in time order
-# Cached: nothing is made again while dialogue.txt and this script are unchanged.
+# Cached: nothing is made again while dialogue.txt and this script are unchanged. sox runs
+# with -R (no random dither), so the same text gives the same samples.
 # Needs festival, festvox-kallpc16k, festvox-us-slt-hts, sox.
 set -eu
 here=$(cd "$(dirname "$0")" && pwd)
@@ -36,7 +37,7 @@ voice() {
     esac
 }
 
-silence() { sox -n -r 48000 -c 1 -b 16 "$2" trim 0 "$1"; }
+silence() { sox -R -n -r 48000 -c 1 -b 16 "$2" trim 0 "$1"; }
 
 : >"$tmp/turns.tsv"
 : >"$tmp/interviewer.list"
@@ -56,7 +57,7 @@ grep -v '^#' "$src" | grep -v '^[[:space:]]*$' | while IFS= read -r line; do
     [ "$role" = interviewer ] && other=candidate
     echo "$words" >"$tmp/say.txt"
     text2wave -eval "($(voice "$role"))" "$tmp/say.txt" -o "$tmp/raw$n.wav"
-    sox "$tmp/raw$n.wav" -r 48000 -c 1 -b 16 "$tmp/turn$n.wav"
+    sox -R "$tmp/raw$n.wav" -r 48000 -c 1 -b 16 "$tmp/turn$n.wav"
     d=$(soxi -D "$tmp/turn$n.wav")
     silence "$d" "$tmp/quiet$n.wav"
     echo "$tmp/turn$n.wav" >>"$tmp/$role.list"
@@ -69,8 +70,8 @@ grep -v '^#' "$src" | grep -v '^[[:space:]]*$' | while IFS= read -r line; do
 done
 for r in interviewer candidate; do
     # shellcheck disable=SC2046
-    sox $(cat "$tmp/$r.list") -c 2 "$tmp/$r.wav"
-    sox "$tmp/$r.wav" -r 16000 -c 1 -b 16 "$tmp/$r-16k.wav"
+    sox -R $(cat "$tmp/$r.list") -c 2 "$tmp/$r.wav"
+    sox -R "$tmp/$r.wav" -r 16000 -c 1 -b 16 "$tmp/$r-16k.wav"
     mv "$tmp/$r.wav" "$tmp/$r-16k.wav" "$tmp/$r.txt" "$out/"
 done
 mv "$tmp/turns.tsv" "$out/"

@@ -8,7 +8,10 @@ const crypto = require('node:crypto');
 const fs = require('node:fs');
 const os = require('node:os');
 const path = require('node:path');
-const { RoomServiceClient, AccessToken } = require('livekit-server-sdk');
+const { RoomServiceClient, EgressClient, AccessToken, WebhookReceiver } = require('livekit-server-sdk');
+const http = require('node:http');
+const WebSocket = require('ws');
+const { FakeEgress } = require('./fake_egress');
 
 const here = __dirname;
 let fake;
@@ -135,4 +138,63 @@ test('lk_webhook signs the worked example body and its receiver accepts it, not 
   assert.throws(() => execFileSync(process.execPath, [script, '--receive', '--auth', hdr, '--body-file', file], { stdio: 'pipe' }));
   assert.equal(crypto.createHash('sha256').update(body).digest('hex'), 'b606f68c0c0068feed781ec25bd3d1c1eed6499923899cd315aaa8986e8b372b');
   fs.rmSync(dir, { recursive: true });
+});
+
+test('EgressClient starts, lists and stops a track egress on the fake, which signs its egress webhooks', async () => {
+  const hooks = [];
+  const receiver = new WebhookReceiver('devkey', 'secret');
+  const sink = http.createServer((req, res) => {
+    let body = '';
+    req.on('data', (c) => { body += c; });
+    req.on('end', async () => {
+      hooks.push(await receiver.receive(body, req.headers.authorization));
+      res.end('{}');
+    });
+  });
+  await new Promise((r) => sink.listen(0, '127.0.0.1', r));
+  try {
+    await fetch(`${base}/_fake/egress_config`, { method: 'POST',
+      body: JSON.stringify({ webhook_url: `http://127.0.0.1:${sink.address().port}/` }) });
+    await new RoomServiceClient(base, 'devkey', 'secret').createRoom({ name: 'st-eg' });
+    const c = new EgressClient(base, 'devkey', 'secret');
+    const info = await c.startTrackEgress('st-eg', 'ws://127.0.0.1:1/ingest?t=x', 'TR_st');
+    assert.match(info.egressId, /^EG_/);
+    assert.equal((await c.listEgress({ roomName: 'st-eg', active: true })).length, 1);
+    await c.stopEgress(info.egressId);
+    await assert.rejects(c.stopEgress('EG_nope'), (e) => e.status === 404);
+    await assert.rejects(c.startTrackEgress('no-room', 'ws://x/', 'TR_x'), (e) => e.status === 404);
+    for (let i = 0; i < 100 && hooks.length < 3; i++) await new Promise((r) => setTimeout(r, 20));
+    assert.deepEqual(hooks.map((h) => h.event), ['egress_started', 'egress_updated', 'egress_ended']);
+    assert.equal(hooks[2].egressInfo.status, 3); // EGRESS_COMPLETE
+    const calls = await (await fetch(`${base}/_fake/calls`)).json();
+    const start = calls.find((x) => x.method === 'StartTrackEgress');
+    assert.deepEqual(start.grants, { roomRecord: true });
+    assert.deepEqual(start.body, { roomName: 'st-eg', trackId: 'TR_st', websocketUrl: 'ws://127.0.0.1:1/ingest?t=x' });
+  } finally {
+    await fetch(`${base}/_fake/egress_config`, { method: 'POST', body: '{}' });
+    sink.close();
+  }
+});
+
+test('fake_egress streams as livekit/egress does: audio/x-raw, no deflate, muted text, 1920-byte PCM, empty Close', async () => {
+  const wss = new WebSocket.Server({ port: 0, host: '127.0.0.1' });
+  await new Promise((r) => wss.once('listening', r));
+  const seen = { texts: [], sizes: [], pings: [], headers: null, close: null };
+  wss.on('connection', (ws, req) => {
+    seen.headers = req.headers;
+    ws.on('message', (data, binary) => { if (binary) seen.sizes.push(data.length); else seen.texts.push(data.toString()); });
+    ws.on('ping', (d) => seen.pings.push(d.toString()));
+    ws.on('close', (code) => { seen.close = code; });
+  });
+  const e = new FakeEgress(`ws://127.0.0.1:${wss.address().port}/ingest?t=x`, { seconds: 0.2, speed: 4, pingMs: 20 });
+  e.start();
+  for (let i = 0; i < 200 && seen.close === null; i++) await new Promise((r) => setTimeout(r, 10));
+  wss.close();
+  assert.equal(seen.headers['content-type'], 'audio/x-raw');
+  assert.equal(seen.headers['sec-websocket-extensions'], undefined);
+  assert.deepEqual(seen.texts, ['{"muted":false}']);
+  assert.equal(seen.sizes.length, 20);
+  assert.ok(seen.sizes.every((n) => n === 1920));
+  assert.ok(seen.pings.length >= 1 && seen.pings.every((p) => p === 'ping'));
+  assert.equal(seen.close, 1005, 'a Close frame with no code');
 });

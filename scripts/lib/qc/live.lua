@@ -46,7 +46,7 @@ local function deliver(sub, body, seq)
   if why == "QUEUE_FULL" then
     local queued = sub.conn:queued()
     local reason = ("too slow: %d bytes queued; resume with ?since=%d"):format(queued, sub.seq)
-    log.warn("live", "client dropped", { room = sub.room, who = sub.who, queued = queued, seq = sub.seq })
+    log.warn("live", "client dropped", { room = sub.room, who = sub.who, reason = reason })
     sub.conn:close(1008, reason)
   end
   return false

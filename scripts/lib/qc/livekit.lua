@@ -218,13 +218,19 @@ end
 -- Egress (shared/protocols/livekit.md §3): every method takes the grant roomRecord.
 local EGRESS_GRANT = { roomRecord = true }
 
--- An EgressInfo as we use it, from either key style; times are unix nanoseconds (strings).
+-- An EgressInfo as we use it, from either key style (a webhook's camelCase, the API's
+-- snake_case); anything but a string (JSON null included) is the field's default. Times
+-- are unix nanoseconds (strings on the wire).
+local function str(v, default)
+  return type(v) == "string" and v or default
+end
+
 local function egress_of(e)
   local t = type(e.track) == "table" and e.track or {}
   return {
-    egress_id = e.egress_id or e.egressId, room_name = e.room_name or e.roomName or "",
-    status = e.status or "EGRESS_STARTING", error = e.error or "",
-    track_id = t.track_id or t.trackId or "", websocket_url = t.websocket_url or t.websocketUrl or "",
+    egress_id = str(e.egress_id, nil) or str(e.egressId, nil), room_name = str(e.room_name or e.roomName, ""),
+    status = str(e.status, "EGRESS_STARTING"), error = str(e.error, ""),
+    track_id = str(t.track_id, nil) or str(t.trackId, ""), websocket_url = str(t.websocket_url or t.websocketUrl, ""),
     started_at = int(e.started_at or e.startedAt), ended_at = int(e.ended_at or e.endedAt),
   }
 end

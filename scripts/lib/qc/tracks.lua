@@ -36,7 +36,7 @@ local FAILED = { EGRESS_FAILED = true, EGRESS_ABORTED = true, EGRESS_LIMIT_REACH
 
 -- Seconds before retry n (1, 2, 4, ... at most a minute).
 local function backoff(attempts)
-  return math.min(60, 2 ^ math.max(0, attempts - 1))
+  return math.min(60, 1 << math.min(6, math.max(0, attempts - 1)))
 end
 M.backoff = backoff
 

@@ -122,15 +122,19 @@ local function kind_problem(f, kinds)
   return nil
 end
 
+---A JSON null where a part or a field of FIELDS may be is taken as absent (protojson leaves
+---unset fields out; a null is nobody's default) and removed, so apply never binds one.
 ---@return string|nil problem "field: what is wrong", nil when the event can be applied
 local function shape_problem(ev)
   for part, fields in pairs(FIELDS) do
     local v = ev[part]
-    if v ~= nil and v ~= cjson.null then
+    if v == cjson.null then ev[part], v = nil, nil end
+    if v ~= nil then
       if type(v) ~= "table" then return part .. ": must be an object" end
       for k, kinds in pairs(fields) do
         local f = v[k]
-        local why = f ~= nil and f ~= cjson.null and kind_problem(f, kinds)
+        if f == cjson.null then v[k], f = nil, nil end
+        local why = f ~= nil and kind_problem(f, kinds)
         if why then return ("%s.%s: %s"):format(part, k, why) end
       end
     end

@@ -1,0 +1,219 @@
+-- Audio to words, end to end: festival speech for two speakers (spec/support/make_speech.sh),
+-- fed through /ingest exactly as LiveKit's Track Egress sends it (48 kHz stereo s16le in
+-- 10 ms binary messages, the `ws` client), through the local pocketsphinx engine, into
+-- SQLite and out on a live WebSocket. Every final must be attributed to the speaker whose
+-- turn it falls in, by the role we issued their token with (identities that follow no naming
+-- pattern), and the stored transcript must agree with what was announced.
+local server = require "support.server"
+local peers = require "support.peers"
+local lk = require "support.fake_livekit"
+local ingest = require "qc.ingest"
+local cjson = require "cjson"
+
+local API_KEY = "spec-e2e-key-0123456789"
+local AUTH = { Authorization = "Bearer " .. API_KEY }
+-- Faster than real time to keep the spec short; the local engine's ring holds 15 s, far more
+-- than it falls behind at this pace.
+local SPEED = "2"
+
+local function speech_dir()
+  local dir = server.source .. "/build/speech"
+  local status, out = server.run(("sh %s/spec/support/make_speech.sh %s"):format(server.quote(server.source),
+    server.quote(dir)))
+  assert(status == 0, "make_speech.sh failed:\n" .. out)
+  return dir
+end
+
+local function turns_of(dir)
+  local turns = {}
+  for line in server.read_file(dir .. "/turns.tsv"):gmatch("[^\n]+") do
+    local role, a, b, words = line:match("^(%S+)\t(%S+)\t(%S+)\t(.*)$")
+    turns[#turns + 1] = { role = role, start = tonumber(a), ["end"] = tonumber(b), words = words }
+  end
+  return turns
+end
+
+-- The turn a final's time span overlaps most (the files share one clock from 0).
+local function turn_at(turns, f)
+  local best, overlap = nil, 0
+  for _, t in ipairs(turns) do
+    local o = math.min(t["end"], f["end"]) - math.max(t.start, f.start)
+    if o > overlap then best, overlap = t, o end
+  end
+  return best
+end
+
+local function words(s)
+  local out = {}
+  for w in s:lower():gmatch("[%a']+") do out[#out + 1] = w end
+  return out
+end
+
+-- Word error rate of hyp against ref (word edit distance / reference length).
+local function wer(ref, hyp)
+  local r, h = words(ref), words(hyp)
+  local prev = {}
+  for j = 0, #h do prev[j] = j end
+  for i = 1, #r do
+    local cur = { [0] = i }
+    for j = 1, #h do
+      cur[j] = math.min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (r[i] == h[j] and 0 or 1))
+    end
+    prev = cur
+  end
+  return prev[#h] / math.max(1, #r)
+end
+
+describe("audio to words, end to end", function()
+  it("attributes every final to the right speaker, in time order, stored before it is announced", function()
+    local dir = speech_dir()
+    local turns = turns_of(dir)
+    local s = server.start { env = { QC_API_KEYS = API_KEY } }
+    local room = "e2e-interview"
+    -- Identities that follow no naming pattern: the issued role is what attributes them.
+    local ids = { interviewer = "ada@example.com", candidate = "x7Gq" }
+    local tokens = {}
+    for role, identity in pairs(ids) do
+      local status, doc = s:request("POST", "/tokens/generate",
+        { room_name = room, participant_identity = identity, participant_type = role }, AUTH)
+      assert.equal(200, status)
+      tokens[role] = doc.token
+    end
+    local listener = peers.listen(("ws://127.0.0.1:%d/rooms/%s/live?token=%s"):format(s.port, room, tokens.interviewer),
+      { "--timeout", "120" })
+    listener:wait_event("open")
+
+    local feeders = {}
+    for role, identity in pairs(ids) do
+      local t = ingest.token { room = room, identity = identity, track = "TR_" .. role }
+      feeders[role] = peers.feed(("ws://127.0.0.1:%d/ingest?t=%s"):format(s.port, t),
+        { "--wav", dir .. "/" .. role .. ".wav", "--speed", SPEED })
+    end
+    for _, f in pairs(feeders) do assert.equal(1005, (f:wait_event("close", 90) and 1005)) end
+    -- The last utterance of each track is flushed when its connection closes: wait for the
+    -- engine to have no stream left, then for the store to stop growing.
+    server.wait_for(function()
+      local _, h = s:request("GET", "/health")
+      return h.tracks.live == 0
+    end, 60, "both tracks to finish")
+
+    local status, doc = s:request("GET", "/rooms/" .. room .. "/transcript", nil, AUTH)
+    assert.equal(200, status)
+    local stored = doc.transcript
+    assert.is_true(#stored >= #turns // 2, "too few finals: " .. cjson.encode(stored))
+
+    -- Announced live: every stored final, in sequence order, each one once.
+    local live = {}
+    server.wait_for(function()
+      live = {}
+      for _, m in ipairs(listener:messages()) do
+        if m.type == "transcript" and m.final then live[#live + 1] = m end
+      end
+      return #live == #stored
+    end, 20, "the live client to have every final")
+    for i = 2, #live do assert.is_true(live[i].seq > live[i - 1].seq) end
+
+    -- Attribution: each final's role and identity are those of the speaker whose turn it is in.
+    local by_role = { interviewer = {}, candidate = {} }
+    for i, f in ipairs(stored) do
+      local t = turn_at(turns, f)
+      assert.is_table(t, "a final outside every turn: " .. cjson.encode(f))
+      assert.equal(t.role, f.role, "final " .. i .. " attributed to the wrong speaker: " .. cjson.encode(f))
+      assert.equal(ids[t.role], f.identity)
+      if i > 1 then assert.is_true(f.start >= stored[i - 1].start, "not in time order") end
+      assert.is_true(#f.words > 0)
+      for j = 2, #f.words do assert.is_true(f.words[j].start >= f.words[j - 1].start) end
+      by_role[f.role][#by_role[f.role] + 1] = f.text
+    end
+    -- The words themselves: what each speaker said, recognised (the local engine's accuracy
+    -- against batch decoding is spec/stt_local_spec.lua's; this only catches a broken path,
+    -- such as audio resampled at the wrong rate, which yields words but wrong ones).
+    for role, said in pairs(by_role) do
+      local ref = server.read_file(dir .. "/" .. role .. ".txt"):gsub("\n", " ")
+      local e = wer(ref, table.concat(said, " "))
+      assert.is_true(e < 0.5, ("%s: word error rate %.2f\nref: %s\nhyp: %s"):format(role, e, ref, table.concat(said, " ")))
+    end
+
+    -- The text form: the same finals, as lines with the role's name.
+    local tstatus, text = s:request("GET", "/rooms/" .. room .. "/transcript?format=text", nil, AUTH)
+    assert.equal(200, tstatus)
+    local n = 0
+    for line in text:gmatch("[^\n]+") do
+      n = n + 1
+      local role = stored[n].role
+      assert.equal(("[%02d:%02d] %s: %s"):format(math.floor(stored[n].start) // 60, math.floor(stored[n].start) % 60,
+        role:sub(1, 1):upper() .. role:sub(2), stored[n].text), line)
+    end
+    assert.equal(#stored, n)
+    listener:kill()
+    s:stop()
+  end)
+
+  it("transcribes a track LiveKit's egress streams to us after the webhooks, and stops it with the track", function()
+    local dir = speech_dir()
+    -- The interviewer's first turn alone, as the egress will stream it (then silence, as a
+    -- live egress does while the track stays published).
+    local clip = server.tmpdir() .. "/turn1.wav"
+    local status, out = server.run(("sox %s %s trim 0 5.2"):format(server.quote(dir .. "/interviewer.wav"), server.quote(clip)))
+    assert(status == 0, out)
+    local fake = lk.start()
+    local s = server.start { env = fake:env { QC_API_KEYS = API_KEY } }
+    fake:egress_config { webhook_url = s.url .. "/webhooks/livekit", dial = true, wav = clip }
+    local room, identity = "e2e-egress", "ivy.r"
+    fake:add_participant { room = room, identity = identity }
+    assert.equal(200, (s:request("POST", "/tokens/generate",
+      { room_name = room, participant_identity = identity, participant_type = "interviewer" }, AUTH)))
+    local listener = peers.listen(("ws://127.0.0.1:%d/rooms/%s/live"):format(s.port, room),
+      { "--header", "Authorization: Bearer " .. API_KEY, "--finals", "1", "--timeout", "60" })
+    listener:wait_event("open")
+    assert.equal(200, (peers.participant(s, "joined", room, identity)))
+    assert.equal(200, (peers.webhook(s, { event = "track_published", room = { sid = "RM_" .. room, name = room },
+      participant = { sid = "PA_" .. identity, identity = identity },
+      track = { sid = "TR_egress", name = "mic", source = "MICROPHONE", mimeType = "audio/opus" } })))
+    -- The egress dials our /ingest with the URL we gave it; its audio becomes a final.
+    s:wait_log("ingest connected[^\n]*track=TR_egress", 20)
+    listener:wait_event("close", 60)
+    local got
+    for _, m in ipairs(listener:messages()) do
+      if m.type == "transcript" and m.final then got = m end
+    end
+    assert.is_table(got, "no final announced")
+    assert.equal("interviewer", got.role)
+    assert.equal(identity, got.identity)
+    assert.equal("TR_egress", got.track)
+    assert.matches("portfolio", got.text)
+    -- The participant's join came first, with its sequence number.
+    assert.equal("participant", listener:messages()[1].type)
+    assert.is_true(got.seq > listener:messages()[1].seq)
+    -- The track's end stops the egress: its empty Close ends our ingest connection.
+    assert.equal(200, (peers.webhook(s, { event = "track_unpublished", room = { sid = "RM_" .. room, name = room },
+      participant = { sid = "PA_" .. identity, identity = identity }, track = { sid = "TR_egress", source = "MICROPHONE" } })))
+    assert.matches("ingest closed[^\n]*track=TR_egress[^\n]*code=1005", s:wait_log("ingest closed[^\n]*track=TR_egress", 20))
+    s:stop()
+    fake:stop()
+  end)
+
+  it("stores the open utterance of every track when the server stops gracefully", function()
+    local dir = speech_dir()
+    -- The interviewer's first turn cut before its last word ends: the utterance is still open
+    -- when the audio stops, and the connection stays open after it.
+    local clip = server.tmpdir() .. "/cut.wav"
+    local status, out = server.run(("sox %s %s trim 0 4.3"):format(server.quote(dir .. "/interviewer.wav"), server.quote(clip)))
+    assert(status == 0, out)
+    local s = server.start {}
+    local t = ingest.token { room = "e2e-stop", identity = "ivy", track = "TR_stop" }
+    local feeder = peers.feed(("ws://127.0.0.1:%d/ingest?t=%s"):format(s.port, t),
+      { "--wav", clip, "--speed", SPEED, "--hold", "30000" })
+    feeder:wait_event("sent", 30)
+    assert.equal(0, s:stop())
+    local closed = feeder:wait_event("close")
+    assert.equal(1001, closed.code)
+    assert.equal("server stopping", closed.reason)
+    local db = assert(require("qc.store").open(s.data .. "/quantcoach.db"))
+    local rows = assert(db:query("SELECT text FROM events WHERE room = 'e2e-stop' AND kind = 'final'"))
+    db:close()
+    local text = {}
+    for _, r in ipairs(rows) do text[#text + 1] = r.text end
+    assert.matches("portfolio", table.concat(text, " "))
+  end)
+end)

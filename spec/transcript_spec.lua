@@ -1,0 +1,117 @@
+-- GET /rooms/{room}/transcript: the stored finals of a room, ordered by their start on the
+-- interview clock across speakers, as JSON or as `[mm:ss] Role: text` lines; 404 for a room
+-- we never had; API keys as the other room endpoints. The finals are stored through the real
+-- qc.transcripts (a spec-only handler hands it events as the STT binding would, out of time
+-- order, as two tracks decoding in parallel deliver them).
+local server = require "support.server"
+local peers = require "support.peers"
+local cjson = require "cjson"
+
+local API_KEY = "spec-transcript-key-0123456789"
+local AUTH = { Authorization = "Bearer " .. API_KEY }
+
+local FEEDER = [[
+local transcripts = require "qc.transcripts"
+return {
+  finals = function(req)
+    for _, ev in ipairs(req.json.events) do
+      ev.room = req.json.room
+      ev.final = ev.final ~= false
+      transcripts.on_event(ev)
+    end
+    return 200, nil, { last_seq = transcripts.last_seq(req.json.room) }
+  end,
+}
+]]
+
+local function start()
+  local scripts = server.tmpdir() .. "/scripts"
+  assert(os.execute(("cp -r %s %s"):format(server.quote(server.source .. "/scripts"), server.quote(scripts))))
+  server.write_file(scripts .. "/lib/qc/handlers/spec_feeder.lua", FEEDER)
+  local policies = server.copy_policies()
+  local routes = server.read_file(policies .. "/routes.lua")
+  routes = routes:gsub("\nreturn {\n", '\nreturn {\n  { "POST", "/spec/finals", require("qc.handlers.spec_feeder").finals },\n', 1)
+  server.write_file(policies .. "/routes.lua", routes)
+  return server.start { policies = policies, env = { QC_SCRIPTS = scripts, QC_API_KEYS = API_KEY, QC_STT_ENGINE = "null" } }
+end
+
+local function final(identity, role, start, stop, text)
+  local ws = {}
+  local i = 0
+  for w in text:gmatch("%S+") do
+    ws[#ws + 1] = { text = w, start = start + i * 0.3, ["end"] = start + i * 0.3 + 0.25 }
+    i = i + 1
+  end
+  return { identity = identity, role = role, track = "TR_" .. identity, text = text, start = start, ["end"] = stop, words = ws }
+end
+
+describe("GET /rooms/{room}/transcript", function()
+  local s
+  setup(function()
+    s = start()
+    local status = s:request("POST", "/spec/finals", { room = "tr-1", events = {
+      -- The candidate's track delivered its final before the interviewer's earlier one.
+      final("x7Gq", "candidate", 5.5, 10.5, "i would start with the daily returns"),
+      final("ada@example.com", "interviewer", 0.5, 4.5, "tell me how you would estimate the risk"),
+      { identity = "x7Gq", role = "candidate", track = "TR_x7Gq", final = false, text = "not stored", start = 61, ["end"] = 62 },
+      final("ada@example.com", "interviewer", 75.25, 79, "how would you test the model"),
+      final("x7Gq", "candidate", 11, 12, "   "), -- nothing said: not stored
+    } }, AUTH)
+    assert.equal(200, status)
+  end)
+  teardown(function() if s then s:stop() end end)
+
+  it("returns the finals ordered by start across speakers, with seq, identity, role, times and words", function()
+    local status, doc = s:request("GET", "/rooms/tr-1/transcript", nil, AUTH)
+    assert.equal(200, status)
+    assert.equal("tr-1", doc.room)
+    local t = doc.transcript
+    assert.equal(3, #t)
+    assert.same({ "interviewer", "candidate", "interviewer" }, { t[1].role, t[2].role, t[3].role })
+    assert.same({ 2, 1, 3 }, { t[1].seq, t[2].seq, t[3].seq })
+    assert.equal("ada@example.com", t[1].identity)
+    assert.equal("tell me how you would estimate the risk", t[1].text)
+    assert.equal(0.5, t[1].start)
+    assert.equal(4.5, t[1]["end"])
+    assert.equal(8, #t[1].words)
+    assert.equal("tell", t[1].words[1].text)
+    assert.equal(3, doc.last_seq)
+  end)
+
+  it("gives lines `[mm:ss] Role: text` with ?format=text, minutes past the first hour's", function()
+    local status, text, hdrs = s:request("GET", "/rooms/tr-1/transcript?format=text", nil, AUTH)
+    assert.equal(200, status)
+    assert.matches("^text/plain", hdrs["content-type"])
+    assert.equal("[00:00] Interviewer: tell me how you would estimate the risk\n"
+      .. "[00:05] Candidate: i would start with the daily returns\n"
+      .. "[01:15] Interviewer: how would you test the model\n", text)
+  end)
+
+  it("answers 404 JSON for a room it never had, 422 for an unknown format, 401 without a key", function()
+    local status, doc = s:request("GET", "/rooms/never-was/transcript", nil, AUTH)
+    assert.equal(404, status)
+    assert.equal("NOT_FOUND", doc.error.code)
+    status, doc = s:request("GET", "/rooms/tr-1/transcript?format=xml", nil, AUTH)
+    assert.equal(422, status)
+    assert.equal("format", doc.error.field)
+    status, doc = s:request("GET", "/rooms/tr-1/transcript")
+    assert.equal(401, status)
+    assert.equal("UNAUTHORIZED", doc.error.code)
+  end)
+
+  it("answers an empty transcript for a room with no finals yet", function()
+    local status = s:request("POST", "/spec/finals", { room = "tr-empty", events = {
+      { identity = "x", role = "candidate", track = "TR_x", final = false, text = "partial only", start = 1, ["end"] = 2 },
+    } }, AUTH)
+    assert.equal(200, status)
+    -- A partial stores nothing, not even the room: 404 until something is stored.
+    status = s:request("GET", "/rooms/tr-empty/transcript", nil, AUTH)
+    assert.equal(404, status)
+    -- A participant event stores the room: its transcript is there, and empty.
+    assert.equal(200, (peers.participant(s, "joined", "tr-empty", "x")))
+    local st, doc, _, raw = s:request("GET", "/rooms/tr-empty/transcript", nil, AUTH)
+    assert.equal(200, st)
+    assert.equal("[]", raw:match('"transcript":(%b[])'))
+    assert.same({}, doc.transcript)
+  end)
+end)
