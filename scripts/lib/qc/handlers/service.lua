@@ -46,7 +46,7 @@ function M.health(req)
     .. (ms // 1000) .. (frac < 10 and ".00" or frac < 100 and ".0" or ".") .. frac
     .. ',"policies":' .. policies_json .. ',"stt":' .. stt_json .. ',"tracks":{"live":' .. a.tracks
     .. ',"connections":' .. a.connections .. ',"p99_added_us":' .. a.p99_added_us
-    .. ',"p99_turn_us":' .. a.p99_turn_us .. '},"live_clients":' .. live.count() .. "}"
+    .. ',"p99_added_oncpu_us":' .. a.p99_added_oncpu_us .. '},"live_clients":' .. live.count() .. "}"
 end
 
 return M
