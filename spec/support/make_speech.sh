@@ -26,7 +26,9 @@ for tool in text2wave sox soxi; do
     command -v $tool >/dev/null || { echo "make_speech: $tool not found (apt-get install festival sox)" >&2; exit 1; }
 done
 
-tmp=$(mktemp -d)
+# Made beside the results, so each lands with one rename: specs that run at once and make
+# it together never read half a file.
+tmp=$(mktemp -d "$out/.tmp.XXXXXX")
 trap 'rm -rf "$tmp"' EXIT
 
 voice() {
