@@ -65,10 +65,10 @@ grep -v '^#' "$src" | grep -v '^[[:space:]]*$' | while IFS= read -r line; do
     echo "$tmp/turn$n.wav" >>"$tmp/$role.list"
     echo "$tmp/quiet$n.wav" >>"$tmp/$other.list"
     for r in interviewer candidate; do echo "$tmp/gap.wav" >>"$tmp/$r.list"; done
-    end=$(awk "BEGIN { print $t + $d }")
+    end=$(awk "BEGIN { printf \"%.6f\", $t + $d }")
     printf '%s\t%.3f\t%.3f\t%s\n' "$role" "$t" "$end" "$words" >>"$tmp/turns.tsv"
     echo "$words" >>"$tmp/$role.txt"
-    t=$(awk "BEGIN { print $end + $gap }")
+    t=$(awk "BEGIN { printf \"%.6f\", $end + $gap }")
 done
 for r in interviewer candidate; do
     # shellcheck disable=SC2046
