@@ -19,6 +19,10 @@
 #include "net/websocket.h"
 
 #define MT "qc.ws.Server"
+/* Message tasks of one socket started and not yet finished: past this the socket is not read
+ * until they catch up, so a client cannot pile up tasks faster than its handler runs them
+ * (a handler that yields on the store, say); TCP then slows the client down. */
+#define MAX_PENDING 32
 
 typedef struct ws_handle ws_handle;
 struct ws_handle {
@@ -26,6 +30,9 @@ struct ws_handle {
     qc_host *h;
     lua_State *main; /* the state's main thread: where events are built */
     int self_ref;    /* registry reference while the connection is open */
+    int has_on_message;
+    int pending;     /* message tasks not yet finished */
+    int paused;      /* reading stopped at MAX_PENDING */
     ws_handle *prev, *next;
 };
 
@@ -49,6 +56,26 @@ static void release(ws_handle *w) {
     }
 }
 
+/* The task of one message: fn(data, kind) under a protected call whose end, normal, raised or
+ * after yields, is counted (msg_done). Stack: conn, fn, data, kind. */
+static int msg_done(lua_State *L, int status, lua_KContext ctx) {
+    (void)ctx;
+    ws_handle *w = lua_touserdata(L, 1);
+    if (--w->pending < MAX_PENDING / 2 && w->paused) {
+        w->paused = 0;
+        if (w->c) qc_ws_read(w->c, 1);
+    }
+    if (status != LUA_OK && status != LUA_YIELD) return lua_error(L); /* logged by the host */
+    return 0;
+}
+
+static int run_message(lua_State *L) {
+    lua_pushvalue(L, 2);
+    lua_pushvalue(L, 3);
+    lua_pushvalue(L, 4);
+    return msg_done(L, lua_pcallk(L, 2, 0, 0, 0, msg_done), 0);
+}
+
 /* Spawns uservalue `slot` of the handle (a function) with the values above it: run under
  * lua_pcall, so an allocation failure is an error, not a panic. Stack: w, nargs args. */
 static int spawn_event(lua_State *L) {
@@ -58,6 +85,18 @@ static int spawn_event(lua_State *L) {
     if (lua_getiuservalue(L, -1, slot) != LUA_TFUNCTION) return 0;
     lua_remove(L, -2);
     lua_insert(L, 3); /* w, slot, fn, args... */
+    if (slot == 1) { /* run_message(conn, fn, data, kind) */
+        lua_rawgeti(L, LUA_REGISTRYINDEX, w->self_ref);
+        lua_insert(L, 3);
+        lua_pushcfunction(L, run_message);
+        lua_insert(L, 3);
+        if (qc_host_spawn(w->h, L, 3) < 0) return luaL_error(L, "out of memory");
+        if (++w->pending >= MAX_PENDING && !w->paused && w->c) {
+            w->paused = 1;
+            qc_ws_read(w->c, 0);
+        }
+        return 0;
+    }
     if (qc_host_spawn(w->h, L, 3) < 0) return luaL_error(L, "out of memory");
     return 0;
 }
@@ -86,7 +125,7 @@ static void event(ws_handle *w, int slot, const char *s1, size_t n1, const char 
 static void on_message(void *ud, qc_ws_conn *c, int text, const uint8_t *data, size_t len) {
     (void)c;
     ws_handle *w = ud;
-    if (w->self_ref == LUA_NOREF) return;
+    if (w->self_ref == LUA_NOREF || !w->has_on_message) return;
     event(w, 1, (const char *)data, len, text ? "text" : "binary", 0, 0);
 }
 
@@ -216,7 +255,11 @@ static int set_handler(lua_State *L, int slot) {
     return 1;
 }
 
-static int l_on_message(lua_State *L) { return set_handler(L, 1); }
+static int l_on_message(lua_State *L) {
+    ws_handle *w = check(L);
+    w->has_on_message = !lua_isnoneornil(L, 2);
+    return set_handler(L, 1);
+}
 static int l_on_close(lua_State *L) { return set_handler(L, 2); }
 
 /* __close: a `local conn <close>` closes it normally when its scope ends. __gc runs only

@@ -234,6 +234,32 @@ describe("track egress", function()
     assert.is_true(stop.seq < fake:calls("DeleteRoom")[1].seq)
   end)
 
+  it("stops an egress whose track was unpublished while StartTrackEgress was still being answered", function()
+    room_with_candidate(s, fake, "eg-10", "cand-10")
+    fake:egress_config {} -- no egress webhooks: only the late answer tells us the egress id
+    fake:hold("StartTrackEgress", "eg-10", 1500, "after") -- LiveKit starts it, then its answer is slow
+    published(s, "eg-10", "cand-10", "TR_eg10")
+    server.wait_for(function() return #fake:egresses() == 1 end, 10, "the egress to exist on LiveKit")
+    assert.equal("requesting", track_row(s, "TR_eg10").egress_state)
+    unpublished(s, "eg-10", "cand-10", "TR_eg10")
+    local stop = server.wait_for(function() return fake:calls("StopEgress")[1] end, 10, "StopEgress after the answer")
+    assert.equal(fake:egresses()[1].egress_id, stop.body.egressId)
+    assert.equal(track_row(s, "TR_eg10").egress_id, stop.body.egressId)
+  end)
+
+  it("takes the egress id from LiveKit's egress webhooks when they come before its answer to StartTrackEgress", function()
+    room_with_candidate(s, fake, "eg-11", "cand-11")
+    fake:hold("StartTrackEgress", "eg-11", 1500, "after")
+    published(s, "eg-11", "cand-11", "TR_eg11")
+    local id = server.wait_for(function() return (fake:egresses()[1] or {}).egress_id end, 10, "the egress on LiveKit")
+    server.wait_for(function() return track_row(s, "TR_eg11").egress_state == "EGRESS_ACTIVE" end, 10, "the webhooks")
+    assert.equal(id, track_row(s, "TR_eg11").egress_id)
+    server.wait_for(function() return fake:calls("StartTrackEgress")[1].status == 200 end, 10, "the late answer")
+    time.sleep(0.2)
+    local row = track_row(s, "TR_eg11")
+    assert.same({ id, "EGRESS_ACTIVE", 1 }, { row.egress_id, row.egress_state, row.egress_attempts })
+  end)
+
   it("retries an egress that ended in failure while its track is published, with backoff, at most QC_EGRESS_RETRIES times", function()
     room_with_candidate(s, fake, "eg-7", "cand-7")
     fake:egress_config { webhook_url = s.url .. "/webhooks/livekit", fail = 10 }
@@ -312,6 +338,48 @@ describe("the ingest URL handed to LiveKit", function()
       assert.equal(2, code, bad[1] .. ": " .. out)
       assert.matches(bad[2], out)
       assert.is_nil(out:find("eyJ", 1, true), "nothing printed")
+    end
+  end)
+end)
+
+describe("ingest.verify", function()
+  local now = os.time()
+  local function signed(claims, secret)
+    local c = { iss = "devkey", aud = ingest.AUDIENCE, sub = "ada", room = "r1", track = "TR_1", nbf = now, exp = now + 60 }
+    for k, v in pairs(claims) do c[k] = v end
+    for k, v in pairs(c) do if v == false then c[k] = nil end end
+    return jwt.sign(c, secret or "secret")
+  end
+
+  it("accepts its own tokens and fills in Egress's format, or the one the token declares", function()
+    local c = assert(ingest.verify(signed {}))
+    assert.same({ "r1", "ada", "TR_1", 48000, 2 }, { c.room, c.identity, c.track, c.rate, c.channels })
+    c = assert(ingest.verify(signed { rate = 16000, channels = 1 }))
+    assert.same({ 16000, 1, true, true }, { c.rate, c.channels, c.rate_in_token, c.channels_in_token })
+  end)
+
+  it("refuses what is not a valid ingest token, with a stable code", function()
+    for _, case in ipairs {
+      { nil, "MISSING" }, { "", "MISSING" }, { "a.b", "MALFORMED" },
+      { signed({}, "other-secret"), "BAD_SIGNATURE" },
+      { signed { iss = "otherkey" }, "BAD_ISSUER" },
+      { signed { exp = now - 60 }, "EXPIRED" },
+      { signed { nbf = now + 600 }, "NOT_YET_VALID" },
+      { signed { aud = false }, "BAD_AUDIENCE" },
+      { signed { aud = { ingest.AUDIENCE } }, "BAD_AUDIENCE" },
+      { signed { track = false }, "BAD_CLAIMS" },
+      { signed { sub = "" }, "BAD_CLAIMS" },
+      { signed { room = 7 }, "BAD_CLAIMS" },
+      { signed { rate = 16000.5 }, "BAD_CLAIMS" },
+      { signed { rate = "48000" }, "BAD_CLAIMS" },
+      { signed { rate = 1000000 }, "BAD_CLAIMS" },
+      { signed { channels = 0 }, "BAD_CLAIMS" },
+      { signed { channels = 9 }, "BAD_CLAIMS" },
+    } do
+      local c, err, code = ingest.verify(case[1])
+      assert.is_nil(c, tostring(case[2]))
+      assert.is_string(err)
+      assert.equal(case[2], code, err)
     end
   end)
 end)

@@ -74,7 +74,8 @@ end
 describe("the live socket", function()
   local s
   setup(function() s = start() end)
-  teardown(function() if s then s:stop() end end)
+  -- A clean exit: under ASan, a leak or a sanitizer report makes it non-zero.
+  teardown(function() if s then assert(s:stop() == 0, "the server exited with an error:\n" .. s:log_text():sub(-4000)) end end)
 
   it("refuses a connection without a credential, with a bad token, or with an ingest token", function()
     local p = peers.listen(ws_url(s, "/rooms/r1/live"))
@@ -218,7 +219,7 @@ describe("a live client that does not read", function()
     else
       assert.equal(1006, closed.code)
     end
-    s:stop()
+    assert.equal(0, s:stop())
   end)
 end)
 

@@ -59,7 +59,8 @@ describe("GET /rooms/{room}/transcript", function()
     } }, AUTH)
     assert.equal(200, status)
   end)
-  teardown(function() if s then s:stop() end end)
+  -- A clean exit: under ASan, a leak or a sanitizer report makes it non-zero.
+  teardown(function() if s then assert(s:stop() == 0, "the server exited with an error:\n" .. s:log_text():sub(-4000)) end end)
 
   it("returns the finals ordered by start across speakers, with seq, identity, role, times and words", function()
     local status, doc = s:request("GET", "/rooms/tr-1/transcript", nil, AUTH)

@@ -42,6 +42,25 @@ local ROUTES = [[
       return 200, nil, { plain = true }
     end },
   { "GET", "/ws/drop", function(req) req:accept_websocket() end },
+  { "GET", "/ws/scoped", function(req)
+      local conn <close> = req:accept_websocket()
+      conn:send("bye")
+    end },
+  { "GET", "/ws/slow", function(req)
+      local conn = req:accept_websocket()
+      local running, peak, done = 0, 0, 0
+      conn:on_message(function()
+        running = running + 1
+        if running > peak then peak = running end
+        qc.time.sleep(0.02)
+        running = running - 1
+        done = done + 1
+        if done == 300 then
+          qc.log.info("spec", "slow handler done", { peak = peak })
+          conn:send("done")
+        end
+      end)
+    end },
   { "GET", "/garbage", function()
       local keep = {}
       for i = 1, 300000 do keep[i % 100 + 1] = { i, tostring(i) } end
@@ -165,6 +184,12 @@ describe("WebSockets", function()
       log_has("ws closed code=4000 late=nil/CLOSED open=false reason=\"asked to\" tag=byserver")
     end)
 
+    it("closes a socket held in a <close> variable with 1000 when its scope ends", function()
+      local r = client(s.port, { path = "/ws/scoped" })
+      assert.are.equal("bye", r.messages[1].text)
+      assert.are.equal(1000, r.close.code)
+    end)
+
     it("refuses an upgrade with the handler's JSON error, and a route that is not there with 404", function()
       local r = client(s.port, { path = "/ws/refuse" })
       assert.are.equal(401, r.status)
@@ -193,6 +218,17 @@ describe("WebSockets", function()
       assert.are.same({ "p" }, r.pongs)
       assert.are.equal(1000, r.close.code)
     end)
+  end)
+
+  it("runs at most 32 message tasks of one socket at a time, and reads the rest later in order", function()
+    local steps = {}
+    for i = 1, 300 do steps[i] = { send = "m" .. i } end
+    steps[#steps + 1] = { wait_messages = 1 }
+    steps[#steps + 1] = { close = { 1000, "" } }
+    local r = client(s.port, { path = "/ws/slow", steps = steps, timeout_ms = 20000 })
+    assert.are.equal("done", r.messages[1].text)
+    local peak = tonumber(s:wait_log("slow handler done"):match("slow handler done peak=(%d+)"))
+    assert.is_true(peak >= 2 and peak <= 32, "peak " .. tostring(peak))
   end)
 
   describe("the handshake", function()

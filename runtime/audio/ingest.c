@@ -312,6 +312,18 @@ int qc_ingest_start(qc_ingest_hub *h, qc_http_exchange *ex, const qc_ingest_info
     }
     h->st.accepted++;
     if (!in->conn_over) in->conn = c;
+    /* One connection per track: an egress that dials again (a retry after a failure the old
+     * socket has not noticed yet) replaces the old one, whose words would otherwise come twice. */
+    qc_ingest *next;
+    for (qc_ingest *o = h->all; o; o = next) {
+        next = o->next;
+        if (o != in && !o->conn_over && o->conn && strcmp(o->info.track, in->info.track) == 0 &&
+            strcmp(o->info.room, in->info.room) == 0) {
+            qc_log(QC_LOG_WARN, "ingest", "replaced by a newer connection", " room=%s track=%s", o->info.room,
+                   o->info.track);
+            qc_ws_close(o->conn, 1008, "replaced by a newer connection for this track");
+        }
+    }
     qc_log(QC_LOG_INFO, "ingest", "connected", " room=%s identity=%s role=%s track=%s rate=%u channels=%u offset=%.3f",
            in->info.room, in->info.identity, in->info.role, in->info.track, info->rate, info->channels,
            info->clock_offset);
@@ -339,23 +351,25 @@ void qc_ingest_hub_free(qc_ingest_hub *h) {
     if (!h) return;
     if (default_hub == h) default_hub = NULL;
     memset(&h->sink, 0, sizeof h->sink);
-    qc_ingest *in = h->all;
-    while (in) {
-        qc_ingest *next = in->next;
+    for (qc_ingest *in = h->all; in; in = in->next) {
         if (in->track) {
-            qc_track_abort(in->track);
+            qc_track_abort(in->track); /* no callback after this */
             in->track = NULL;
+            in->track_over = 1;
         }
-        /* Aborted, or finishing: the engine, freed below, calls no stream back after that. */
-        in->track_over = 1;
+    }
+    /* Tracks still finishing (their connection has closed) may be told CLOSED while the
+     * engine goes: their ingests free themselves then, unlinking from the list. */
+    if (h->engine) qc_stt_engine_free(h->engine);
+    qc_ingest *next;
+    for (qc_ingest *in = h->all; in; in = next) {
+        next = in->next;
         in->hub = NULL;
+        in->track_over = 1; /* the engine is gone: nothing will call it back */
         in->prev = in->next = NULL;
         /* Connections still open are closed by the server's stop; their on_close frees them. */
         if (in->conn_over && !in->in_call) free(in);
-        in = next;
     }
-    h->all = NULL;
-    if (h->engine) qc_stt_engine_free(h->engine);
     qc_latency_detach();
     free(h);
 }

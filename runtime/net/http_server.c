@@ -618,6 +618,7 @@ void qc_http_exchange_respond(qc_http_exchange *ex, int status, const qc_http_he
         return;
     }
     if (c->ex == ex) c->ex = NULL;
+    c->ws_pending = 0; /* an upgrade refused: the linger reads (and drops) again */
     if (ex->srv->stopping) ex->close_after = 1;
     if (build_response(ex, status, headers, nheaders, body, body_len) < 0) {
         qc_log(QC_LOG_ERROR, "http", "out of memory building response", NULL);

@@ -340,6 +340,10 @@ struct qc_ws_conn {
     int report_code;
     char report_reason[124];
     uint64_t last_rx, close_deadline;
+    /* paused by the owner (qc_ws_read): the rest of a read waits in `held` */
+    int paused;
+    uint8_t *held;
+    size_t held_len, held_cap;
     /* fragments and split frames of the message being received */
     uint8_t *msg;
     size_t msg_len, msg_cap;
@@ -366,6 +370,7 @@ static void arm_timer(qc_ws_conn *c) {
 }
 
 static int append(uint8_t **buf, size_t *len, size_t *cap, const uint8_t *d, size_t n) {
+    if (!n) return 0;
     if (*len + n > *cap) {
         size_t nc = *cap ? *cap : 1024;
         while (nc < *len + n) nc *= 2;
@@ -521,7 +526,7 @@ static void send_close(qc_ws_conn *c, int code, const char *reason) {
         if (rl > 123) rl = 123;
         /* A reason cut inside a character would be invalid UTF-8: back up to its start. */
         while (rl && rl < (reason ? strlen(reason) : 0) && ((unsigned char)reason[rl] & 0xC0) == 0x80) rl--;
-        memcpy(body + 2, reason, rl);
+        if (rl) memcpy(body + 2, reason, rl);
         n = 2 + rl;
     }
     write_frame(c, QC_WS_CLOSE, body, n);
@@ -543,6 +548,13 @@ static void begin_close(qc_ws_conn *c, int code, const char *reason) {
 void qc_ws_close(qc_ws_conn *c, int code, const char *reason) {
     if (code != 1000 && !qc_ws_close_code_valid(code)) code = 1000;
     begin_close(c, code, reason);
+}
+
+void qc_ws_read(qc_ws_conn *c, int on) {
+    if (c->state == S_DONE) return;
+    c->paused = !on;
+    qc_http_conn_read(c->hc, on);
+    if (on && c->held_len) qc_http_conn_timer(c->hc, 0);
 }
 
 void qc_ws_set_handlers(qc_ws_conn *c, const qc_ws_handlers *h, void *ud) {
@@ -583,7 +595,7 @@ static int on_data(void *ud, int op, uint8_t *d, size_t n, int flags) {
         c->stats.messages_in++;
         c->stats.bytes_in += n;
         if (c->h.on_message) c->h.on_message(c->ud, c, op == QC_WS_TEXT, d, n);
-        return c->state == S_DONE;
+        return c->state == S_DONE || c->paused;
     }
     if (flags & QC_WS_FIRST) c->msg_len = 0;
     if (n && append(&c->msg, &c->msg_len, &c->msg_cap, d, n) < 0) {
@@ -600,7 +612,7 @@ static int on_data(void *ud, int op, uint8_t *d, size_t n, int flags) {
         c->msg = NULL;
         c->msg_cap = 0;
     }
-    return c->state == S_DONE;
+    return c->state == S_DONE || c->paused;
 }
 
 static int on_control(void *ud, int op, uint8_t *d, size_t n) {
@@ -635,13 +647,43 @@ static const qc_ws_parser_cb parser_cb = {on_data, on_control};
 
 /* ---- socket events (qc_http_upgrade_ops) ---- */
 
+static void feed(qc_ws_conn *c, uint8_t *data, size_t len, size_t *used);
+
 static void up_read(void *ud, uint8_t *data, size_t len) {
     qc_ws_conn *c = ud;
     if (c->state == S_DONE) return;
     c->last_rx = now_ms(c);
     if (c->parser.state == P_FAILED) return; /* our Close is out: the rest is dropped */
-    size_t used;
-    int rc = qc_ws_parser_feed(&c->parser, data, len, &parser_cb, c, &used);
+    if (c->held_len || c->paused) { /* after what waits, in order */
+        if (append(&c->held, &c->held_len, &c->held_cap, data, len) < 0) begin_close(c, 1011, "out of memory");
+        return;
+    }
+    size_t used = len;
+    feed(c, data, len, &used);
+    if (used < len && c->state == S_OPEN && c->paused &&
+        append(&c->held, &c->held_len, &c->held_cap, data + used, len - used) < 0)
+        begin_close(c, 1011, "out of memory");
+}
+
+/* What a pause left unparsed, once the owner reads again (from the timer: never inside the
+ * owner's own call). */
+static void feed_held(qc_ws_conn *c) {
+    if (!c->held_len || c->paused || c->state == S_DONE) return;
+    size_t used = c->held_len;
+    feed(c, c->held, c->held_len, &used);
+    if (c->state == S_DONE) return;
+    memmove(c->held, c->held + used, c->held_len - used);
+    c->held_len -= used;
+    if (!c->held_len && c->held_cap > KEEP_GATHER_MAX) {
+        free(c->held);
+        c->held = NULL;
+        c->held_cap = 0;
+    }
+}
+
+static void feed(qc_ws_conn *c, uint8_t *data, size_t len, size_t *used) {
+    int rc = qc_ws_parser_feed(&c->parser, data, len, &parser_cb, c, used);
+    if (rc < 0) *used = len;
     if (rc < 0 && c->state != S_DONE) {
         int code;
         const char *why = qc_ws_parser_error(&c->parser, &code);
@@ -660,6 +702,8 @@ static void up_read(void *ud, uint8_t *data, size_t len) {
 static void up_end(void *ud, int status) {
     qc_ws_conn *c = ud;
     if (c->state == S_DONE) return;
+    feed_held(c); /* the last messages and Close may wait there */
+    if (c->state == S_DONE) return;
     /* Gone before any Close: a drop. After ours, the peer just did not answer it. */
     if (c->state == S_OPEN) {
         c->report_code = 1006;
@@ -677,11 +721,14 @@ static void up_timer(void *ud) {
         conn_finish(c);
         return;
     }
+    feed_held(c);
+    if (c->state == S_DONE) return;
     if (c->state == S_CLOSING && now >= c->close_deadline) {
         conn_finish(c);
         return;
     }
-    if (c->state == S_OPEN && c->idle_ms > 0 && now >= c->last_rx + (uint64_t)c->idle_ms) {
+    /* Paused, the silence is ours: no idle close then. */
+    if (c->state == S_OPEN && c->idle_ms > 0 && !c->paused && !c->held_len && now >= c->last_rx + (uint64_t)c->idle_ms) {
         char why[64];
         snprintf(why, sizeof why, "idle for %ld ms", c->idle_ms);
         begin_close(c, 1001, why);
@@ -704,6 +751,7 @@ static void up_stop(void *ud) {
 static void up_closed(void *ud) {
     qc_ws_conn *c = ud;
     free(c->msg);
+    free(c->held);
     free(c->wbuf);
     free(c->qbuf);
     free(c);

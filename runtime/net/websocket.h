@@ -56,6 +56,9 @@ int qc_ws_is_open(const qc_ws_conn *c);
  * once the peer answers or a short grace runs out. Idempotent. */
 void qc_ws_close(qc_ws_conn *c, int code, const char *reason);
 
+/* Stops or resumes reading (flow control: a consumer that lags behind its messages). */
+void qc_ws_read(qc_ws_conn *c, int on);
+
 /* Replaces the handlers and their ud (NULL handlers: nothing is called any more). For an
  * owner that goes away before the connection does (the Lua host at stop). */
 void qc_ws_set_handlers(qc_ws_conn *c, const qc_ws_handlers *h, void *ud);

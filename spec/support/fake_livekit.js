@@ -446,7 +446,7 @@ async function handleTwirp(req, res, path, raw) {
       throw new TwirpErr('malformed', `the json request could not be decoded: ${e.message}`);
     }
     checkGrant(method, claims, msg);
-    const hold = state.holds.find((h) => h.method === method && h.room === (msg.name || msg.room));
+    const hold = state.holds.find((h) => h.method === method && h.room === (msg.name || msg.room || msg.roomName));
     if (hold && hold.when === 'before') await holdFor(hold.ms);
     const result = handlers[method](msg);
     if (hold && hold.when === 'after') { call.held = true; await holdFor(hold.ms); }

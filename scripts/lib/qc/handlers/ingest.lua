@@ -11,6 +11,7 @@ local ingest = require "qc.ingest"
 local log = require "qc.log"
 local policies = require "qc.policies"
 local time = require "qc.time"
+local tracks = require "qc.tracks"
 
 local M = {}
 
@@ -29,10 +30,9 @@ end
 function M.role_of(room, identity, track)
   local t = db.first("SELECT role FROM tracks WHERE sid = ? AND room = ?", track, room)
   if t and t.role and t.role ~= "" then return t.role end
-  local issued = db.first([[SELECT role FROM tokens WHERE room = ? AND identity = ?
-                            ORDER BY issued_at DESC, id DESC LIMIT 1]], room, identity)
-  if issued then return issued.role end
-  return policies.speakers.role({ identity = identity })
+  local issued = tracks.issued_role(room, identity)
+  if issued then return issued end
+  return policies.speakers.role({ identity = identity }, nil)
 end
 
 ---Sets the room's interview clock (rooms.started_at) if this is its first audio, committed,

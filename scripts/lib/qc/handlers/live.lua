@@ -4,7 +4,6 @@
 -- this room (Authorization: Bearer, or ?token= since browsers cannot set headers on a
 -- WebSocket) or an API key. A candidate's connection never receives evaluations.
 local auth = require "qc.auth"
-local db = require "qc.db"
 local errors = require "qc.errors"
 local host = require "qc.host"
 local jwt = require "qc.jwt"
@@ -12,6 +11,7 @@ local live = require "qc.live"
 local livekit = require "qc.livekit"
 local log = require "qc.log"
 local rooms = require "qc.rooms"
+local tracks = require "qc.tracks"
 local cjson = require "cjson"
 
 local M = {}
@@ -54,9 +54,7 @@ function M.authorize(req, room)
   end
   if video.room ~= room then errors.raise(403, "FORBIDDEN", "live: the token is for another room") end
   -- The role we issued the token for is authoritative; the token's own claim otherwise.
-  local issued = db.first([[SELECT role FROM tokens WHERE room = ? AND identity = ?
-                            ORDER BY issued_at DESC, id DESC LIMIT 1]], room, c.sub)
-  local role = issued and issued.role or role_claim(c)
+  local role = tracks.issued_role(room, c.sub) or role_claim(c)
   return { who = c.sub, role = role, candidate = not FULL_VIEW[role] }
 end
 
