@@ -65,6 +65,7 @@ typedef struct {
 } commit_mark;
 
 struct el_stream {
+    qc_stt_stream base; /* first: stt.h (stt.c dispatches through base.ops) */
     el_engine *e;
     qc_stt_callbacks cb;
     void *ud;
@@ -513,6 +514,8 @@ static void on_timer(uv_timer_t *h) {
 
 /* ---- the ops ---- */
 
+static const qc_stt_ops el_ops;
+
 static qc_stt_stream *el_open(qc_stt_engine *base, const qc_stt_callbacks *cb, void *ud, char *err, size_t errlen) {
     el_engine *e = (el_engine *)base;
     el_stream *s = calloc(1, sizeof *s);
@@ -528,6 +531,7 @@ static qc_stt_stream *el_open(qc_stt_engine *base, const qc_stt_callbacks *cb, v
         snprintf(err, errlen, "out of memory");
         return NULL;
     }
+    s->base.ops = &el_ops;
     s->e = e;
     s->cb = *cb;
     s->ud = ud;
