@@ -543,7 +543,13 @@ void qc_ws_client_abort(qc_ws_client *c) {
     if (c->aborted) return;
     c->aborted = 1;
     free_queue(c);
-    if (c->wsi) lws_set_timeout(c->wsi, PENDING_TIMEOUT_CLOSE_SEND, LWS_TO_KILL_ASYNC);
+    /* lws notices a timeout set from outside its callbacks only at its next event on the
+     * wsi; asking for a writable callback makes that event come now (WRITEABLE returns -1
+     * for an aborted connection). */
+    if (c->wsi) {
+        lws_set_timeout(c->wsi, PENDING_TIMEOUT_CLOSE_SEND, LWS_TO_KILL_ASYNC);
+        lws_callback_on_writable(c->wsi);
+    }
     /* RESOLVING: on_resolved frees it; WAIT_CONTEXT: start_connect does. */
 }
 
