@@ -139,6 +139,20 @@ describe("qc.ws", function()
     assert.same({ nil, "CLOSED" }, { c:send("x") })
   end)
 
+  it("sends an empty Close for close(0), as Egress ends a stream", function()
+    fake:reset()
+    local c = echo()
+    c:send("last")
+    assert.same({ "text", "last" }, { c:receive(5) })
+    assert.is_true((c:close(0)))
+    local closes
+    require("support.server").wait_for(function()
+      closes = fake:request("GET", "/_fake/echo_closes")
+      return #closes > 0
+    end, 5, "the echo server to see the Close")
+    assert.equal(1005, closes[1].code)
+  end)
+
   it("refuses to queue past max_queued", function()
     local c = assert(ws.connect(fake.ws .. "/echo", { max_queued = 10000 }))
     local refused
