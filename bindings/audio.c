@@ -2,6 +2,7 @@
  * After qc.audio.ingest returns, no Lua runs for that connection's messages. */
 #define _POSIX_C_SOURCE 200809L /* uv.h needs pthread_rwlock_t */
 #include "audio/ingest.h"
+#include "audio/latency.h"
 
 #include <string.h>
 
@@ -79,11 +80,22 @@ static void set_int(lua_State *L, const char *k, uint64_t v) {
 }
 
 /* qc.audio.stats() -> {tracks, connections, accepted, bytes_in, frames_in, dropped,
- * closed_bad_input}; zeros where no engine runs. */
+ * closed_bad_input, p50_added_us, p99_added_us, max_added_us, p99_added_oncpu_us, p99_turn_us,
+ * turns, offcpu_turns}; zeros where no engine runs. The latencies are over the last 10 to
+ * 20 s (audio/latency.h). */
 static int l_stats(lua_State *L) {
     qc_ingest_stats st;
     qc_ingest_hub_stats(qc_ingest_hub_default(), &st);
-    lua_createtable(L, 0, 7);
+    qc_latency_stats lat;
+    qc_latency_get(&lat);
+    lua_createtable(L, 0, 14);
+    set_int(L, "p50_added_us", (uint64_t)qc_latency_quantile(lat.buckets, lat.count, 0.5));
+    set_int(L, "p99_added_us", (uint64_t)qc_latency_quantile(lat.buckets, lat.count, 0.99));
+    set_int(L, "max_added_us", lat.max_ns / 1000);
+    set_int(L, "p99_added_oncpu_us", (uint64_t)qc_latency_quantile(lat.oncpu_buckets, lat.oncpu_count, 0.99));
+    set_int(L, "p99_turn_us", (uint64_t)qc_latency_quantile(lat.turn_buckets, lat.turns, 0.99));
+    set_int(L, "turns", lat.turns);
+    set_int(L, "offcpu_turns", lat.offcpu_turns);
     set_int(L, "tracks", st.tracks);
     set_int(L, "connections", st.connections);
     set_int(L, "accepted", st.accepted);

@@ -111,7 +111,12 @@ describe("audio to words, end to end", function()
       end
       return #live == #stored
     end, 20, "the live client to have every final")
-    for i = 2, #live do assert.is_true(live[i].seq > live[i - 1].seq) end
+    -- In sequence order, and (the turns alternate with a second of silence between them) in
+    -- time order too: a speaker's final is announced before the next turn's.
+    for i = 2, #live do
+      assert.is_true(live[i].seq > live[i - 1].seq)
+      assert.is_true(live[i].start >= live[i - 1].start, "announced out of time order: " .. cjson.encode(live))
+    end
 
     -- Attribution: each final's role and identity are those of the speaker whose turn it is in.
     local by_role = { interviewer = {}, candidate = {} }

@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "audio/latency.h"
 #include "audio/track.h"
 #include "log.h"
 #include "net/http_error.h"
@@ -57,6 +58,9 @@ qc_ingest_hub *qc_ingest_hub_new(uv_loop_t *loop, const qc_stt_config *stt, int 
     h->quality = resample_quality;
     snprintf(h->engine_name, sizeof h->engine_name, "%s", stt->engine ? stt->engine : "?");
     h->engine = qc_stt_engine_new(loop, stt, h->engine_error, sizeof h->engine_error);
+    /* Added latency per message for /health and bench/ (audio/latency.h): a clock read per
+     * message, so always on. */
+    if (qc_latency_attach(loop)) qc_log(QC_LOG_WARN, "ingest", "latency histogram unavailable", NULL);
     if (!h->engine)
         qc_log(QC_LOG_ERROR, "stt", "engine unavailable: ingest refuses audio", " engine=%s error=\"%s\"",
                h->engine_name, h->engine_error);
@@ -185,7 +189,9 @@ static void on_message(void *ud, qc_ws_conn *c, int text, const uint8_t *data, s
     if (!text) {
         in->bytes_in += len;
         if (in->hub) in->hub->st.bytes_in += len;
+        qc_latency_in();
         qc_track_feed(in->track, data, len);
+        qc_latency_out();
         /* A stream split into messages of any size is fine, but one that never again ends a
          * message on a whole frame is misaligned: its samples would be noise. */
         if (in->bytes_in % in->frame_bytes == 0) {
@@ -364,5 +370,6 @@ void qc_ingest_hub_free(qc_ingest_hub *h) {
         /* Connections still open are closed by the server's stop; their on_close frees them. */
         if (in->conn_over && !in->in_call) free(in);
     }
+    qc_latency_detach();
     free(h);
 }

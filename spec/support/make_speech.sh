@@ -26,7 +26,9 @@ for tool in text2wave sox soxi; do
     command -v $tool >/dev/null || { echo "make_speech: $tool not found (apt-get install festival sox)" >&2; exit 1; }
 done
 
-tmp=$(mktemp -d)
+# Made beside the results, so each lands with one rename: specs that run at once and make
+# it together never read half a file.
+tmp=$(mktemp -d "$out/.tmp.XXXXXX")
 trap 'rm -rf "$tmp"' EXIT
 
 voice() {
@@ -63,10 +65,10 @@ grep -v '^#' "$src" | grep -v '^[[:space:]]*$' | while IFS= read -r line; do
     echo "$tmp/turn$n.wav" >>"$tmp/$role.list"
     echo "$tmp/quiet$n.wav" >>"$tmp/$other.list"
     for r in interviewer candidate; do echo "$tmp/gap.wav" >>"$tmp/$r.list"; done
-    end=$(echo "$t + $d" | bc -l)
+    end=$(awk "BEGIN { printf \"%.6f\", $t + $d }")
     printf '%s\t%.3f\t%.3f\t%s\n' "$role" "$t" "$end" "$words" >>"$tmp/turns.tsv"
     echo "$words" >>"$tmp/$role.txt"
-    t=$(echo "$end + $gap" | bc -l)
+    t=$(awk "BEGIN { printf \"%.6f\", $end + $gap }")
 done
 for r in interviewer candidate; do
     # shellcheck disable=SC2046

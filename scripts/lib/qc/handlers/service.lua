@@ -45,7 +45,8 @@ function M.health(req)
   return 200, JSON_HEADERS, '{"status":' .. status .. ',"version":"' .. VERSION .. '","uptime_s":'
     .. (ms // 1000) .. (frac < 10 and ".00" or frac < 100 and ".0" or ".") .. frac
     .. ',"policies":' .. policies_json .. ',"stt":' .. stt_json .. ',"tracks":{"live":' .. a.tracks
-    .. ',"connections":' .. a.connections .. '},"live_clients":' .. live.count() .. "}"
+    .. ',"connections":' .. a.connections .. ',"p99_added_us":' .. a.p99_added_us
+    .. ',"p99_added_oncpu_us":' .. a.p99_added_oncpu_us .. '},"live_clients":' .. live.count() .. "}"
 end
 
 return M
