@@ -65,6 +65,7 @@ typedef struct {
 } commit_mark;
 
 struct el_stream {
+    qc_stt_stream base; /* first: stt.c dispatches through base.ops (stt.h) */
     el_engine *e;
     qc_stt_callbacks cb;
     void *ud;
@@ -513,9 +514,12 @@ static void on_timer(uv_timer_t *h) {
 
 /* ---- the ops ---- */
 
+static const qc_stt_ops el_ops;
+
 static qc_stt_stream *el_open(qc_stt_engine *base, const qc_stt_callbacks *cb, void *ud, char *err, size_t errlen) {
     el_engine *e = (el_engine *)base;
     el_stream *s = calloc(1, sizeof *s);
+    if (s) s->base.ops = &el_ops;
     if (s) s->e = e;
     if (s) s->ring = malloc(RING_SAMPLES * sizeof *s->ring);
     if (s) s->timer = timer_new(s);
