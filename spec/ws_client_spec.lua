@@ -109,6 +109,8 @@ describe("qc.ws", function()
     assert.has_error(function() ws.connect("http://127.0.0.1/") end)
     assert.has_error(function() ws.connect("ws://127.0.0.1:99999/") end)
     assert.has_error(function() ws.connect("ws://127.0.0.1/a b") end)
+    assert.has_error(function() ws.connect("wss://[]/1") end)
+    assert.has_error(function() ws.connect("ws://[::1/") end)
     assert.has_error(function() ws.connect("ws://127.0.0.1/", { headers = { ["bad name"] = "x" } }) end)
     assert.has_error(function() ws.connect("ws://127.0.0.1/", { headers = { x = "a\r\nb: c" } }) end)
   end)
@@ -137,6 +139,20 @@ describe("qc.ws", function()
     assert.equal(1000, code)
     assert.is_false(c:is_open())
     assert.same({ nil, "CLOSED" }, { c:send("x") })
+  end)
+
+  it("sends an empty Close for close(0), as Egress ends a stream", function()
+    fake:reset()
+    local c = echo()
+    c:send("last")
+    assert.same({ "text", "last" }, { c:receive(5) })
+    assert.is_true((c:close(0)))
+    local closes
+    require("support.server").wait_for(function()
+      closes = fake:request("GET", "/_fake/echo_closes")
+      return #closes > 0
+    end, 5, "the echo server to see the Close")
+    assert.equal(1005, closes[1].code)
   end)
 
   it("refuses to queue past max_queued", function()
@@ -182,5 +198,52 @@ describe("qc.ws", function()
       getmetatable(e).__close(e)
       e:send("z")
     end)
+  end)
+end)
+
+describe("qc.ws over TLS", function()
+  local server = require "support.server"
+  local quote = server.quote
+  local dir, fake
+  setup(function()
+    dir = server.tmpdir()
+    assert(os.execute(("openssl req -x509 -newkey rsa:2048 -nodes -keyout %s/key.pem -out %s/cert.pem -days 2 "
+      .. "-subj /CN=localhost -addext subjectAltName=DNS:localhost >/dev/null 2>&1"):format(dir, dir)))
+    fake = el.start { tls_cert = dir .. "/cert.pem", tls_key = dir .. "/key.pem" }
+    server.write_file(dir .. "/client.lua", [[
+      local ws = require "qc.ws"
+      local c, err, code = ws.connect(arg[1])
+      if not c then print("failed", err, code) return 1 end
+      c:send("over tls")
+      print(c:receive(5))
+      c:close()
+      return 0
+    ]])
+  end)
+  teardown(function() fake:stop() end)
+
+  local function client(url, cafile)
+    local cmd = ("SSL_CERT_FILE=%s %s run %s %s 2>&1"):format(quote(cafile), quote(server.bin),
+      quote(dir .. "/client.lua"), quote(url))
+    local p = io.popen(cmd)
+    local out = p:read("a")
+    p:close()
+    return out
+  end
+
+  it("talks wss:// to a server the CA file vouches for, by name", function()
+    assert.matches("text\tover tls", client(("wss://localhost:%d/echo"):format(fake.port), dir .. "/cert.pem"))
+  end)
+
+  it("refuses a server certificate no trusted CA signed", function()
+    local out = client(("wss://localhost:%d/echo"):format(fake.port), "/etc/ssl/certs/ca-certificates.crt")
+    assert.matches("failed", out)
+    assert.not_matches("over tls", out)
+  end)
+
+  it("refuses a certificate for another name", function()
+    -- the certificate names localhost only; 127.0.0.1 is not in it
+    local out = client(("wss://127.0.0.1:%d/echo"):format(fake.port), dir .. "/cert.pem")
+    assert.matches("failed", out)
   end)
 end)

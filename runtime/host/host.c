@@ -21,6 +21,7 @@
 #include "../net/cors.h"
 #include "../net/http_client.h"
 #include "../net/http_error.h"
+#include "../net/ws_client.h"
 #include "../log.h"
 #include "watchdog.h"
 #include "bindings.h"
@@ -1221,6 +1222,7 @@ void qc_host_close_owned_handles(uv_loop_t *loop) {
 /* Runs the loop until libuv has let go of every handle. Handles still open after a while
  * (nobody closed them) are closed here, so shutdown cannot hang. */
 void qc_host_drain_loop(uv_loop_t *loop) {
+    qc_ws_client_shutdown(); /* lws' context ends while the loop runs below */
     uv_walk(loop, close_owned, NULL);
     uint64_t deadline = uv_hrtime() + 2000000000ull;
     while (uv_run(loop, UV_RUN_NOWAIT) && uv_hrtime() < deadline) uv_sleep(1);

@@ -21,6 +21,9 @@
 #define CONTEXT_TIMEOUT_S 15 /* lws' limit on connect, TLS and upgrade */
 #define HOSTNAME_MAX 253
 #define SYSTEM_CA "/etc/ssl/certs/ca-certificates.crt"
+/* lws' write type for a Close frame: private to lws (lib/roles/ws/private-lib-roles-ws.h,
+ * the same value from 2.x to 4.3), and the only way to send a Close without a code. */
+#define QC_LWS_WRITE_CLOSE ((enum lws_write_protocol)4)
 
 enum { Q_TEXT, Q_BINARY, Q_PING };
 
@@ -40,9 +43,8 @@ struct qc_ws_client {
     conn_state state;
     struct lws *wsi;
     uv_getaddrinfo_t resolve;
-    char *host, *hosthdr, *path; /* one allocation: host\0hosthdr\0path\0 */
+    qc_ws_url u;
     char address[INET6_ADDRSTRLEN];
-    int port, tls;
     char **headers; /* lws wants "name:" with the colon: copies, name then value */
     size_t nheaders;
     size_t max_message, max_queued;
@@ -55,6 +57,7 @@ struct qc_ws_client {
     int rx_text, rx_active;
 
     int close_requested, close_code; /* ours */
+    int empty_close_sent;
     char close_reason[124];
     int peer_code; /* from the peer's Close; 0 none */
     char peer_reason[124];
@@ -65,32 +68,39 @@ struct qc_ws_client {
     int reported;   /* on_close has run */
     int in_connect; /* inside lws_client_connect_via_info */
     int lws_gone;   /* lws freed the wsi while in_connect */
-    struct qc_ws_client *next_wait; /* ST_WAIT_CONTEXT list */
+    struct qc_ws_client *next_wait;          /* ST_WAIT_CONTEXT list */
+    struct qc_ws_client *next_all, *prev_all; /* G_all */
 };
 
 /* ---- the shared context ------------------------------------------------------------ */
 
-typedef enum { CTX_NONE, CTX_LIVE, CTX_IDLE, CTX_DESTROYING } ctx_phase;
+/* The context lives from the first connection to qc_ws_client_shutdown, not from one busy
+ * spell to the next: lws 4.1 closes its event pipe's descriptors at once when a context on a
+ * foreign loop is destroyed, and the read end a second time when libuv has closed its poll
+ * handle a loop turn later (lws_destroy_event_pipe). A descriptor reused in between (a
+ * libcurl socket) would be closed under its owner, so the destroy happens only while the
+ * process is shutting down and opens nothing new. */
+typedef enum { CTX_LIVE, CTX_DESTROYING } ctx_phase;
 
-/* Not task.h's self-owned handles (a loop drain would close them mid-destroy): the handles
- * are not the first member, and their data points at the box. */
+/* Not task.h's self-owned handle (a loop drain would close it mid-destroy): the handle is
+ * not the first member, and its data points at the box. */
 typedef struct {
     struct lws_context *ctx;
-    uv_timer_t timer; /* schedules the destroy one loop turn after the last user left */
     uv_check_t check; /* polls for the end of lws' asynchronous close of its handles */
     uv_loop_t *loop;
     ctx_phase phase;
-    int handles_open;
 } ctx_box;
 
-static ctx_box *G;               /* the live (or dying) context, NULL when none */
-static size_t G_conns, G_holds;  /* connections alive, holds */
-static qc_ws_client *G_waiting;  /* connections waiting for a context to finish dying */
+static ctx_box *G;              /* the live (or dying) context, NULL when none */
+static size_t G_conns;          /* connections alive */
+static qc_ws_client *G_all;     /* every connection alive, for the shutdown */
+static qc_ws_client *G_waiting; /* connections waiting for a context to finish dying */
 
 static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in, size_t len);
 
 static const struct lws_protocols protocols[] = {
-    {"qc-ws-client", callback, 0, 65536, 0, NULL, 0},
+    /* 8 KiB receive buffer a connection: larger messages arrive in pieces, joined here */
+    {"qc-ws-client", callback, 0, 8192, 0, NULL, 0},
     {NULL, NULL, 0, 0, 0, NULL, 0},
 };
 
@@ -103,12 +113,9 @@ static void lws_log_bridge(int level, const char *line) {
 }
 
 static void start_connect(qc_ws_client *c);
-static void schedule_destroy(void);
 
-static void box_handle_closed(uv_handle_t *h) {
-    ctx_box *b = h->data;
-    if (--b->handles_open) return;
-    free(b);
+static void box_closed(uv_handle_t *h) {
+    free(h->data);
     /* Connections that arrived while the old context was dying get a fresh one. */
     qc_ws_client *w = G_waiting;
     G_waiting = NULL;
@@ -141,26 +148,7 @@ static void on_check(uv_check_t *chk) {
     b->ctx = NULL;
     if (G == b) G = NULL;
     uv_check_stop(&b->check);
-    uv_close((uv_handle_t *)&b->timer, box_handle_closed);
-    uv_close((uv_handle_t *)&b->check, box_handle_closed);
-}
-
-static void on_idle_timer(uv_timer_t *t) {
-    ctx_box *b = t->data;
-    if (b->phase != CTX_IDLE) return;
-    if (G_conns || G_holds) {
-        b->phase = CTX_LIVE;
-        return;
-    }
-    b->phase = CTX_DESTROYING;
-    lws_context_destroy(b->ctx); /* first half: lws starts closing its handles */
-    uv_check_start(&b->check, on_check);
-}
-
-static void schedule_destroy(void) {
-    if (!G || G->phase != CTX_LIVE || G_conns || G_holds) return;
-    G->phase = CTX_IDLE;
-    uv_timer_start(&G->timer, on_idle_timer, 0, 0);
+    uv_close((uv_handle_t *)&b->check, box_closed);
 }
 
 /* The context for loop, made on first use. NULL while the previous one is still dying
@@ -176,7 +164,6 @@ static struct lws_context *context_for(uv_loop_t *loop, int *wait, char *err, si
             *wait = 1;
             return NULL;
         }
-        G->phase = CTX_LIVE;
         return G->ctx;
     }
     ctx_box *b = calloc(1, sizeof *b);
@@ -204,10 +191,8 @@ static struct lws_context *context_for(uv_loop_t *loop, int *wait, char *err, si
         return NULL;
     }
     b->loop = loop;
-    uv_timer_init(loop, &b->timer);
     uv_check_init(loop, &b->check);
-    b->timer.data = b->check.data = b;
-    b->handles_open = 2;
+    b->check.data = b;
     b->phase = CTX_LIVE;
     G = b;
     return b->ctx;
@@ -230,10 +215,12 @@ static void conn_free(qc_ws_client *c) {
     free(c->rx);
     for (size_t i = 0; i < 2 * c->nheaders; i++) free(c->headers[i]);
     free(c->headers);
-    free(c->host);
+    qc_ws_url_free(&c->u);
+    if (c->prev_all) c->prev_all->next_all = c->next_all;
+    else G_all = c->next_all;
+    if (c->next_all) c->next_all->prev_all = c->prev_all;
     free(c);
     G_conns--;
-    schedule_destroy();
 }
 
 /* The one on_close of a connection (unless it was aborted). */
@@ -289,11 +276,11 @@ static void start_connect(qc_ws_client *c) {
     memset(&i, 0, sizeof i);
     i.context = ctx;
     i.address = c->address;
-    i.port = c->port;
-    i.ssl_connection = c->tls ? LCCSCF_USE_SSL : 0;
-    i.path = c->path;
-    i.host = c->hosthdr;
-    i.origin = c->hosthdr;
+    i.port = c->u.port;
+    i.ssl_connection = c->u.tls ? LCCSCF_USE_SSL : 0;
+    i.path = c->u.path;
+    i.host = c->u.hosthdr;
+    i.origin = c->u.hosthdr;
     i.local_protocol_name = protocols[0].name;
     i.opaque_user_data = c;
     i.pwsi = &c->wsi;
@@ -315,7 +302,7 @@ static void on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
     if (status != 0 || !res) {
         if (res) uv_freeaddrinfo(res);
         char why[300];
-        snprintf(why, sizeof why, "cannot resolve %s: %s", c->host, uv_strerror(status));
+        snprintf(why, sizeof why, "cannot resolve %s: %s", c->u.host, uv_strerror(status));
         if (c->aborted) conn_free(c);
         else fail_before_lws(c, why);
         return;
@@ -335,14 +322,14 @@ static void on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
     start_connect(c);
 }
 
-/* Splits ws(s)://host[:port][/path][?query] into c's fields. 0 or -1. */
-static int parse_url(qc_ws_client *c, const char *url, char *err, size_t errlen) {
+int qc_ws_url_parse(const char *url, qc_ws_url *u, char *err, size_t errlen) {
+    memset(u, 0, sizeof *u);
     const char *p;
     if (strncasecmp(url, "ws://", 5) == 0) {
-        c->tls = 0;
+        u->tls = 0;
         p = url + 5;
     } else if (strncasecmp(url, "wss://", 6) == 0) {
-        c->tls = 1;
+        u->tls = 1;
         p = url + 6;
     } else {
         snprintf(err, errlen, "websocket url must start with ws:// or wss://");
@@ -355,7 +342,7 @@ static int parse_url(qc_ws_client *c, const char *url, char *err, size_t errlen)
         }
     const char *hend = p + strcspn(p, "/?#");
     const char *hs = p, *he = hend;
-    int port = c->tls ? 443 : 80;
+    int port = u->tls ? 443 : 80;
     if (*hs == '[') { /* [v6]:port */
         const char *rb = memchr(hs, ']', (size_t)(hend - hs));
         if (!rb) {
@@ -410,26 +397,36 @@ static int parse_url(qc_ws_client *c, const char *url, char *err, size_t errlen)
         hcopy++;
         hcopylen -= 2;
     }
+    if (hcopylen == 0) { /* "[]" (found by fuzz_elevenlabs) */
+        free(buf);
+        snprintf(err, errlen, "websocket url: bad host");
+        return -1;
+    }
     memcpy(buf, hcopy, hcopylen);
     buf[hcopylen] = 0;
-    c->host = buf;
-    c->hosthdr = buf + hcopylen + 1;
+    u->host = buf;
+    u->hosthdr = buf + hcopylen + 1;
     /* Host carries the port only when it is not the scheme's own (RFC 6455 4.1). */
-    int default_port = port == (c->tls ? 443 : 80);
+    int default_port = port == (u->tls ? 443 : 80);
     size_t hh = default_port ? hlen : hhlen;
-    memcpy(c->hosthdr, hs, hh);
-    c->hosthdr[hh] = 0;
-    c->path = c->hosthdr + hh + 1;
+    memcpy(u->hosthdr, hs, hh);
+    u->hosthdr[hh] = 0;
+    u->path = u->hosthdr + hh + 1;
     if (plen == 0 || path[0] != '/') {
-        c->path[0] = '/';
-        memcpy(c->path + 1, path, plen);
-        c->path[plen + 1] = 0;
+        u->path[0] = '/';
+        memcpy(u->path + 1, path, plen);
+        u->path[plen + 1] = 0;
     } else {
-        memcpy(c->path, path, plen);
-        c->path[plen] = 0;
+        memcpy(u->path, path, plen);
+        u->path[plen] = 0;
     }
-    c->port = port;
+    u->port = port;
     return 0;
+}
+
+void qc_ws_url_free(qc_ws_url *u) {
+    free(u->host);
+    u->host = u->hosthdr = u->path = NULL;
 }
 
 static int header_ok(const char *s, int name) {
@@ -450,13 +447,16 @@ qc_ws_client *qc_ws_client_connect(uv_loop_t *loop, const char *url, const qc_ws
         return NULL;
     }
     G_conns++; /* conn_free undoes it */
+    c->next_all = G_all;
+    if (G_all) G_all->prev_all = c;
+    G_all = c;
     c->loop = loop;
     c->h = *h;
     c->ud = ud;
     c->max_message = opt && opt->max_message ? opt->max_message : DEFAULT_MAX_MESSAGE;
     c->max_queued = opt && opt->max_queued ? opt->max_queued : DEFAULT_MAX_QUEUED;
     c->aborted = 1; /* until it is returned: a failure here calls nobody */
-    if (parse_url(c, url, err, errlen) < 0) goto fail;
+    if (qc_ws_url_parse(url, &c->u, err, errlen) < 0) goto fail;
     if (opt && opt->nheaders) {
         c->headers = calloc(2 * opt->nheaders, sizeof *c->headers);
         if (!c->headers) {
@@ -487,9 +487,9 @@ qc_ws_client *qc_ws_client_connect(uv_loop_t *loop, const char *url, const qc_ws
     memset(&hints, 0, sizeof hints);
     hints.ai_socktype = SOCK_STREAM;
     hints.ai_flags = AI_ADDRCONFIG;
-    int rc = uv_getaddrinfo(loop, &c->resolve, on_resolved, c->host, NULL, &hints);
+    int rc = uv_getaddrinfo(loop, &c->resolve, on_resolved, c->u.host, NULL, &hints);
     if (rc != 0) {
-        snprintf(err, errlen, "cannot resolve %s: %s", c->host, uv_strerror(rc));
+        snprintf(err, errlen, "cannot resolve %s: %s", c->u.host, uv_strerror(rc));
         goto fail;
     }
     c->aborted = 0;
@@ -553,11 +553,12 @@ void qc_ws_client_abort(qc_ws_client *c) {
     /* RESOLVING: on_resolved frees it; WAIT_CONTEXT: start_connect does. */
 }
 
-void qc_ws_client_hold(void) { G_holds++; }
-
-void qc_ws_client_release(void) {
-    if (G_holds) G_holds--;
-    schedule_destroy();
+void qc_ws_client_shutdown(void) {
+    for (qc_ws_client *c = G_all; c; c = c->next_all) qc_ws_client_abort(c);
+    if (!G || G->phase == CTX_DESTROYING) return;
+    G->phase = CTX_DESTROYING;
+    lws_context_destroy(G->ctx); /* the first half: lws starts closing its handles */
+    uv_check_start(&G->check, on_check);
 }
 
 size_t qc_ws_client_count(void) { return G_conns; }
@@ -581,9 +582,19 @@ static int write_next(qc_ws_client *c, struct lws *wsi) {
         else if (c->h.on_writable && !c->aborted) c->h.on_writable(c->ud, c);
         return c->aborted ? -1 : 0;
     }
-    if (c->close_requested) {
-        lws_close_reason(wsi, c->close_code ? (enum lws_close_status)c->close_code : LWS_CLOSE_STATUS_NOSTATUS,
-                         (unsigned char *)c->close_reason, strlen(c->close_reason));
+    if (c->close_requested && !c->empty_close_sent) {
+        if (!c->close_code) {
+            /* An empty Close (as Egress ends a stream): lws only sends Close frames with a
+             * code, so this one goes out as a plain write and the connection ends with it,
+             * without waiting for the peer's answer (lws sends no second Close without a
+             * reason set). */
+            unsigned char buf[LWS_PRE + 1];
+            lws_write(wsi, buf + LWS_PRE, 0, QC_LWS_WRITE_CLOSE);
+            c->empty_close_sent = 1;
+            return -1;
+        }
+        lws_close_reason(wsi, (enum lws_close_status)c->close_code, (unsigned char *)c->close_reason,
+                         strlen(c->close_reason));
         return -1;
     }
     return 0;

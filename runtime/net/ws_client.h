@@ -3,9 +3,8 @@
  * Knows nothing of Lua or STT.
  *
  * One lws context serves every connection of the process. It is made by the first
- * connection and destroyed on the loop once no connection and no hold is left, so a process
- * that lets its loop run until it is empty (qc_host_drain_loop) ends with nothing of lws
- * left. Names are resolved with uv_getaddrinfo (libuv's thread pool), not by lws, whose
+ * connection and lives until qc_ws_client_shutdown (qc_host_drain_loop calls it), after which
+ * the loop must run until it is empty for lws to be gone. Names are resolved with uv_getaddrinfo (libuv's thread pool), not by lws, whose
  * Debian build would block the loop in getaddrinfo. wss:// verifies the server against the
  * system CA store (/etc/ssl/certs/ca-certificates.crt, or $SSL_CERT_FILE). */
 #ifndef QC_WS_CLIENT_H
@@ -69,10 +68,19 @@ void qc_ws_client_close(qc_ws_client *c, int code, const char *reason);
  * used again. */
 void qc_ws_client_abort(qc_ws_client *c);
 
-/* A hold keeps the shared lws context alive while no connection is open (an engine that
- * reconnects holds one for its life). Every hold is released once. */
-void qc_ws_client_hold(void);
-void qc_ws_client_release(void);
+/* The process is stopping: every connection is dropped (no callback) and the lws context
+ * starts its destroy, which completes while the loop runs on (it ends by itself). */
+void qc_ws_client_shutdown(void);
+
+/* A ws(s):// URL taken apart (the parser alone, fuzzed by spec/fuzz/fuzz_elevenlabs.c). host
+ * is the name to resolve (no brackets), hosthdr the Host header (with the port when it is
+ * not the scheme's), path the path and query ("/" at least). One allocation. */
+typedef struct {
+    int tls, port;
+    char *host, *hosthdr, *path;
+} qc_ws_url;
+int qc_ws_url_parse(const char *url, qc_ws_url *u, char *err, size_t errlen);
+void qc_ws_url_free(qc_ws_url *u);
 
 /* Connections alive (including those resolving or closing), for tests and stats. */
 size_t qc_ws_client_count(void);

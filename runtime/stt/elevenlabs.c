@@ -20,6 +20,7 @@
 
 #include "../log.h"
 #include "../net/ws_client.h"
+#include "elevenlabs.h"
 #include "stt.h"
 
 #define RING_S 45
@@ -36,6 +37,7 @@
 #define BACKOFF_MAX_MS 10000
 #define PREV_TEXT_MAX 49                  /* "under 50 chars" */
 #define SEND_HIGH_WATER (1u << 20)        /* stop pumping while this much is queued */
+#define KEEPALIVE_MS 10000                /* an empty chunk after this long without audio (a muted track) */
 
 typedef struct el_engine el_engine;
 typedef struct el_stream el_stream;
@@ -57,7 +59,7 @@ typedef struct {
     el_stream *owner;
 } el_timer;
 
-typedef enum { T_NONE, T_BACKOFF, T_SESSION, T_RECOMMIT } timer_purpose;
+typedef enum { T_NONE, T_BACKOFF, T_SESSION, T_RECOMMIT, T_KEEPALIVE } timer_purpose;
 
 typedef struct {
     uint64_t at; /* absolute sample index */
@@ -65,7 +67,9 @@ typedef struct {
 } commit_mark;
 
 struct el_stream {
-    qc_stt_stream base; /* first: stt.c dispatches through base.ops (stt.h) */
+    /* first: the layout of stt.h's stream struct on the audio branch, whose dispatch finds a
+     * stream's ops there */
+    const qc_stt_ops *ops;
     el_engine *e;
     qc_stt_callbacks cb;
     void *ud;
@@ -225,6 +229,7 @@ static void pump(el_stream *s) {
         else if (n < CHUNK_SAMPLES && !(c && c->at == limit) && !s->finishing) return;
         if (send_chunk(s, s->sent, (size_t)n) < 0) return;
         s->sent += n;
+        if (s->purpose == T_NONE || s->purpose == T_KEEPALIVE) arm(s, T_KEEPALIVE, KEEPALIVE_MS);
         if (s->sent > s->max_sent) s->max_sent = s->sent;
     }
 }
@@ -363,9 +368,8 @@ static void on_committed(el_stream *s, json_t *m) {
 }
 
 static void on_ws_message(void *ud, qc_ws_client *c, int text, const uint8_t *data, size_t len) {
-    (void)c;
     el_stream *s = ud;
-    if (!text || s->dead) return;
+    if (!text || s->dead || c != s->ws) return;
     json_error_t jerr;
     json_t *m = json_loadb((const char *)data, len, 0, &jerr);
     const char *type = json_string_value(json_object_get(m, "message_type"));
@@ -424,7 +428,7 @@ static void on_ws_message(void *ud, qc_ws_client *c, int text, const uint8_t *da
             s->min_gap_ms = s->min_gap_ms ? s->min_gap_ms * 2 : 2000;
             if (s->min_gap_ms > SEGMENT_MAX_S * 1000) s->min_gap_ms = SEGMENT_MAX_S * 1000;
             /* the end of a finishing stream still needs its commit: try again later */
-            if (s->finishing && s->purpose == T_NONE) arm(s, T_RECOMMIT, s->min_gap_ms);
+            if (s->finishing && (s->purpose == T_NONE || s->purpose == T_KEEPALIVE)) arm(s, T_RECOMMIT, s->min_gap_ms);
             qc_log(QC_LOG_WARN, "stt", "elevenlabs commit throttled", " min_gap_ms=%llu",
                    (unsigned long long)s->min_gap_ms);
         } else if (!strcmp(type, "input_error") || !strcmp(type, "chunk_size_exceeded")) {
@@ -468,6 +472,11 @@ static void on_ws_close(void *ud, qc_ws_client *c, int code, int http_status, co
     LEAVE(s);
 }
 
+void qc_stt_elevenlabs_receive(qc_stt_stream *ss, const char *data, size_t len) {
+    el_stream *s = (el_stream *)ss;
+    if (s->ws) on_ws_message(s, s->ws, 1, (const uint8_t *)data, len);
+}
+
 static const qc_ws_client_handlers ws_handlers = {
     .on_message = on_ws_message, .on_writable = on_ws_writable, .on_close = on_ws_close};
 
@@ -504,7 +513,12 @@ static void on_timer(uv_timer_t *h) {
         char err[200];
         if (p == T_BACKOFF && connect_stream(s, err, sizeof err) < 0) fail(s, err);
         else if (p == T_SESSION) schedule_reconnect(s, "no session_started");
-        else if (p == T_RECOMMIT && s->written > (s->ncommits ? s->commits[s->ncommits - 1].at : s->acked)) {
+        else if (p == T_KEEPALIVE && s->ws && s->session) {
+            /* the service wants a message now and then, not a ping (the protocol notes) */
+            static const char ka[] = "{\"message_type\":\"input_audio_chunk\",\"audio_base_64\":\"\",\"commit\":false,\"sample_rate\":16000}";
+            qc_ws_client_send(s->ws, 1, ka, sizeof ka - 1);
+            arm(s, T_KEEPALIVE, KEEPALIVE_MS);
+        } else if (p == T_RECOMMIT && s->written > (s->ncommits ? s->commits[s->ncommits - 1].at : s->acked)) {
             add_commit(s, s->written);
             pump(s);
         }
@@ -519,7 +533,6 @@ static const qc_stt_ops el_ops;
 static qc_stt_stream *el_open(qc_stt_engine *base, const qc_stt_callbacks *cb, void *ud, char *err, size_t errlen) {
     el_engine *e = (el_engine *)base;
     el_stream *s = calloc(1, sizeof *s);
-    if (s) s->base.ops = &el_ops;
     if (s) s->e = e;
     if (s) s->ring = malloc(RING_SAMPLES * sizeof *s->ring);
     if (s) s->timer = timer_new(s);
@@ -532,6 +545,7 @@ static qc_stt_stream *el_open(qc_stt_engine *base, const qc_stt_callbacks *cb, v
         snprintf(err, errlen, "out of memory");
         return NULL;
     }
+    s->ops = &el_ops;
     s->e = e;
     s->cb = *cb;
     s->ud = ud;
@@ -630,10 +644,15 @@ static void el_stats(const qc_stt_engine *base, qc_stt_stats *out) {
 static void el_free(qc_stt_engine *base) {
     el_engine *e = (el_engine *)base;
     if (!e) return;
-    qc_ws_client_release();
     free(e->url);
     free(e->api_key);
     free(e);
+}
+
+size_t qc_stt_elevenlabs_room(const qc_stt_stream *ss) {
+    const el_stream *s = (const el_stream *)ss;
+    if (s->failed || s->finishing || s->dead) return 0;
+    return RING_SAMPLES - (size_t)(s->written - s->acked);
 }
 
 static const qc_stt_ops el_ops = {
@@ -675,6 +694,5 @@ qc_stt_engine *qc_stt_elevenlabs_new(uv_loop_t *loop, const qc_stt_config *cfg, 
              base, strchr(base, '?') ? "&" : "?", lang);
     e->base.ops = &el_ops;
     e->loop = loop;
-    qc_ws_client_hold(); /* reconnects reuse one lws context */
     return &e->base;
 }

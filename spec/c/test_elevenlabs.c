@@ -18,6 +18,7 @@
 
 #include "net/http_client.h"
 #include "net/ws_client.h"
+#include "stt/elevenlabs.h"
 #include "stt/stt.h"
 #include "tap.h"
 
@@ -362,6 +363,7 @@ int main(void) {
     int16_t tone[3200];
     for (int i = 0; i < 3200; i++) tone[i] = 1500;
     e->ops->write(s, tone, 3200);
+    ok(qc_stt_elevenlabs_room(s) == 45 * 16000 - 3200, "room: the ring's free samples, less what is not yet acknowledged");
     run_for(0.3);
     size_t before = k.finals + k.partials;
     e->ops->abort(s);
@@ -371,6 +373,7 @@ int main(void) {
 
     e->ops->free(e);
     qc_http_client_close(http);
+    qc_ws_client_shutdown();
     /* the loop runs until lws' context and every handle are gone */
     for (int i = 0; i < 200 && uv_run(&loop, UV_RUN_NOWAIT); i++) uv_sleep(5);
     ok(qc_ws_client_count() == 0, "no websocket connection is left");

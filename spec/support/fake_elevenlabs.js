@@ -3,6 +3,7 @@
 // plain echo endpoint for the WebSocket client's own spec.
 //
 //   node fake_elevenlabs.js --port 0 --key KEY [--order plain-first|ts-first|alternate]
+//                           [--tls-cert FILE --tls-key FILE]   (wss:// and https:// instead)
 // Prints "listening <port>" on stdout when ready. Exits on SIGTERM/SIGINT or when a piped stdin closes.
 //
 // /v1/speech-to-text/realtime: the `xi-api-key` header (or `token` query) must equal --key, else the upgrade
@@ -31,6 +32,9 @@
 //        {commit_throttle_ms: X}          commit_throttled when commits come less than X ms apart
 //   GET  /_fake/connections -> [{id, key, query, chunks, commits, previous_text, samples, committed: [..],
 //                               errors: [..], fault, closed}]
+//   GET  /_fake/echo_closes -> [{code, reason}] of the Closes /echo received (1005: an empty Close)
+//   GET  /_fake/ingest -> what each /ingest connection got (a feeder's test): query, content_type, texts,
+//                         binary messages, bytes, sizes {len: count}, pings, close code, sha256 of the PCM
 //   POST /_fake/reset
 // /echo: echoes text and binary; the text "close CODE REASON" closes with that code, "drop" drops TCP,
 // "big N" answers N bytes of "x" as text, "headers" answers the request's headers as JSON.
@@ -38,6 +42,8 @@
 'use strict';
 
 const http = require('node:http');
+const https = require('node:https');
+const fs = require('node:fs');
 const crypto = require('node:crypto');
 const { parseArgs } = require('node:util');
 const { WebSocketServer } = require('ws');
@@ -49,6 +55,8 @@ const { values: opt } = parseArgs({
     key: { type: 'string', default: 'test-key' },
     order: { type: 'string', default: 'alternate' },
     host: { type: 'string', default: '127.0.0.1' },
+    'tls-cert': { type: 'string' },
+    'tls-key': { type: 'string' },
   },
 });
 
@@ -59,7 +67,8 @@ const FORMATS = ['pcm_8000', 'pcm_16000', 'pcm_22050', 'pcm_24000', 'pcm_44100',
 
 let state;
 function reset() {
-  state = { script: [], refuse: 0, refuseStatus: 503, auth: 'inband', connections: [], nextId: 1, commitsSeen: 0 };
+  state = { script: [], refuse: 0, refuseStatus: 503, auth: 'inband', connections: [], nextId: 1, commitsSeen: 0,
+    echoCloses: [], ingests: [] };
 }
 reset();
 
@@ -71,7 +80,7 @@ function json(res, status, body) {
   res.end(text);
 }
 
-const server = http.createServer((req, res) => {
+const onRequest = (req, res) => {
   let body = '';
   req.on('data', (d) => { body += d; });
   req.on('end', () => {
@@ -86,6 +95,10 @@ const server = http.createServer((req, res) => {
     if (req.method === 'GET' && req.url === '/_fake/connections') {
       return json(res, 200, state.connections.map((c) => c.record));
     }
+    if (req.method === 'GET' && req.url === '/_fake/echo_closes') return json(res, 200, state.echoCloses);
+    if (req.method === 'GET' && req.url === '/_fake/ingest') {
+      return json(res, 200, state.ingests.map((r) => ({ ...r, sha256: r.hash.copy().digest('base64'), hash: undefined })));
+    }
     if (req.method === 'POST' && req.url === '/_fake/reset') {
       for (const c of state.connections) if (c.ws) c.ws.terminate();
       reset();
@@ -93,7 +106,10 @@ const server = http.createServer((req, res) => {
     }
     json(res, 404, { error: 'not found' });
   });
-});
+};
+const server = opt['tls-cert']
+  ? https.createServer({ cert: fs.readFileSync(opt['tls-cert']), key: fs.readFileSync(opt['tls-key']) }, onRequest)
+  : http.createServer(onRequest);
 
 function refuse(socket, status, text) {
   socket.write(`HTTP/1.1 ${status} ${text}\r\nContent-Type: application/json\r\nContent-Length: ${
@@ -105,6 +121,9 @@ server.on('upgrade', (req, socket, head) => {
   const url = new URL(req.url, 'http://fake');
   const m = url.pathname.match(/^\/refuse\/(\d{3})$/);
   if (m) return refuse(socket, Number(m[1]), 'Refused');
+  if (url.pathname === '/ingest') {
+    return wss.handleUpgrade(req, socket, head, (ws) => ingest(ws, req, url));
+  }
   if (url.pathname === '/echo') {
     return wss.handleUpgrade(req, socket, head, (ws) => echo(ws, req));
   }
@@ -119,6 +138,7 @@ server.on('upgrade', (req, socket, head) => {
 });
 
 function echo(ws, req) {
+  ws.on('close', (code, reason) => state.echoCloses.push({ code, reason: reason.toString() }));
   ws.on('message', (data, isBinary) => {
     if (isBinary) return ws.send(data, { binary: true });
     const text = data.toString();
@@ -129,6 +149,23 @@ function echo(ws, req) {
     if (text === 'headers') return ws.send(JSON.stringify(req.headers));
     ws.send(text);
   });
+}
+
+// What a feeder sent, as our /ingest would see it.
+function ingest(ws, req, url) {
+  const r = { query: Object.fromEntries(url.searchParams), content_type: req.headers['content-type'] || null,
+    texts: [], binary: 0, bytes: 0, sizes: {}, pings: 0, close: null, first_kind: null, hash: crypto.createHash('sha256') };
+  state.ingests.push(r);
+  ws.on('ping', () => { r.pings++; });
+  ws.on('message', (data, isBinary) => {
+    if (!r.first_kind) r.first_kind = isBinary ? 'binary' : 'text';
+    if (!isBinary) return r.texts.push(data.toString());
+    r.binary++;
+    r.bytes += data.length;
+    r.sizes[data.length] = (r.sizes[data.length] || 0) + 1;
+    r.hash.update(data);
+  });
+  ws.on('close', (code) => { r.close = code; });
 }
 
 function send(ws, obj) {

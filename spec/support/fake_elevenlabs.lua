@@ -20,6 +20,9 @@ function M.start(opts)
   local self = setmetatable({ dir = dir, out = dir .. "/fake.out", pidfile = dir .. "/fake.pid" }, Fake)
   self.key = opts.key or "test-key"
   local args = { "--port", "0", "--key", self.key, "--order", opts.order or "alternate" }
+  if opts.tls_cert then
+    for _, a in ipairs { "--tls-cert", opts.tls_cert, "--tls-key", opts.tls_key } do args[#args + 1] = a end
+  end
   for i, a in ipairs(args) do args[i] = quote(a) end
   local cmd = ("echo $$ > %s; exec node %s %s > %s 2>&1"):format(quote(self.pidfile),
     quote(server.source .. "/spec/support/fake_elevenlabs.js"), table.concat(args, " "), quote(self.out))
