@@ -14,6 +14,7 @@
 #include "audio/ingest.h"
 #include "host/host.h"
 #include "net/http_server.h"
+#include "net/ws_client.h"
 #include "log.h"
 #include "store/store.h"
 #include "audio/transcribe.h"
@@ -179,6 +180,10 @@ static void finish_stop(server_state *s) {
     s->host = NULL;
     qc_host_close_owned_handles(s->loop);
     qc_http_server_shutdown(s->srv);
+    /* The WebSocket client's lws context (the ElevenLabs engine's) keeps handles of its own
+     * on the loop: without its teardown here the loop never runs dry, the signal handles
+     * below are gone, and the process waits forever. */
+    qc_ws_client_shutdown();
     /* A second signal during the wind-down must not kill us with the default action. */
     signal(SIGINT, SIG_IGN);
     signal(SIGTERM, SIG_IGN);

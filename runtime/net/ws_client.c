@@ -86,7 +86,10 @@ typedef enum { CTX_LIVE, CTX_DESTROYING } ctx_phase;
  * not the first member, and its data points at the box. */
 typedef struct {
     struct lws_context *ctx;
-    uv_check_t check; /* polls for the end of lws' asynchronous close of its handles */
+    /* Polls for the end of lws' asynchronous close of its handles. An idle handle, not a
+     * check: a check runs only after the loop has polled, and once every other handle is
+     * closed nothing would wake the poll (the server hung on SIGTERM that way). */
+    uv_idle_t check;
     uv_loop_t *loop;
     ctx_phase phase;
 } ctx_box;
@@ -139,7 +142,7 @@ static void find_ctx_handle(uv_handle_t *h, void *arg) {
     if (h->data == w->ctx) w->found = 1;
 }
 
-static void on_check(uv_check_t *chk) {
+static void on_check(uv_idle_t *chk) {
     ctx_box *b = chk->data;
     ctx_walk w = {b->ctx, 0};
     uv_walk(b->loop, find_ctx_handle, &w);
@@ -147,7 +150,7 @@ static void on_check(uv_check_t *chk) {
     lws_context_destroy(b->ctx);
     b->ctx = NULL;
     if (G == b) G = NULL;
-    uv_check_stop(&b->check);
+    uv_idle_stop(&b->check);
     uv_close((uv_handle_t *)&b->check, box_closed);
 }
 
@@ -191,7 +194,7 @@ static struct lws_context *context_for(uv_loop_t *loop, int *wait, char *err, si
         return NULL;
     }
     b->loop = loop;
-    uv_check_init(loop, &b->check);
+    uv_idle_init(loop, &b->check);
     b->check.data = b;
     b->phase = CTX_LIVE;
     G = b;
@@ -558,7 +561,7 @@ void qc_ws_client_shutdown(void) {
     if (!G || G->phase == CTX_DESTROYING) return;
     G->phase = CTX_DESTROYING;
     lws_context_destroy(G->ctx); /* the first half: lws starts closing its handles */
-    uv_check_start(&G->check, on_check);
+    uv_idle_start(&G->check, on_check);
 }
 
 size_t qc_ws_client_count(void) { return G_conns; }
