@@ -54,6 +54,21 @@ void qc_http_exchange_respond(qc_http_exchange *ex, int status, const qc_http_he
     free(b);
 }
 
+/* The upgraded-connection half of the server, which runtime/net/websocket.c calls: no request
+ * here asks for a WebSocket, so none may reach these. Defined so the linker takes nothing of
+ * http_server.c. */
+qc_http_conn *qc_http_exchange_upgrade(qc_http_exchange *ex, const char *head, size_t head_len,
+                                       const qc_http_upgrade_ops *h, void *ud) {
+    (void)head, (void)head_len, (void)h, (void)ud;
+    fuzz_fail("%s was upgraded, but no fuzz request asks for a WebSocket", ex->path);
+    return NULL;
+}
+uv_stream_t *qc_http_conn_stream(qc_http_conn *c) { (void)c; abort(); }
+void qc_http_conn_timer(qc_http_conn *c, uint64_t ms) { (void)c, (void)ms; abort(); }
+void qc_http_conn_read(qc_http_conn *c, int on) { (void)c, (void)on; abort(); }
+void qc_http_conn_close(qc_http_conn *c) { (void)c; abort(); }
+const char *qc_http_conn_peer(const qc_http_conn *c) { (void)c; abort(); }
+
 static uv_loop_t loop;
 static qc_config cfg;
 static qc_host *host;
