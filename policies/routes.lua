@@ -23,6 +23,7 @@ local ingest = require "qc.handlers.ingest"
 local live = require "qc.handlers.live"
 local transcripts = require "qc.handlers.transcripts"
 local evaluations = require "qc.handlers.evaluations"
+local metrics = require "qc.handlers.metrics"
 local auth = require "qc.auth"
 
 return {
@@ -42,4 +43,6 @@ return {
   { "GET", "/ingest", ingest.ingest },
   { "GET", "/rooms/{room}/live", live.live },
   { "GET", "/rooms/{room}/transcript", auth.required(transcripts.transcript) },
+  -- Prometheus; loopback or the admin key, as /admin/reload.
+  { "GET", "/metrics", metrics.metrics },
 }

@@ -131,14 +131,16 @@ end
 ---A path that both a static route and a pattern match (a room named "create" against
 ---POST /rooms/create and DELETE /rooms/{room}) goes to whichever of them takes the method:
 ---the static route first.
----@return function|nil handler, table|nil params, string|nil allow
+---The fourth result is the route's path as policies/routes.lua wrote it (normalised): the
+---label of the request's metrics.
+---@return function|nil handler, table|nil params, string|nil allow, string|nil pattern
 function Router:match(method, path)
   path = normalise(path)
   local entry = self.static[path]
   local allow
   if entry then
     local h = entry.methods[method]
-    if h then return h, EMPTY end
+    if h then return h, EMPTY, nil, path end
     allow = entry.allow
   end
   if #self.dynamic == 0 then return nil, nil, allow end
@@ -158,7 +160,7 @@ function Router:match(method, path)
       end
       if params then
         local h = d.methods[method]
-        if h then return h, params end
+        if h then return h, params, nil, d.pattern end
         allow = allow_union(allow, d.allow)
       end
     end
