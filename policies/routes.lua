@@ -24,6 +24,7 @@ local live = require "qc.handlers.live"
 local transcripts = require "qc.handlers.transcripts"
 local evaluations = require "qc.handlers.evaluations"
 local metrics = require "qc.handlers.metrics"
+local docs = require "qc.handlers.docs"
 local auth = require "qc.auth"
 
 return {
@@ -45,4 +46,9 @@ return {
   { "GET", "/rooms/{room}/transcript", auth.required(transcripts.transcript) },
   -- Prometheus; loopback or the admin key, as /admin/reload.
   { "GET", "/metrics", metrics.metrics },
+  -- The API's description (web/openapi.json) and a page that browses it; {file...} is the
+  -- rest of the path, slashes included.
+  { "GET", "/openapi.json", docs.openapi },
+  { "GET", "/docs", docs.page },
+  { "GET", "/docs/{file...}", docs.asset },
 }

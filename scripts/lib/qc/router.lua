@@ -1,5 +1,7 @@
 -- Route matching for policies/routes.lua: exact paths by table lookup, paths with
--- parameters ("/rooms/{room}/participants") by segment comparison.
+-- parameters ("/rooms/{room}/participants") by segment comparison. A last segment written
+-- {name...} takes the rest of the path, one segment or more, joined by "/"
+-- ("/docs/{file...}" gives req.params.file = "assets/app.js").
 local M = {}
 
 local METHODS = { GET = true, POST = true, PUT = true, PATCH = true, DELETE = true, HEAD = true }
@@ -72,7 +74,8 @@ function M.compile(routes, where, line_of)
     end
     local written = path
     path = normalise(path)
-    local key = method .. " " .. path:gsub("{[^/]*}", "{}")
+    -- A tail {x...} matches more than {x}: it has a shape of its own.
+    local key = method .. " " .. path:gsub("{[^/]*%.%.%.}$", "{...}"):gsub("{[%a_][%w_]*}", "{}")
     local first = seen[key]
     if first then
       local line = line_of and line_of(first.i, method, first.written, first.occurrence)
@@ -90,16 +93,22 @@ function M.compile(routes, where, line_of)
       entry.allow = allow_of(entry.methods)
       r.static[path] = entry
     else
-      local segs, names = split(path), {}
+      local segs, names, tail = split(path), {}, false
       for j, seg in ipairs(segs) do
         local name = seg:match("^{([%a_][%w_]*)}$")
-        if seg:find("[{}]") and not name then
-          error(label() .. ": parameter segment must look like {name}", 0)
+        local rest = seg:match("^{([%a_][%w_]*)%.%.%.}$")
+        if rest and j ~= #segs then
+          error(label() .. ": {" .. rest .. "...} must be the last segment", 0)
         end
+        if seg:find("[{}]") and not name and not rest then
+          error(label() .. ": parameter segment must look like {name} (or {name...} last)", 0)
+        end
+        name = name or rest
         if name then
           if names[name] then error(label() .. ": parameter {" .. name .. "} appears twice", 0) end
           names[name] = true
-          segs[j] = { name = name }
+          segs[j] = { name = name, rest = rest ~= nil }
+          tail = rest ~= nil
         end
       end
       local found
@@ -107,7 +116,7 @@ function M.compile(routes, where, line_of)
         if d.pattern == path then found = d end
       end
       if not found then
-        found = { pattern = path, segs = segs, n = #segs, methods = {} }
+        found = { pattern = path, segs = segs, n = #segs, tail = tail, methods = {} }
         r.dynamic[#r.dynamic + 1] = found
       end
       found.methods[method] = handler
@@ -147,12 +156,12 @@ function Router:match(method, path)
   local segs = split(path)
   local n = #segs
   for _, d in ipairs(self.dynamic) do
-    if d.n == n then
+    if d.n == n or (d.tail and n > d.n) then
       local params = {}
-      for i = 1, n do
+      for i = 1, d.n do
         local want = d.segs[i]
         if type(want) == "table" then
-          params[want.name] = segs[i]
+          params[want.name] = want.rest and table.concat(segs, "/", i, n) or segs[i]
         elseif want ~= segs[i] then
           params = nil
           break
