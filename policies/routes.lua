@@ -2,7 +2,9 @@
 --
 -- Called when policies load (start, reload, `quantcoach check`); the table it returns is
 -- compiled and checked, and a broken file keeps the previous routes serving.
--- Each entry is { METHOD, "/path/with/{params}", handler }. A handler receives the request
+-- Each entry is { METHOD, "/path/with/{params}", handler }; a last segment {name...} takes
+-- the rest of the path, slashes included. Every route is described in web/openapi.json
+-- (spec/openapi_spec.lua fails on a route without a description). A handler receives the request
 -- (req.method, req.path, req.params, req.args, req.headers, req.body, req.json, req.peer,
 -- req:header(name)) and returns status, headers, body; a table body is sent as JSON.
 -- auth.required(handler) lets only callers with a QC_API_KEYS key through (when keys are set).
