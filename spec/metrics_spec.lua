@@ -355,6 +355,8 @@ describe("GET /metrics", function()
     end, 60, "an LLM evaluation")
     local after = scrape()
     assert.equal(before.value("qc_ingest_tracks_accepted_total") + 2, after.value("qc_ingest_tracks_accepted_total"))
+    local upgraded = { route = "/ingest", method = "GET", status = "101" }
+    assert.equal(before.value("qc_http_requests_total", upgraded) + 2, after.value("qc_http_requests_total", upgraded))
     assert.is_true(after.value("qc_ingest_frames_total") > before.value("qc_ingest_frames_total") + 48000 * 10)
     assert.is_true(after.value("qc_ingest_bytes_total") > before.value("qc_ingest_bytes_total"))
     local finals = after.value("qc_stt_results_total", { kind = "final" }) - before.value("qc_stt_results_total", { kind = "final" })

@@ -1323,6 +1323,7 @@ qc_http_conn *qc_http_exchange_upgrade(qc_http_exchange *ex, const char *head, s
     if (ex->responded) return NULL;
     ex->responded = 1;
     access_log(ex, 101);
+    qc_metrics_http_request(ex->route, ex->method, 101, (double)(uv_hrtime() - ex->start_ns) / 1e9);
     conn *c = ex->conn;
     if (!c || c->closing) {
         exchange_free(ex);
