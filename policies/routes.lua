@@ -2,7 +2,9 @@
 --
 -- Called when policies load (start, reload, `quantcoach check`); the table it returns is
 -- compiled and checked, and a broken file keeps the previous routes serving.
--- Each entry is { METHOD, "/path/with/{params}", handler }. A handler receives the request
+-- Each entry is { METHOD, "/path/with/{params}", handler }; a last segment {name...} takes
+-- the rest of the path, slashes included. Every route is described in web/openapi.json
+-- (spec/openapi_spec.lua fails on a route without a description). A handler receives the request
 -- (req.method, req.path, req.params, req.args, req.headers, req.body, req.json, req.peer,
 -- req:header(name)) and returns status, headers, body; a table body is sent as JSON.
 -- auth.required(handler) lets only callers with a QC_API_KEYS key through (when keys are set).
@@ -23,6 +25,8 @@ local ingest = require "qc.handlers.ingest"
 local live = require "qc.handlers.live"
 local transcripts = require "qc.handlers.transcripts"
 local evaluations = require "qc.handlers.evaluations"
+local metrics = require "qc.handlers.metrics"
+local docs = require "qc.handlers.docs"
 local auth = require "qc.auth"
 
 return {
@@ -42,4 +46,11 @@ return {
   { "GET", "/ingest", ingest.ingest },
   { "GET", "/rooms/{room}/live", live.live },
   { "GET", "/rooms/{room}/transcript", auth.required(transcripts.transcript) },
+  -- Prometheus; loopback or the admin key, as /admin/reload.
+  { "GET", "/metrics", metrics.metrics },
+  -- The API's description (web/openapi.json) and a page that browses it; {file...} is the
+  -- rest of the path, slashes included.
+  { "GET", "/openapi.json", docs.openapi },
+  { "GET", "/docs", docs.page },
+  { "GET", "/docs/{file...}", docs.asset },
 }

@@ -11,6 +11,7 @@
 #include "audio/latency.h"
 #include "audio/track.h"
 #include "log.h"
+#include "metrics.h"
 #include "net/http_error.h"
 #include "net/websocket.h"
 
@@ -35,6 +36,7 @@ struct qc_ingest {
     uint64_t bytes_in;
     uint64_t aligned_at;  /* bytes_in when a message last ended on a whole frame */
     uint64_t unaligned_limit;
+    uint64_t fed_ns;      /* when audio was last handed to the track (speech-end -> final) */
     int conn_over;        /* on_close has run */
     int track_over;       /* QC_STT_CLOSED arrived, or the track was aborted */
     int in_call;          /* inside one of our callbacks: free later */
@@ -122,9 +124,23 @@ static void maybe_free(qc_ingest *in) {
 
 /* ---- the track's results ------------------------------------------------------------ */
 
+/* GET /metrics' speech-end -> final latency: from the moment the audio at the final's last
+ * word end arrived to the final's callback. Egress sends at the pace of speech, so the audio
+ * the stream took after that point (its clock: samples taken / 16 kHz) arrived over as many
+ * seconds before the last feed. */
+static void final_latency(qc_ingest *in, const qc_stt_result *r) {
+    if (!in->track || !in->fed_ns || !r->text || !r->text[0]) return;
+    qc_track_stats ts;
+    qc_track_stats_get(in->track, &ts);
+    double taken_s = (double)ts.samples_out / QC_STT_RATE;
+    double after_s = taken_s > r->end_s ? taken_s - r->end_s : 0;
+    qc_metrics_final_latency((double)(uv_hrtime() - in->fed_ns) / 1e9 + after_s);
+}
+
 static void track_result(void *ud, const qc_stt_result *r) {
     qc_ingest *in = ud;
     qc_ingest_hub *h = in->hub;
+    if (r->final) final_latency(in, r);
     if (h && h->sink.on_result) h->sink.on_result(h->sink_ud, &in->info, r);
 }
 
@@ -192,6 +208,7 @@ static void on_message(void *ud, qc_ws_conn *c, int text, const uint8_t *data, s
         qc_latency_in();
         qc_track_feed(in->track, data, len);
         qc_latency_out();
+        in->fed_ns = uv_hrtime();
         /* A stream split into messages of any size is fine, but one that never again ends a
          * message on a whole frame is misaligned: its samples would be noise. */
         if (in->bytes_in % in->frame_bytes == 0) {

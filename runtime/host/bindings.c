@@ -7,7 +7,8 @@ static const luaL_Reg modules[] = {
     {"qc.log", luaopen_qc_log},   {"qc.time", luaopen_qc_time}, {"qc.fetch", luaopen_qc_fetch},
     {"qc.host", luaopen_qc_host}, {"qc.jwt", luaopen_qc_jwt},   {"qc.store", luaopen_qc_store},
     {"qc.strmatch", luaopen_qc_strmatch}, {"qc.audio", luaopen_qc_audio}, {"qc.stt", luaopen_qc_stt},
-    {"qc.ws", luaopen_qc_ws}, {NULL, NULL},
+    {"qc.ws", luaopen_qc_ws}, {"qc.metrics", luaopen_qc_metrics},
+    {"qc.static", luaopen_qc_static}, {NULL, NULL},
 };
 
 void qc_bindings_preload(lua_State *L, qc_host *h) {

@@ -21,6 +21,8 @@ int luaopen_qc_store(lua_State *L);
 int luaopen_qc_strmatch(lua_State *L);
 int luaopen_qc_audio(lua_State *L);
 int luaopen_qc_stt(lua_State *L);
+int luaopen_qc_metrics(lua_State *L);
+int luaopen_qc_static(lua_State *L);
 
 /* req:accept_websocket{max_message, max_queued, idle_timeout_ms} (bindings/ws_server.c),
  * set on upgrade requests by the host. */

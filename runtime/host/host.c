@@ -23,6 +23,7 @@
 #include "../net/http_error.h"
 #include "../net/ws_client.h"
 #include "../log.h"
+#include "../metrics.h"
 #include "watchdog.h"
 #include "bindings.h"
 #include "task.h"
@@ -649,6 +650,7 @@ static void finish_request_error(qc_task *t, int st, const char *origin, const c
         public_msg = "the handler ran past its time budget";
     }
     qc_log(QC_LOG_ERROR, "host", "handler failed", " path=%s code=%s error=\"%s\"", path, code, line);
+    qc_metrics_lua_error(h->budget_tripped);
     respond_json_error(t, 500, code, public_msg, origin);
 }
 
@@ -737,6 +739,7 @@ static void task_step(qc_task *t, int nargs) {
             const char *msg = lua_tostring(t->co, -1);
             luaL_traceback(h->L, t->co, msg ? msg : "(error object is not a string)", 0);
             qc_log(QC_LOG_ERROR, "host", "spawned task failed", " error=\"%s\"", lua_tostring(h->L, -1));
+            qc_metrics_lua_error(h->budget_tripped);
             lua_pop(h->L, 1);
         }
         task_release(t, st == LUA_OK);
@@ -1006,6 +1009,11 @@ void qc_host_handle_http(void *ud, qc_http_exchange *ex, const qc_http_incoming 
     task_step(t, 2);
 }
 
+qc_http_exchange *qc_host_exchange(lua_State *L) {
+    qc_task *t = qc_task_current(L);
+    return t && !t->taken ? t->ex : NULL;
+}
+
 qc_http_exchange *qc_host_take_exchange(lua_State *L, int req_index) {
     qc_task *t = qc_task_current(L);
     if (!t || !t->ex || t->taken || !lua_istable(L, req_index) || lua_topointer(L, req_index) != t->req) return NULL;
@@ -1049,6 +1057,7 @@ int qc_host_reload(qc_host *h, char *err, size_t errlen) {
     if (build_generation(h, "new_generation", err, errlen) < 0) {
         snprintf(h->reload_error, sizeof h->reload_error, "%s", err);
         qc_log(QC_LOG_ERROR, "host", "reload rejected", " generation=%ld error=\"%s\"", h->generation, err);
+        qc_metrics_reload(0);
         return -1;
     }
     /* The swap: requests already running hold their own reference to the old one. */
@@ -1057,6 +1066,7 @@ int qc_host_reload(qc_host *h, char *err, size_t errlen) {
     h->generation++;
     h->reload_error[0] = 0;
     qc_log(QC_LOG_INFO, "host", "policies loaded", " generation=%ld dir=%s", h->generation, h->cfg.policies_dir);
+    qc_metrics_reload(1);
     return 0;
 }
 

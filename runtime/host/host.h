@@ -72,6 +72,8 @@ int qc_host_budget_error(lua_State *L);
  * request's own task and req_index its request table; NULL otherwise, or when the request
  * is already answered or taken. Marks the table `upgraded = true`. */
 qc_http_exchange *qc_host_take_exchange(lua_State *L, int req_index);
+/* The exchange the running request task answers, without taking it; NULL outside one. */
+qc_http_exchange *qc_host_exchange(lua_State *L);
 
 /* Closes the handles bindings own (sleep timers and such) so none can fire into a freed
  * task; call right after qc_host_free when the loop keeps running. */

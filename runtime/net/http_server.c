@@ -38,6 +38,7 @@
 #include "http_error.h"
 #include "websocket.h"
 #include "../log.h"
+#include "../metrics.h"
 
 #define MAX_HEADERS 96
 #define MAX_ARGS 64
@@ -158,6 +159,7 @@ struct qc_http_exchange {
     qc_chunked dechunk;
     uint64_t start_ns;
     char method[16];
+    char route[128]; /* the route pattern the handler was matched by (GET /metrics' label) */
     const char *path, *query, *peer;
     size_t nheaders, nargs, nfields, url_len, raw_len, body_len, out_len;
     uv_write_t wreq;
@@ -251,6 +253,10 @@ static int grow(char **buf, size_t *cap, size_t n) {
 }
 
 const char *qc_http_exchange_path(const qc_http_exchange *ex) { return ex->path; }
+
+void qc_http_exchange_set_route(qc_http_exchange *ex, const char *route) {
+    snprintf(ex->route, sizeof ex->route, "%s", route ? route : "");
+}
 const char *qc_http_exchange_method(const qc_http_exchange *ex) { return ex->method; }
 
 const char *qc_http_exchange_header(const qc_http_exchange *ex, const char *name) {
@@ -612,6 +618,7 @@ void qc_http_exchange_respond(qc_http_exchange *ex, int status, const qc_http_he
      * 500 before it gets here; this keeps the log and the wire in agreement if it ever did. */
     if (status < 200 || status > 599) status = 500;
     access_log(ex, status);
+    qc_metrics_http_request(ex->route, ex->method, status, (double)(uv_hrtime() - ex->start_ns) / 1e9);
     conn *c = ex->conn;
     if (!c) { /* the client left while the handler ran */
         exchange_free(ex);
@@ -1316,6 +1323,7 @@ qc_http_conn *qc_http_exchange_upgrade(qc_http_exchange *ex, const char *head, s
     if (ex->responded) return NULL;
     ex->responded = 1;
     access_log(ex, 101);
+    qc_metrics_http_request(ex->route, ex->method, 101, (double)(uv_hrtime() - ex->start_ns) / 1e9);
     conn *c = ex->conn;
     if (!c || c->closing) {
         exchange_free(ex);

@@ -56,6 +56,8 @@ int qc_http_server_port(const qc_http_server *s);
 const char *qc_http_exchange_path(const qc_http_exchange *ex);
 const char *qc_http_exchange_method(const qc_http_exchange *ex);
 const char *qc_http_exchange_header(const qc_http_exchange *ex, const char *lowercase_name);
+/* The route pattern that matched (cut at 127 bytes): the label of its request metrics. */
+void qc_http_exchange_set_route(qc_http_exchange *ex, const char *route);
 
 /* Sends the response: headers are name/value pairs (Content-Length is added here). */
 void qc_http_exchange_respond(qc_http_exchange *ex, int status, const qc_http_header *headers,

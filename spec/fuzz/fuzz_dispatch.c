@@ -35,6 +35,7 @@ const char *qc_http_exchange_header(const qc_http_exchange *ex, const char *name
     (void)ex, (void)name;
     return NULL;
 }
+void qc_http_exchange_set_route(qc_http_exchange *ex, const char *route) { (void)ex, (void)route; }
 
 void qc_http_exchange_respond(qc_http_exchange *ex, int status, const qc_http_header *headers, size_t nheaders,
                               const char *body, size_t body_len) {

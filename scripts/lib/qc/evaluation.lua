@@ -5,6 +5,7 @@
 -- with its error (and the reply as received) and can be run again (scripts/evaluate_room.lua).
 -- Also builds what GET /rooms/{room}/evaluations and /report answer.
 local cjson = require "cjson"
+local counted = require "qc.stats" -- GET /metrics
 local analytics = require "qc.analytics"
 local windows = require "qc.windows"
 local llm = require "qc.llm"
@@ -85,6 +86,7 @@ function M.store(db, room, idx, evaluator, r, opts)
     end
   end)
   if not ok then error("evaluations: " .. tostring(err), 0) end
+  if r.status ~= "pending" then counted.evaluation(evaluator, r) end
   return msg, seq, body
 end
 

@@ -6,6 +6,7 @@ local router = require "qc.router"
 local contracts = require "qc.contracts"
 local source = require "qc.source"
 local host = require "qc.host"
+local set_route = require("qc.metrics").route -- the route pattern labels the request metrics
 -- Trusted code only: reading policy lines off the stack, telling protected metatables apart.
 local debug = debug
 
@@ -485,7 +486,7 @@ end
 ---@return integer status, table headers, string body
 function M.dispatch(gen, req)
   setmetatable(req, REQUEST)
-  local handler, params, allow = gen.router:match(req.method, req.path)
+  local handler, params, allow, pattern = gen.router:match(req.method, req.path)
   if not handler then
     if allow then
       -- OPTIONS is answered with the route's methods; for a browser's preflight the host
@@ -497,6 +498,7 @@ function M.dispatch(gen, req)
     return 404, { ["content-type"] = JSON }, error_body("NOT_FOUND", "no route for " .. req.path)
   end
   req.params = params
+  set_route(pattern)
   req.args = req.args or NO_ARGS -- set by the server from the decoded query string (runtime/net/http_server.c)
   local body = req.body
   if body ~= "" then

@@ -1,5 +1,7 @@
 -- Route matching for policies/routes.lua: exact paths by table lookup, paths with
--- parameters ("/rooms/{room}/participants") by segment comparison.
+-- parameters ("/rooms/{room}/participants") by segment comparison. A last segment written
+-- {name...} takes the rest of the path, one segment or more, joined by "/"
+-- ("/docs/{file...}" gives req.params.file = "assets/app.js").
 local M = {}
 
 local METHODS = { GET = true, POST = true, PUT = true, PATCH = true, DELETE = true, HEAD = true }
@@ -72,7 +74,8 @@ function M.compile(routes, where, line_of)
     end
     local written = path
     path = normalise(path)
-    local key = method .. " " .. path:gsub("{[^/]*}", "{}")
+    -- A tail {x...} matches more than {x}: it has a shape of its own.
+    local key = method .. " " .. path:gsub("{[^/]*%.%.%.}$", "{...}"):gsub("{[%a_][%w_]*}", "{}")
     local first = seen[key]
     if first then
       local line = line_of and line_of(first.i, method, first.written, first.occurrence)
@@ -90,16 +93,22 @@ function M.compile(routes, where, line_of)
       entry.allow = allow_of(entry.methods)
       r.static[path] = entry
     else
-      local segs, names = split(path), {}
+      local segs, names, tail = split(path), {}, false
       for j, seg in ipairs(segs) do
         local name = seg:match("^{([%a_][%w_]*)}$")
-        if seg:find("[{}]") and not name then
-          error(label() .. ": parameter segment must look like {name}", 0)
+        local rest = seg:match("^{([%a_][%w_]*)%.%.%.}$")
+        if rest and j ~= #segs then
+          error(label() .. ": {" .. rest .. "...} must be the last segment", 0)
         end
+        if seg:find("[{}]") and not name and not rest then
+          error(label() .. ": parameter segment must look like {name} (or {name...} last)", 0)
+        end
+        name = name or rest
         if name then
           if names[name] then error(label() .. ": parameter {" .. name .. "} appears twice", 0) end
           names[name] = true
-          segs[j] = { name = name }
+          segs[j] = { name = name, rest = rest ~= nil }
+          tail = rest ~= nil
         end
       end
       local found
@@ -107,7 +116,7 @@ function M.compile(routes, where, line_of)
         if d.pattern == path then found = d end
       end
       if not found then
-        found = { pattern = path, segs = segs, n = #segs, methods = {} }
+        found = { pattern = path, segs = segs, n = #segs, tail = tail, methods = {} }
         r.dynamic[#r.dynamic + 1] = found
       end
       found.methods[method] = handler
@@ -131,26 +140,28 @@ end
 ---A path that both a static route and a pattern match (a room named "create" against
 ---POST /rooms/create and DELETE /rooms/{room}) goes to whichever of them takes the method:
 ---the static route first.
----@return function|nil handler, table|nil params, string|nil allow
+---The fourth result is the route's path as policies/routes.lua wrote it (normalised): the
+---label of the request's metrics.
+---@return function|nil handler, table|nil params, string|nil allow, string|nil pattern
 function Router:match(method, path)
   path = normalise(path)
   local entry = self.static[path]
   local allow
   if entry then
     local h = entry.methods[method]
-    if h then return h, EMPTY end
+    if h then return h, EMPTY, nil, path end
     allow = entry.allow
   end
   if #self.dynamic == 0 then return nil, nil, allow end
   local segs = split(path)
   local n = #segs
   for _, d in ipairs(self.dynamic) do
-    if d.n == n then
+    if d.n == n or (d.tail and n > d.n) then
       local params = {}
-      for i = 1, n do
+      for i = 1, d.n do
         local want = d.segs[i]
         if type(want) == "table" then
-          params[want.name] = segs[i]
+          params[want.name] = want.rest and table.concat(segs, "/", i, n) or segs[i]
         elseif want ~= segs[i] then
           params = nil
           break
@@ -158,7 +169,7 @@ function Router:match(method, path)
       end
       if params then
         local h = d.methods[method]
-        if h then return h, params end
+        if h then return h, params, nil, d.pattern end
         allow = allow_union(allow, d.allow)
       end
     end

@@ -10,6 +10,7 @@
 --   local rest = windows.finish(policy, st, "room-1")       -- the interview ended
 --   windows.commit_final(db, policy, "room-1", final)       -- the same, on the store
 local cjson = require "cjson"
+local counted = require "qc.stats" -- GET /metrics
 local log = require "qc.log"
 
 local M = {}
@@ -328,6 +329,7 @@ function M.commit(db, policy, room, final, now, within)
     return out, stored, more
   end)
   if not ok then error("windows: " .. tostring(windows), 0) end
+  if #windows > 0 then counted.windows(#windows) end
   return windows, msgs, extra
 end
 
