@@ -161,3 +161,26 @@ describe("quantcoach transcribe refuses", function()
     assert.equal("", out)
   end)
 end)
+
+-- The ElevenLabs engine keeps an lws client context on the loop; transcribe once printed its
+-- transcript and then never exited (nor flushed a redirected stdout), waiting on that context.
+describe("quantcoach transcribe with the ElevenLabs engine", function()
+  it("prints the words of a file and exits", function()
+    local el = require "support.fake_elevenlabs"
+    local fake = el.start {}
+    -- Two words for the fake's deterministic recognition (300 ms of one constant sample each),
+    -- with silence around them.
+    local parts = {}
+    local function put(v, n) parts[#parts + 1] = string.pack("<i2", v):rep(n) end
+    put(0, 8000); put(1000, 4800); put(2000, 4800); put(0, 16000)
+    local data = table.concat(parts)
+    local file = server.tmpdir() .. "/words.wav"
+    server.write_file(file, "RIFF" .. string.pack("<I4", 36 + #data) .. "WAVEfmt "
+      .. string.pack("<I4I2I2I4I4I2I2", 16, 1, 1, 16000, 32000, 2, 16) .. "data" .. string.pack("<I4", #data) .. data)
+    local status, out, err = transcribe("--engine elevenlabs " .. quote(file),
+      ("ELEVENLABS_API_KEY=%s QC_ELEVENLABS_URL=%s"):format(quote(fake.key), quote(fake.url)))
+    fake:stop()
+    assert.equal(0, status, err)
+    assert.matches("^%[00:0%d%] Speaker: w1000 w2000\n$", out)
+  end)
+end)

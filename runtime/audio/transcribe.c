@@ -14,6 +14,7 @@
 
 #include "audio/track.h"
 #include "audio/wav.h"
+#include "net/ws_client.h"
 #include "stt/stt.h"
 
 const char *qc_transcribe_help =
@@ -405,6 +406,9 @@ int qc_transcribe_run(const qc_transcribe_opts *o, const qc_config *cfg) {
     }
 done:
     if (r->e) qc_stt_engine_free(r->e);
+    /* The ElevenLabs engine's lws context keeps handles on the loop until it is torn down:
+     * without this the loop below never runs dry and transcribe never exits. */
+    qc_ws_client_shutdown();
     uv_run(&r->loop, UV_RUN_DEFAULT);
     uv_walk(&r->loop, walk_close, NULL);
     uv_run(&r->loop, UV_RUN_DEFAULT);
