@@ -5,6 +5,7 @@ local json = require "qc.json"
 local stt = require "qc.stt"
 local audio = require "qc.audio"
 local live = require "qc.live"
+local db = require "qc.db"
 
 local M = {}
 
@@ -40,13 +41,21 @@ function M.health(req)
     or { engine = "none", state = "not running" })
   local status = status_json
   if engine and engine.state ~= "ready" then status = '"degraded"' end
+  -- The store opens (and migrates) on first use; a file it cannot use (a newer release's
+  -- schema, a disk error) fails every stored request, so health says so.
+  local store_ok, store_err = pcall(db.get)
+  local store_json = '{"state":"ok"}'
+  if not store_ok then
+    status = '"degraded"'
+    store_json = json.encode { state = "failed", error = type(store_err) == "table" and store_err.message or tostring(store_err) }
+  end
   local ms = math.floor((time.now() - started_at) * 1000)
   local frac = ms % 1000
   return 200, JSON_HEADERS, '{"status":' .. status .. ',"version":"' .. VERSION .. '","uptime_s":'
     .. (ms // 1000) .. (frac < 10 and ".00" or frac < 100 and ".0" or ".") .. frac
     .. ',"policies":' .. policies_json .. ',"stt":' .. stt_json .. ',"tracks":{"live":' .. a.tracks
     .. ',"connections":' .. a.connections .. ',"p99_added_us":' .. a.p99_added_us
-    .. ',"p99_added_oncpu_us":' .. a.p99_added_oncpu_us .. '},"live_clients":' .. live.count() .. "}"
+    .. ',"p99_added_oncpu_us":' .. a.p99_added_oncpu_us .. '},"live_clients":' .. live.count() .. ',"store":' .. store_json .. "}"
 end
 
 return M
