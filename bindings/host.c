@@ -2,6 +2,10 @@
  * and the reload entry point for POST /admin/reload. */
 #define _POSIX_C_SOURCE 200809L
 #include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
 #include <stddef.h>
 
 #include <lauxlib.h>
@@ -116,6 +120,12 @@ static int l_config(lua_State *L) {
     lua_setfield(L, -2, "resample_quality");
     lua_pushinteger(L, c->retention_days);
     lua_setfield(L, -2, "retention_days");
+    /* The console's files: share/quantcoach/web beside an installed binary, else the
+     * source tree's web/ (as for scripts and policies). */
+    char web[1024];
+    qc_config_default_dir("web", "console/index.html", web, sizeof web);
+    lua_pushstring(L, web);
+    lua_setfield(L, -2, "web_dir");
     /* Windows and evaluation: the evaluator and its LLM endpoint (keys included: the
      * evaluation runner sends them; policies never see qc.host). */
     static const struct { const char *name; size_t off; } strs[] = {
@@ -238,6 +248,34 @@ static int l_list_dir(lua_State *L) {
     return 1;
 }
 
+/* qc.host.read_file(path, max_bytes) -> contents | nil, message: a regular file of at most
+ * max_bytes, for static assets (handlers run without io). Symlinks are not followed, so a
+ * link planted in the asset directory cannot lead out of it. */
+static int l_read_file(lua_State *L) {
+    const char *path = luaL_checkstring(L, 1);
+    lua_Integer max = luaL_checkinteger(L, 2);
+    int fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+    struct stat st;
+    if (fd < 0 || fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || st.st_size > max || max < 0) {
+        if (fd >= 0) close(fd);
+        lua_pushnil(L);
+        lua_pushfstring(L, "%s: not a readable file of at most %I bytes", path, max);
+        return 2;
+    }
+    luaL_Buffer b;
+    char *p = luaL_buffinitsize(L, &b, (size_t)st.st_size);
+    size_t got = 0;
+    while (got < (size_t)st.st_size) {
+        ssize_t r = read(fd, p + got, (size_t)st.st_size - got);
+        if (r < 0 && errno == EINTR) continue;
+        if (r <= 0) break; /* shrank while read: serve what was there */
+        got += (size_t)r;
+    }
+    close(fd);
+    luaL_pushresultsize(&b, got);
+    return 1;
+}
+
 /* qc.host.spawn(fn, ...): runs fn(...) as a task of its own, concurrently with the caller. */
 static int l_spawn(lua_State *L) {
     luaL_checktype(L, 1, LUA_TFUNCTION);
@@ -261,6 +299,7 @@ int luaopen_qc_host(lua_State *L) {
     static const luaL_Reg fns[] = {{"reload", l_reload},
                                    {"config", l_config},     {"is_admin", l_is_admin},
                                    {"list_dir", l_list_dir}, {"spawn", l_spawn},
+                                   {"read_file", l_read_file},
                                    {"check_api_key", l_check_api_key},
                                    {"health", l_health},
                                    {"error_body", l_error_body},

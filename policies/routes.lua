@@ -23,6 +23,7 @@ local ingest = require "qc.handlers.ingest"
 local live = require "qc.handlers.live"
 local transcripts = require "qc.handlers.transcripts"
 local evaluations = require "qc.handlers.evaluations"
+local static = require "qc.handlers.static"
 local auth = require "qc.auth"
 
 return {
@@ -42,4 +43,8 @@ return {
   { "GET", "/ingest", ingest.ingest },
   { "GET", "/rooms/{room}/live", live.live },
   { "GET", "/rooms/{room}/transcript", auth.required(transcripts.transcript) },
+  -- The console's page and files are public (they hold no data); what it shows comes from
+  -- the API above, with the key the operator types in.
+  { "GET", "/console", static.console },
+  { "GET", "/console/{file}", static.console_file },
 }
