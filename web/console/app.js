@@ -218,7 +218,7 @@ async function refreshRooms() {
 
 const room = {
   name: null, ws: null, lastSeq: 0, retry: 0, timer: null, closing: false,
-  people: new Map(), partials: new Map(), windows: new Map(),
+  people: new Map(), heard: new Map(), partials: new Map(), windows: new Map(),
 };
 
 function liveState(text, cls) {
@@ -233,7 +233,8 @@ function openRoom(name) {
   $("home-view").hidden = true;
   $("room-view").hidden = false;
   $("room-title").textContent = "Room " + name;
-  for (const id of ["transcript", "windows", "people", "events", "partials"]) $(id).replaceChildren();
+  for (const id of ["transcript", "windows", "people", "heard", "events", "partials"]) $(id).replaceChildren();
+  $("people").append(el("li", { class: "muted" }, "no join or leave seen yet"));
   $("report-panel").hidden = true;
   document.title = name + " · quantcoach console";
   connect();
@@ -245,7 +246,7 @@ function closeRoom() {
   if (room.ws) room.ws.close(1000, "console left the room");
   clearTimeout(room.timer);
   Object.assign(room, { name: null, ws: null, lastSeq: 0, retry: 0, timer: null, closing: false });
-  room.people.clear(); room.partials.clear(); room.windows.clear();
+  room.people.clear(); room.heard.clear(); room.partials.clear(); room.windows.clear();
 }
 
 function connect() {
@@ -307,6 +308,10 @@ function showPartial(ev) {
 }
 
 function addFinal(ev) {
+  if (ev.identity && !room.heard.has(ev.identity)) {
+    room.heard.set(ev.identity, ev.role);
+    $("heard").append(el("li", { class: roleClass(ev.role) }, el("span", { class: "who" }, roleName(ev.role)), " " + ev.identity));
+  }
   const partial = room.partials.get(speakerKey(ev));
   if (partial) { partial.remove(); room.partials.delete(speakerKey(ev)); }
   const list = $("transcript");
@@ -373,7 +378,7 @@ function stat(label, value) { return el("div", {}, el("span", { class: "muted" }
 function analytics(r) {
   const box = el("div", { class: "stats" });
   for (const [role, s] of Object.entries(r.roles || {})) {
-    box.append(stat(roleName(role), Math.round((s.talk_ratio || 0) * 100) + "% talk, " + (s.wpm || 0) + " wpm"));
+    box.append(stat(roleName(role), Math.round((s.talk_ratio || 0) * 100) + "% talk, " + Math.round(s.wpm || 0) + " wpm"));
   }
   box.append(stat("turns", r.turns ?? 0), stat("questions", r.questions ?? 0),
     stat("interruptions", r.interruptions ?? 0),

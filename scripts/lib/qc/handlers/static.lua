@@ -18,7 +18,6 @@ local TYPES = {
   html = "text/html; charset=utf-8",
   css = "text/css; charset=utf-8",
   js = "text/javascript; charset=utf-8",
-  json = "application/json",
   svg = "image/svg+xml",
   png = "image/png",
   ico = "image/x-icon",
