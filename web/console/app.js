@@ -368,8 +368,9 @@ function windowItem(index) {
 function addWindow(ev) {
   const w = windowItem(ev.index);
   w.li.querySelector("h4").textContent = "Window " + ev.index + " · " + clock(ev.start) + "–" + clock(ev.end);
-  const text = el("div", { class: "text" }, ev.text || "");
-  w.li.insertBefore(text, w.evals);
+  const old = w.li.querySelector(".text");
+  if (old) old.remove();
+  w.li.insertBefore(el("div", { class: "text" }, ev.text || ""), w.evals);
   w.li.scrollIntoView({ block: "nearest" });
 }
 
@@ -433,7 +434,8 @@ async function showReport() {
 function route() {
   const m = location.hash.match(/^#room=(.+)$/);
   if (m) {
-    const name = decodeURIComponent(m[1]);
+    let name;
+    try { name = decodeURIComponent(m[1]); } catch (_) { name = m[1]; }
     if (name !== room.name) openRoom(name);
     return;
   }
