@@ -11,7 +11,7 @@ FUZZERS    = chunked jwt wav csv router dispatch http websocket ingest log eleve
 PREFIX     ?= /usr/local
 DESTDIR    ?=
 
-.PHONY: all deps test-deps build asan fuzz-build fuzz run test check bench install clean
+.PHONY: all deps test-deps build asan fuzz-build fuzz run demo test check bench install clean
 
 all: build
 
@@ -49,6 +49,12 @@ fuzz: fuzz-build
 
 run: build
 	./$(BUILD)/quantcoach serve
+
+# A two-speaker interview played through /ingest into a server with the embedded defaults
+# (no LiveKit, no keys): open the console address it prints (README, Demo). festival and
+# sox come with the test packages.
+demo: test-deps build
+	@QC_BIN=$(CURDIR)/$(BUILD)/quantcoach ./spec/support/demo.sh
 
 # Every test twice: the release build, then under ASan + UBSan; then a short run of each
 # fuzz harness and its fixtures.

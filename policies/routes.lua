@@ -27,6 +27,7 @@ local transcripts = require "qc.handlers.transcripts"
 local evaluations = require "qc.handlers.evaluations"
 local metrics = require "qc.handlers.metrics"
 local docs = require "qc.handlers.docs"
+local console = require "qc.handlers.console"
 local auth = require "qc.auth"
 
 return {
@@ -53,4 +54,8 @@ return {
   { "GET", "/openapi.json", docs.openapi },
   { "GET", "/docs", docs.page },
   { "GET", "/docs/{file...}", docs.asset },
+  -- The console's page and files are public (they hold no data); what it shows comes from
+  -- the API above, with the key the operator types in.
+  { "GET", "/console", console.page },
+  { "GET", "/console/{file...}", console.asset },
 }
