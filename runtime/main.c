@@ -51,6 +51,10 @@ static const char *serve_help =
     "                      policies/)\n"
     "  --data DIR          data directory (QC_DATA, default ./data)\n"
     "\n"
+    "Speech-to-text for /ingest: QC_STT_ENGINE=local (pocketsphinx, the default),\n"
+    "elevenlabs (ELEVENLABS_API_KEY), or null: a sink that only counts the audio,\n"
+    "for benchmarks (/health and /metrics show what it received).\n"
+    "\n"
     "Signals: SIGHUP reloads policies; SIGINT/SIGTERM stop gracefully.\n";
 
 static const char *check_help =

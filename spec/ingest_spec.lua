@@ -129,6 +129,10 @@ describe("the ingest socket", function()
       local _, d = s:request("GET", "/health")
       return d.tracks.live == 0
     end, 10, "/health to drop the track")
+    -- The null engine only counts: /health says how much audio it was given (2 s of silence
+    -- from this track, more from the others of this file).
+    _, doc = s:request("GET", "/health")
+    assert.is_true(doc.stt.seconds_in >= 2, tostring(doc.stt.seconds_in))
   end)
 
   it("takes a declared rate and channel count from the token", function()

@@ -37,7 +37,8 @@ function M.health(req)
   -- Audio: the STT engine and its state, live ingest tracks and live sockets. Changes all
   -- the time, so encoded per call (a small table).
   local engine, a = stt.engine(), audio.stats()
-  local stt_json = json.encode(engine and { engine = engine.name, state = engine.state, streams = engine.streams }
+  local stt_json = json.encode(engine and { engine = engine.name, state = engine.state, streams = engine.streams,
+                                             seconds_in = engine.samples_in and engine.samples_in / 16000 }
     or { engine = "none", state = "not running" })
   local status = status_json
   if engine and engine.state ~= "ready" then status = '"degraded"' end
