@@ -2,7 +2,8 @@
 -- does (shared/protocols/livekit.md §3): `Content-Type: audio/x-raw`, a {"muted":false} text
 -- message, s16le PCM in binary messages of 10 ms at real-time pace (divided by --speed), a
 -- ping every 30 s, and an empty Close at the end. The demo feeder and the load feeder.
--- Run: quantcoach run scripts/feed_audio.lua --room R --identity I FILE.wav (see --help).
+-- Run: quantcoach run scripts/feed_audio.lua --room R --identity I FILE.wav, or --url URL FILE.wav
+-- with a URL from `quantcoach token --ingest` (see --help).
 --
 -- A 48 kHz file goes out as Egress sends it, 2 channels (a mono file is doubled); a file at
 -- another rate goes out as it is, with its rate and channel count declared in the token (or
@@ -25,8 +26,8 @@ local parser = argparse("quantcoach run scripts/feed_audio.lua",
     .. "(.env or environment), which must be the server's. `quantcoach token --ingest` prints such a URL.")
   :help_max_width(80)
 parser:argument("file", "A PCM WAV file, 16-bit.")
-parser:option("--room", "Room name."):count(1)
-parser:option("--identity", "Participant identity."):count(1)
+parser:option("--room", "Room name (needed unless --url, whose token names it).")
+parser:option("--identity", "Participant identity (needed unless --url).")
 parser:option("--track", "Track sid (default: TR_feed_<identity>).")
 parser:option("--url", "The ingest URL to connect to, token included (ws:// or wss://).")
 parser:option("--server", "The server to mint a URL for (default: the configured listen address).")
@@ -40,6 +41,10 @@ local function fail(msg) return cli.bad_value(PROG, msg) end
 
 local ok, args = parser:pparse(cli.join_negative_values(arg, { ["--speed"] = "--speed", ["--ttl"] = "--ttl" }))
 if not ok then return usage_error(args) end
+-- A URL from `quantcoach token --ingest` carries room, identity and track in its token.
+if not args.url and not (args.room and args.identity) then
+  return usage_error("--room and --identity are needed to sign a token (or give --url)")
+end
 local speed = tonumber(args.speed)
 if not speed or speed <= 0 or speed ~= speed or speed == math.huge then
   return fail("--speed: must be a positive number, got " .. args.speed)
@@ -102,7 +107,7 @@ elseif egress and wav.channels ~= 2 then
     args.file, wav.channels))
 end
 
-local track = args.track or ("TR_feed_" .. args.identity)
+local track = args.track or ("TR_feed_" .. (args.identity or ""))
 
 ---The signed ingest token's claims (contracts9.md): scripts/lib/qc/ingest.lua mints them when
 ---it is there; this is the same token for a tree without it.

@@ -97,6 +97,15 @@ describe("feed_audio.lua", function()
     assert.matches("%-%-speed", err)
   end)
 
+  it("takes a URL from `quantcoach token --ingest` alone, and asks for --room and --identity without one", function()
+    wav(dir .. "/ok.wav", 48000, 2, { 0, 0 })
+    local rc, err = feed(("--url ws://127.0.0.1:1/ingest?t=x -q %s"):format(quote(dir .. "/ok.wav")))
+    assert.equal(1, rc, err) -- it got as far as connecting (nothing listens on port 1)
+    rc, err = feed(("--room r -q %s"):format(quote(dir .. "/ok.wav")))
+    assert.equal(2, rc)
+    assert.matches("%-%-room and %-%-identity are needed", err)
+  end)
+
   it("exits 1 with the reason when the server refuses the connection", function()
     wav(dir .. "/d.wav", 48000, 2, { 0, 0 })
     local rc, err = feed(("--room r --identity i --url %s %s"):format(quote(fake.ws .. "/refuse/401"),
