@@ -313,6 +313,9 @@ static int cmd_serve(qc_config *cfg) {
     /* Off the request path: purges old token and webhook rows a batch at a time. */
     if (qc_host_start_service(s.host, "qc.retention", err, sizeof err) < 0)
         qc_log(QC_LOG_ERROR, "server", "retention not started", " error=\"%s\"", err);
+    /* Closes windows by time on the interview clock in a silence (no final moves it then). */
+    if (qc_host_start_service(s.host, "qc.windows_clock", err, sizeof err) < 0)
+        qc_log(QC_LOG_ERROR, "server", "windows clock not started", " error=\"%s\"", err);
     qc_log_set_buffered(1);
     uv_run(&loop, UV_RUN_DEFAULT);
     qc_log_set_buffered(0);

@@ -212,6 +212,38 @@ function M.on_final(ev, seq)
   if not ok then log.error("evaluation", "windows step failed", { room = ev.room, error = tostring(err) }) end
 end
 
+-- Rooms whose windows runner has a window open, with their interview clock's origin. The
+-- state is JSON; SQLite reads its open list, so a room in no window costs no decode here.
+local OPEN_ROOMS = [[SELECT w.room AS room, r.started_at AS started_at FROM window_state w
+  JOIN rooms r ON r.name = w.room
+  WHERE r.started_at IS NOT NULL AND json_array_length(w.state, '$.open') > 0]]
+
+---A clock tick: every room with open windows goes through the windows policy with the
+---interview clock now (now - rooms.started_at) and no new final, so a window closes on time
+---in a silence. The windows it closes are handled as on_final's. Never raises.
+---@param now number|nil unix seconds (time.now())
+---@return integer windows closed
+function M.tick(now)
+  local policy = policies().windows
+  if not policy then return 0 end
+  now = now or time.now()
+  local ok, db = pcall(get_db)
+  if not ok then return 0 end
+  local rows = db:query(OPEN_ROOMS) or {}
+  local closed = 0
+  for _, r in ipairs(rows) do
+    local done, err = pcall(function()
+      local list, msgs, stats = windows.commit(db, policy, r.room, now - r.started_at, now, analytics_within(db, r.room))
+      if #list > 0 then
+        closed = closed + #list
+        M.on_windows(db, r.room, list, msgs, stats)
+      end
+    end)
+    if not done then log.error("evaluation", "windows tick failed", { room = r.room, error = tostring(err) }) end
+  end
+  return closed
+end
+
 ---The interview ended: closes the open windows, evaluates them, and (with an LLM
 ---evaluator) writes the interview's report. Waits for the report.
 ---@param room string
