@@ -302,3 +302,19 @@ describe("GET /rooms/{room}/evaluations and /report", function()
     assert.equal("format", body.error.field)
   end)
 end)
+
+describe("the Markdown report", function()
+  it("says 1 turn, 1 question, 1 window: counts agree with their nouns", function()
+    local evaluation = require "qc.evaluation"
+    local a = require("qc.analytics").compute({
+      { seq = 1, identity = "cand-1", role = "candidate", start = 0, ["end"] = 4, text = "what is the question?" } })
+    local md = evaluation.markdown({ room = "r1", windows = 1, analytics = a, scores = {
+      correctness = { title = "Correctness", mean = 3, min = 3, max = 3, windows = 1 } } })
+    assert.matches("1 window, 4 s of conversation, 4 s of speech, 1 turn, 1 question.", md, 1, true)
+    assert.matches("(3..3, 1 window)", md, 1, true)
+    assert.not_matches("1 turns", md, 1, true)
+    a.turns, a.questions = 2, 0
+    md = evaluation.markdown({ room = "r1", windows = 2, analytics = a, scores = {} })
+    assert.matches("2 windows, 4 s of conversation, 4 s of speech, 2 turns, 0 questions.", md, 1, true)
+  end)
+end)

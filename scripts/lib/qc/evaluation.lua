@@ -384,6 +384,11 @@ function M.report_of(room, all, evs, policy)
   }
 end
 
+-- "1 turn", "2 turns": a count with its noun.
+local function count(n, noun)
+  return ("%d %s"):format(n, n == 1 and noun or noun .. "s")
+end
+
 local function pct(x) return ("%d%%"):format(math.floor((x or 0) * 100 + 0.5)) end
 
 ---The report as a readable Markdown page.
@@ -392,8 +397,8 @@ local function pct(x) return ("%d%%"):format(math.floor((x or 0) * 100 + 0.5)) e
 function M.markdown(r)
   local a = r.analytics
   local out = { ("# Interview report: %s"):format(r.room), "",
-    ("%d windows, %.0f s of conversation, %.0f s of speech, %d turns, %d questions."):format(
-      r.windows, a.duration or 0, a.speech or 0, a.turns or 0, a.questions or 0), "",
+    ("%s, %.0f s of conversation, %.0f s of speech, %s, %s."):format(count(r.windows, "window"),
+      a.duration or 0, a.speech or 0, count(a.turns or 0, "turn"), count(a.questions or 0, "question")), "",
     "## Conversation", "", "| role | talk time (s) | share | words | words/min | turns | questions | fillers | interruptions |",
     "| --- | --- | --- | --- | --- | --- | --- | --- | --- |" }
   local roles = {}
@@ -420,7 +425,7 @@ function M.markdown(r)
     out[#out + 1] = ""
     for _, k in ipairs(keys) do
       local s = r.scores[k]
-      out[#out + 1] = ("- %s: %.2f (%d..%d, %d windows)"):format(s.title or k, s.mean, s.min, s.max, s.windows)
+      out[#out + 1] = ("- %s: %.2f (%d..%d, %s)"):format(s.title or k, s.mean, s.min, s.max, count(s.windows, "window"))
     end
   end
   if r.summary then
