@@ -96,11 +96,13 @@ function M.report_prompt(windows, analytics)
     talk[#talk + 1] = ("%s talked %.0f%% of the time at %.0f words per minute"):format(role, (r.talk_ratio or 0) * 100, r.wpm or 0)
   end
   table.sort(talk)
-  return ("The whole interview, window by window:\n\n%s\n\nConversation: %s; %d turns, %d questions.\n\n"
+  local function count(n, noun) return ("%d %s"):format(n, n == 1 and noun or noun .. "s") end
+  return ("The whole interview, window by window:\n\n%s\n\nConversation: %s; %s, %s.\n\n"
     .. "Score the candidate over the whole interview on:\n%s\n\nThen give `summary` (three sentences), "
     .. "`strengths` and `concerns` (lists of short phrases) and `recommendation` (one of hire, lean_hire, "
     .. "lean_no_hire, no_hire)."):format(table.concat(parts, "\n"), table.concat(talk, "; "),
-      math.tointeger(analytics.turns) or 0, math.tointeger(analytics.questions) or 0, criteria_text())
+      count(math.tointeger(analytics.turns) or 0, "turn"), count(math.tointeger(analytics.questions) or 0, "question"),
+      criteria_text())
 end
 
 local function scores_schema(extra, required)

@@ -2,15 +2,16 @@
 -- interview runs.
 --
 -- Called by the windows runner (scripts/lib/qc/windows.lua) each time a final transcript of a
--- room is committed, and once more when the interview ends. The runner owns every piece of
+-- room is committed, every second while the room has open windows (a clock tick: s.new is
+-- nil, so that a silence does not hold a window open), and once more when the interview ends. The runner owns every piece of
 -- state (recent finals, open windows, the clock) and passes it in; this file keeps none, so a
 -- reload applies new rules from the next decision and loses or repeats no window. The runner
 -- calls decide() again with the updated state until it returns nothing to do, so one call
 -- needs to take only one step (open the next window, or close the ones that are due).
 --
 -- decide(s) -> { open = { start, ... }, close = { { id = id, ["end"] = t }, ... } }
---   s.clock      seconds on the interview clock: the latest end of any final seen
---   s.new        the final just committed, or nil (the interview ended)
+--   s.clock      seconds on the interview clock: now on a tick, else the latest end of any final seen
+--   s.new        the final just committed, or nil (a clock tick, or the interview ended)
 --   s.previous   the final before s.new in time order, or nil
 --   s.open       open windows, oldest first: { id, start }
 --   s.last_start the start of the newest window ever opened, or nil before the first
@@ -94,7 +95,8 @@ function M.decide(s)
     if #s.open == #close and new and new.start >= nxt + M.hop then
       nxt = s.last_start + M.hop * floor((new.start - s.last_start) / M.hop)
     end
-    if s.clock >= nxt then open[1] = nxt end
+    -- Only a final opens windows: a tick in a silence would open ones with nothing in them.
+    if new and s.clock >= nxt then open[1] = nxt end
   end
   return { open = open, close = close }
 end
@@ -119,6 +121,9 @@ M.examples = {
               new = { role = "candidate", start = 4, ["end"] = 6 },
               previous = { role = "interviewer", start = 0.5, ["end"] = 3.5 } },
     expect = { open = {}, close = {} } },
+  -- A tick in a silence closes what is due and opens nothing.
+  { state = { clock = 33, last_start = 20, open = { { id = 2, start = 10 }, { id = 3, start = 20 } } },
+    expect = { open = {}, close = { { id = 2, ["end"] = 30 } } } },
   { state = { clock = 31, last_start = 20, ended = true, open = { { id = 4, start = 20 } } },
     expect = { open = {}, close = { { id = 4, ["end"] = 31 } } } },
 }

@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 #include <uv.h>
 
 #include "config.h"
@@ -317,6 +318,9 @@ static int cmd_serve(qc_config *cfg) {
     /* Off the request path: purges old token and webhook rows a batch at a time. */
     if (qc_host_start_service(s.host, "qc.retention", err, sizeof err) < 0)
         qc_log(QC_LOG_ERROR, "server", "retention not started", " error=\"%s\"", err);
+    /* Closes windows by time on the interview clock in a silence (no final moves it then). */
+    if (qc_host_start_service(s.host, "qc.windows_clock", err, sizeof err) < 0)
+        qc_log(QC_LOG_ERROR, "server", "windows clock not started", " error=\"%s\"", err);
     qc_log_set_buffered(1);
     uv_run(&loop, UV_RUN_DEFAULT);
     qc_log_set_buffered(0);
@@ -348,6 +352,48 @@ static int run_lua(qc_config *cfg, const char *script, int argc, char **argv) {
     qc_host_drain_loop(&loop);
     uv_loop_close(&loop);
     return status;
+}
+
+/* quantcoach transcribe --evaluate: the transcript as JSON into a private temporary file,
+ * then scripts/evaluate_room.lua --transcript over it in this binary, as `quantcoach run`
+ * would: one judgement of recorded files, by the same Lua policies as a live interview. */
+static int transcribe_evaluate(qc_transcribe_opts *o, qc_config *cfg) {
+    const char *dir = getenv("TMPDIR");
+    char path[1024];
+    int n = snprintf(path, sizeof path, "%s/quantcoach-transcript-XXXXXX", dir && dir[0] ? dir : "/tmp");
+    if (n < 0 || (size_t)n >= sizeof path) return fprintf(stderr, "quantcoach transcribe: TMPDIR too long\n"), 1;
+    int fd = mkstemp(path);
+    if (fd < 0) return fprintf(stderr, "quantcoach transcribe: %s: %s\n", path, strerror(errno)), 1;
+    FILE *f = fdopen(fd, "w");
+    if (!f) {
+        fprintf(stderr, "quantcoach transcribe: %s: %s\n", path, strerror(errno));
+        close(fd);
+        unlink(path);
+        return 1;
+    }
+    int md = !o->json;
+    o->json = 1;
+    o->out = f;
+    int rc = qc_transcribe_run(o, cfg);
+    if (fclose(f) != 0 && rc == 0) {
+        fprintf(stderr, "quantcoach transcribe: %s: %s\n", path, strerror(errno));
+        rc = 1;
+    }
+    if (rc == 0) {
+        char script[1200];
+        snprintf(script, sizeof script, "%s/evaluate_room.lua", cfg->scripts_dir);
+        char *args[8];
+        int na = 0;
+        args[na++] = "--transcript";
+        args[na++] = path;
+        args[na++] = "--format";
+        args[na++] = md ? "md" : "json";
+        if (o->evaluator) args[na++] = "--evaluator", args[na++] = (char *)o->evaluator;
+        if (o->policies) args[na++] = "--policies", args[na++] = (char *)o->policies;
+        rc = run_lua(cfg, script, na, args);
+    }
+    unlink(path);
+    return rc;
 }
 
 static int cmd_check(qc_config *cfg) {
@@ -445,7 +491,8 @@ int main(int argc, char **argv) {
         if ((rc = qc_transcribe_parse(argc - 2, argv + 2, &o))) return rc;
         if (o.help) return fputs(qc_transcribe_help, stdout), 0;
         if ((rc = load_config(&cfg))) return rc;
-        return qc_transcribe_run(&o, &cfg);
+        if (!o.evaluate) return qc_transcribe_run(&o, &cfg);
+        return transcribe_evaluate(&o, &cfg);
     }
     if (strcmp(cmd, "reload") == 0 || strcmp(cmd, "token") == 0) {
         if ((rc = load_config(&cfg))) return rc;

@@ -304,6 +304,6 @@ end
 local failed = 0
 for _, row in ipairs(rows) do if row.status == "error" then failed = failed + 1 end end
 if not args.quiet then
-  io.stderr:write(("%s: %d rows, %d failed%s\n"):format(PROG, #rows, failed, args.dry_run and " (dry run)" or ""))
+  io.stderr:write(("%s: %d %s, %d failed%s\n"):format(PROG, #rows, #rows == 1 and "row" or "rows", failed, args.dry_run and " (dry run)" or ""))
 end
 return failed > 0 and 1 or 0

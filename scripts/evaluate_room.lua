@@ -1,7 +1,8 @@
 -- Re-runs windows and evaluation over a stored transcript, so an operator can edit a policy
 -- and see what it would have made of past interviews.
 -- Run: quantcoach run scripts/evaluate_room.lua ROOM [--policies DIR] [--evaluator E] [--store] (see --help),
--- or over files: quantcoach transcribe ... --format json | quantcoach run scripts/evaluate_room.lua --transcript -
+-- or over files: quantcoach transcribe ... --evaluate (which runs this script over its JSON), or
+-- quantcoach transcribe ... --format json | quantcoach run scripts/evaluate_room.lua --transcript -
 local argparse = require "argparse"
 local cjson = require "cjson"
 local analytics = require "qc.analytics"

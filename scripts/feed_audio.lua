@@ -218,5 +218,6 @@ if closed then
   return 1
 end
 c:close(0) -- an empty Close, as Egress ends a stream
-progress(("done: %d messages, %.1f s of audio in %.1f s"):format(n, seconds, time.monotonic() - start))
+progress(("done: %d %s, %.1f s of audio in %.1f s"):format(n, n == 1 and "message" or "messages", seconds,
+  time.monotonic() - start))
 return 0

@@ -80,13 +80,37 @@ describe("conversation analytics", function()
     assert.same({ mm = 1 }, a.roles.interviewer.fillers)
   end)
 
-  it("counts only what is inside a window's range for time, whole finals for words", function()
+  it("counts only what is inside a window's range, for time and for words alike", function()
     local w = analytics.compute({ TRANSCRIPT[2], TRANSCRIPT[3], TRANSCRIPT[4] }, { start = 10, ["end"] = 22 })
     -- candidate 10-19 = 9 s, interviewer 18-20 + 20-22 = 4 s
     assert.equal(9, w.roles.candidate.talk_time)
     assert.equal(4, w.roles.interviewer.talk_time)
     assert.equal(12, w.duration)
-    assert.equal(17, w.roles.candidate.words)
+    -- 9 s of the candidate's 12 s final: 3/4 of its 17 words, at the final's own rate (85 wpm).
+    assert.equal(13, w.roles.candidate.words)
+    assert.equal(85, w.roles.candidate.wpm)
+    -- right (1 word, 2 s, whole) and 2 of "and how would you price a call option"'s 6 s: 1 + 8/3 words
+    assert.equal(4, w.roles.interviewer.words)
+    assert.equal(55, w.roles.interviewer.wpm)
+  end)
+
+  it("gives a sliver of a final its share of the words, not all of them (no 3000 wpm)", function()
+    -- The probe's window [30, 30.3] of a 15-word final 26.43-30.3 (232.6 wpm).
+    local fin = f(1, "candidate", 26.43, 30.3, "one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen")
+    local w = analytics.compute({ fin }, { start = 30, ["end"] = 30.3 })
+    assert.equal(0.3, w.roles.candidate.talk_time)
+    assert.equal(1, w.roles.candidate.words)
+    assert.is_true(math.abs(w.roles.candidate.wpm - 15 / 3.87 * 60) < 1, "wpm " .. w.roles.candidate.wpm)
+  end)
+
+  it("counts the words whose times fall in the range when a final carries them", function()
+    local fin = f(1, "candidate", 8, 14, "a b c d")
+    fin.words = { { text = "a", start = 8, ["end"] = 8.5 }, { text = "b", start = 9, ["end"] = 9.4 },
+                  { text = "c", start = 9.8, ["end"] = 10.4 }, { text = "d", start = 13, ["end"] = 14 } }
+    local w = analytics.compute({ fin }, { start = 10, ["end"] = 20 })
+    -- c's middle (10.1) and d are inside: 2 words in 4 s
+    assert.equal(2, w.roles.candidate.words)
+    assert.equal(30, w.roles.candidate.wpm)
   end)
 
   it("answers an empty window with zeros", function()

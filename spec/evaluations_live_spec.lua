@@ -242,3 +242,40 @@ describe("a reload of the windows policy mid-interview", function()
     s:stop()
   end)
 end)
+
+describe("a silence", function()
+  it("closes a window by time on the interview clock, with no later final", function()
+    local s = start_fed()
+    local room = "eval-silence"
+    -- The interview clock started 12 s ago (as ingest's first audio would set it). The
+    -- server makes its schema on the first use of the store: a 404 for a room is one.
+    assert.equal(404, (s:request("GET", "/rooms/" .. room .. "/transcript", nil, AUTH)))
+    local db = assert(store.open(s.data .. "/quantcoach.db"))
+    assert(db:run("INSERT INTO rooms (name, created_at, state, started_at) VALUES (?, ?, 'created', ?)",
+      room, os.time(), os.time() - 12))
+    db:close()
+    local iv = peers.listen(("ws://127.0.0.1:%d/rooms/%s/live?token=%s"):format(s.port, room, API_KEY),
+      { "--timeout", "60" })
+    iv:wait_event("open")
+    local finals = {
+      { identity = "cand-1", role = "candidate", track = "TR_c", text = "i would sort the list first", start = 1, ["end"] = 4.5 },
+      { identity = "cand-1", role = "candidate", track = "TR_c", text = "then walk it once", start = 5, ["end"] = 7 },
+    }
+    assert.equal(200, (s:request("POST", "/spec/finals", { room = room, events = finals }, AUTH)))
+    -- Then nobody speaks: window [0, 20] is due at 20 s + grace on the interview clock, ~10 s
+    -- from now, and only the clock can close it.
+    server.wait_for(function() return #of_type(iv, "window") >= 1 end, 30, "the window closed by time")
+    local w = of_type(iv, "window")[1]
+    assert.equal(1, w.index)
+    assert.same({ 0, 20 }, { w.start, w["end"] })
+    assert.equal(2, #w.finals)
+    assert.equal("Candidate: i would sort the list first then walk it once", w.text)
+    server.wait_for(function() return #of_type(iv, "evaluation") >= 1 end, 10, "its analytics")
+    assert.equal(1, of_type(iv, "evaluation")[1].window)
+    -- No final came after, and the room did not end: the transcript holds the two alone.
+    local _, tr = s:request("GET", "/rooms/" .. room .. "/transcript", nil, AUTH)
+    assert.equal(2, #tr.transcript)
+    iv:kill()
+    s:stop()
+  end)
+end)

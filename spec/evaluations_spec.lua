@@ -7,7 +7,7 @@ local cjson = require "cjson"
 
 local quote = server.quote
 
--- A stored interview: ~60 s, the interviewer asks, the candidate answers at length.
+-- A stored interview: ~80 s, the interviewer asks, the candidate answers at length.
 local FINALS = {
   { "interviewer", 0.5, 6, "so what is the expected value of a fair die" },
   { "candidate", 7, 19, "um i think it is three and a half because each face from one to six is equally likely so the average is three point five" },
@@ -15,6 +15,8 @@ local FINALS = {
   { "candidate", 28, 45, "uh i would use black scholes with the implied volatility from the market and discount at the risk free rate over the time to expiry" },
   { "interviewer", 46, 50, "good what if volatility is stochastic" },
   { "candidate", 51, 62, "then i would look at a heston model and calibrate it to the volatility surface you know using the smile" },
+  { "interviewer", 63, 66, "and how would you hedge that position" },
+  { "candidate", 67, 80, "i would delta hedge with the underlying and rebalance as the delta moves and watch the vega too" },
 }
 
 local function make_store(dir, room)
@@ -79,8 +81,8 @@ describe("evaluate_room.lua", function()
     end
     for i = 1, #FINALS do assert.truthy(seen[i], "final " .. i .. " in no window") end
     assert.matches("^Interviewer: so what is the expected value", doc.windows[1].text)
-    assert.equal(3, doc.report.analytics.roles.candidate.turns)
-    assert.equal(6, doc.report.analytics.turns)
+    assert.equal(4, doc.report.analytics.roles.candidate.turns)
+    assert.equal(8, doc.report.analytics.turns)
     assert.equal(0, query(dir, "SELECT count(*) AS n FROM windows")[1].n)
   end)
 
@@ -129,7 +131,7 @@ describe("evaluate_room.lua", function()
     for i, w in ipairs(doc.windows) do
       assert.same({ stored.windows[i].start, stored.windows[i]["end"], stored.windows[i].text }, { w.start, w["end"], w.text })
     end
-    assert.equal(6, doc.report.analytics.turns)
+    assert.equal(8, doc.report.analytics.turns)
     server.write_file(path, '{"segments":[{"start":1}]}')
     rc, _, err = evaluate({ QC_DATA = dir }, { "--transcript", path })
     assert.equal(2, rc)
@@ -165,10 +167,14 @@ describe("evaluate_room.lua", function()
       -- What the shipped evaluation policy judges: windows where the candidate said 12 words.
       local to_judge = 0
       for _, w in ipairs(plain) do
-        local c = w.evaluations.analytics.result.roles.candidate
-        if c and c.words >= 12 then to_judge = to_judge + 1 end
+        -- (the policy counts the words of the candidate's finals in the window, whole)
+        local words = 0
+        for _, f in ipairs(w.finals) do
+          if f.role == "candidate" then for _ in f.text:gmatch("%S+") do words = words + 1 end end
+        end
+        if words >= 12 then to_judge = to_judge + 1 end
       end
-      assert.is_true(to_judge >= 4 and to_judge < n)
+      assert.is_true(to_judge >= 4 and to_judge < n, ("judged %d of %d"):format(to_judge, n))
       local replies = { { content = GOOD, usage = { input = 200, output = 30 } },
                         { content = "The candidate was great (no JSON here)" },
                         { status = 500, body = { error = { message = "boom" } } }, { status = 500, body = { error = { message = "boom" } } } }
@@ -183,7 +189,7 @@ describe("evaluate_room.lua", function()
       for _, w in ipairs(doc.windows) do
         if w.evaluations.openai then ev[#ev + 1] = w.evaluations.openai; judged[#judged + 1] = w.index end
       end
-      assert.equal(to_judge, #judged)
+      assert.equal(to_judge, #judged, cjson.encode(judged))
       assert.equal("ok", ev[1].status)
       assert.equal(4, ev[1].result.correctness)
       assert.same({ input = 200, output = 30 }, ev[1].usage)
@@ -276,8 +282,8 @@ describe("GET /rooms/{room}/evaluations and /report", function()
   it("serves the interview's report as JSON and as Markdown", function()
     local status, body = s:request("GET", "/rooms/iv-2/report", nil, AUTH)
     assert.equal(200, status)
-    assert.equal(6, body.analytics.turns)
-    assert.equal(61.5, body.analytics.duration)
+    assert.equal(8, body.analytics.turns)
+    assert.equal(79.5, body.analytics.duration)
     local status2, md, hdrs = s:request("GET", "/rooms/iv-2/report?format=md", nil, AUTH)
     assert.equal(200, status2)
     assert.matches("^text/markdown", hdrs["content-type"])
@@ -294,5 +300,21 @@ describe("GET /rooms/{room}/evaluations and /report", function()
     status, body = s:request("GET", "/rooms/iv-2/report?format=pdf", nil, AUTH)
     assert.equal(422, status)
     assert.equal("format", body.error.field)
+  end)
+end)
+
+describe("the Markdown report", function()
+  it("says 1 turn, 1 question, 1 window: counts agree with their nouns", function()
+    local evaluation = require "qc.evaluation"
+    local a = require("qc.analytics").compute({
+      { seq = 1, identity = "cand-1", role = "candidate", start = 0, ["end"] = 4, text = "what is the question?" } })
+    local md = evaluation.markdown({ room = "r1", windows = 1, analytics = a, scores = {
+      correctness = { title = "Correctness", mean = 3, min = 3, max = 3, windows = 1 } } })
+    assert.matches("1 window, 4 s of conversation, 4 s of speech, 1 turn, 1 question.", md, 1, true)
+    assert.matches("(3..3, 1 window)", md, 1, true)
+    assert.not_matches("1 turns", md, 1, true)
+    a.turns, a.questions = 2, 0
+    md = evaluation.markdown({ room = "r1", windows = 2, analytics = a, scores = {} })
+    assert.matches("2 windows, 4 s of conversation, 4 s of speech, 2 turns, 0 questions.", md, 1, true)
   end)
 end)

@@ -67,6 +67,41 @@ describe("quantcoach transcribe on two speakers", function()
     end
   end)
 
+  it("with --evaluate, runs windows and evaluation over the transcript (JSON, and the Markdown report)", function()
+    local tracks = ("--track interviewer=%s --track candidate=%s"):format(
+      quote(dir .. "/interviewer.wav"), quote(dir .. "/candidate.wav"))
+    local status, out, err = transcribe("--evaluate --evaluator analytics --format json " .. tracks)
+    assert.equal(0, status, err)
+    local doc = cjson.decode(out)
+    assert.equal("analytics", doc.evaluator)
+    assert.is_true(#doc.windows >= 2, out)
+    local words = 0
+    for i, w in ipairs(doc.windows) do
+      assert.equal(i, w.index)
+      assert.is_true(w["end"] - w.start <= 20)
+      assert.equal("ok", w.evaluations.analytics.status)
+      assert.matches("^%u%l+: ", w.text)
+    end
+    local roles = doc.report.analytics.roles
+    assert.is_true(roles.interviewer.talk_time > 0 and roles.candidate.talk_time > 0, out)
+    words = roles.interviewer.words + roles.candidate.words
+    assert.is_true(words >= 20, out)
+    -- Every turn of the speech is a turn of the analytics (a turn may be heard in pieces).
+    assert.is_true(doc.report.analytics.turns >= 2)
+
+    local mstatus, md, merr = transcribe("--evaluate " .. tracks)
+    assert.equal(0, mstatus, merr)
+    assert.matches("^# Interview report: ", md)
+    assert.matches("| candidate |", md, 1, true)
+    -- The evaluator is checked before any audio is decoded.
+    local bstatus, _, berr = transcribe("--evaluate --evaluator nope " .. tracks)
+    assert.equal(2, bstatus)
+    assert.matches("--evaluator", berr, 1, true)
+    local ustatus, _, uerr = transcribe("--evaluator analytics " .. tracks)
+    assert.equal(2, ustatus)
+    assert.matches("--evaluator needs --evaluate", uerr, 1, true)
+  end)
+
   it("takes one bare file, at any rate, as \"Speaker\"", function()
     local status, out, err = transcribe(quote(dir .. "/candidate-16k.wav"))
     assert.equal(0, status, err)

@@ -117,7 +117,9 @@ describe("the shipped windows policy", function()
     assert.equal("Interviewer: words of final 1 words of final 2 words of final 3", out[1].text)
     local starts = {}
     for _, w in ipairs(out) do starts[#starts + 1] = w.start end
-    assert.same({ 0, 10, 12 }, starts)
+    -- The window opened at the turn (12 s) ends with the interview at 19 s, as window 2 does:
+    -- it holds only finals window 2 judged in full, and is not emitted again.
+    assert.same({ 0, 10 }, starts)
     assert.matches("^Interviewer: words of final 3 / Candidate: words of final 4", out[2].text)
     assert_every_final_placed(finals, out)
   end)
@@ -235,6 +237,39 @@ describe("the windows runner", function()
     local short = 0
     for i = 1, #out do if out[i]["end"] - out[i].start <= 12 + 1e-9 then short = short + 1 end end
     assert.is_true(short > 0)
+    db:close()
+    os.execute("rm -rf " .. server.quote(dir))
+  end)
+
+  it("closes windows by the clock alone in a silence, opens none, and writes nothing before one is due", function()
+    local dir = server.tmpdir()
+    local db = require("qc.db").open(dir .. "/quantcoach.db")
+    local policy = load_policy()
+    local out = {}
+    for i, f in ipairs({ final(1, "candidate", 1, 4), final(2, "candidate", 5, 9), final(3, "candidate", 11, 13) }) do
+      for _, w in ipairs(windows.commit(db, policy, "r3", f, i)) do out[#out + 1] = w end
+    end
+    assert.equal(0, #out) -- [0, 20] and [10, 30] are open; the clock is 13
+    local function updated() return db:first("SELECT updated_at FROM window_state WHERE room = 'r3'").updated_at end
+    local before = updated()
+    -- 21.9 s: nothing due (20 s + 2 s grace), and nothing written.
+    assert.equal(0, #windows.commit(db, policy, "r3", 21.9, 50))
+    assert.equal(before, updated())
+    -- 22 s: [0, 20] closes with its three finals; [10, 30] stays open, nothing opens at 20 or 30.
+    local w = windows.commit(db, policy, "r3", 22, 51)
+    assert.equal(1, #w)
+    assert.same({ 1, 0, 20, 3 }, { w[1].index, w[1].start, w[1]["end"], #w[1].finals })
+    local st = cjson.decode(db:first("SELECT state FROM window_state WHERE room = 'r3'").state)
+    assert.equal(1, #st.open)
+    assert.equal(10, st.open[1].start)
+    -- 40 s: [10, 30] would hold only final 3, already judged in full: it closes unannounced.
+    assert.equal(0, #windows.commit(db, policy, "r3", 40, 52))
+    st = cjson.decode(db:first("SELECT state FROM window_state WHERE room = 'r3'").state)
+    assert.equal(0, #st.open)
+    -- A later final starts at its own hop, and numbering goes on from 2.
+    assert.equal(0, #windows.commit(db, policy, "r3", final(4, "candidate", 61, 64), 53))
+    local last = windows.commit(db, policy, "r3", nil, 54)
+    assert.same({ 2, 60, 64 }, { last[1].index, last[1].start, last[1]["end"] })
     db:close()
     os.execute("rm -rf " .. server.quote(dir))
   end)

@@ -20,6 +20,7 @@
 const char *qc_transcribe_help =
     "usage: quantcoach transcribe [--track ROLE=FILE.wav]... [FILE.wav]\n"
     "                             [--engine E] [--format text|json]\n"
+    "                             [--evaluate [--evaluator E] [--policies DIR]]\n"
     "\n"
     "Runs WAV files (16-bit PCM, any rate, mono or stereo) through the live\n"
     "pipeline (downmix, speexdsp to 16 kHz, a speech-to-text engine), all on one\n"
@@ -32,9 +33,17 @@ const char *qc_transcribe_help =
     "                      for benchmarks (it prints no words)\n"
     "  --format F          text (default): lines \"[mm:ss] Interviewer: ...\";\n"
     "                      json: segments with speaker, times and words\n"
+    "  --evaluate          then run the windows and evaluation policies over the\n"
+    "                      transcript, as scripts/evaluate_room.lua --transcript\n"
+    "                      does, and print that instead of the transcript: the\n"
+    "                      Markdown report (--format text) or the windows with\n"
+    "                      their evaluations and the report (--format json)\n"
+    "  --evaluator E       with --evaluate: analytics, openai or anthropic\n"
+    "                      (default: QC_EVALUATOR)\n"
+    "  --policies DIR      with --evaluate: the policy directory to judge with\n"
     "\n"
-    "Exit status: 0, 1 when a file cannot be read or the engine fails, 2 on a\n"
-    "usage error.\n";
+    "Exit status: 0, 1 when a file cannot be read, the engine fails or (with\n"
+    "--evaluate) an evaluation fails, 2 on a usage error.\n";
 
 static int usage(const char *what, const char *arg) {
     fprintf(stderr, "quantcoach transcribe: %s%s (see quantcoach transcribe --help)\n", what, arg ? arg : "");
@@ -60,9 +69,13 @@ int qc_transcribe_parse(int argc, char **argv, qc_transcribe_opts *o) {
             o->help = 1;
             continue;
         }
-        const char *names[] = {"--track", "--engine", "--format"};
+        if (strcmp(a, "--evaluate") == 0) {
+            o->evaluate = 1;
+            continue;
+        }
+        const char *names[] = {"--track", "--engine", "--format", "--evaluator", "--policies"};
         int k = -1;
-        for (int j = 0; j < 3 && k < 0; j++) {
+        for (int j = 0; j < 5 && k < 0; j++) {
             size_t nl = strlen(names[j]);
             if (strcmp(a, names[j]) == 0) {
                 if (i + 1 >= argc) return usage(names[j], " needs a value");
@@ -90,6 +103,17 @@ int qc_transcribe_parse(int argc, char **argv, qc_transcribe_opts *o) {
             else return usage("--format: expected text or json, got ", val);
             continue;
         }
+        if (k == 3) {
+            if (strcmp(val, "analytics") && strcmp(val, "openai") && strcmp(val, "anthropic"))
+                return usage("--evaluator: expected analytics, openai or anthropic, got ", val);
+            o->evaluator = val;
+            continue;
+        }
+        if (k == 4) {
+            if (!val[0]) return usage("--policies: expected a directory, got an empty name", NULL);
+            o->policies = val;
+            continue;
+        }
         if (o->ntracks == QC_TRANSCRIBE_MAX_TRACKS) return usage("too many tracks (at most 16)", NULL);
         if (k == 0) {
             const char *eq = strchr(val, '=');
@@ -104,6 +128,8 @@ int qc_transcribe_parse(int argc, char **argv, qc_transcribe_opts *o) {
         o->ntracks++;
     }
     if (!o->help && o->ntracks == 0) return usage("no audio: give --track ROLE=FILE or a FILE", NULL);
+    if (!o->evaluate && o->evaluator) return usage("--evaluator needs --evaluate", NULL);
+    if (!o->evaluate && o->policies) return usage("--policies needs --evaluate", NULL);
     return 0;
 }
 
@@ -281,59 +307,59 @@ static int by_time(const void *a, const void *b) {
     return x->track - y->track; /* same start: the order the tracks were given */
 }
 
-static void json_str(const char *p) {
-    putchar('"');
+static void json_str(FILE *out, const char *p) {
+    fputc('"', out);
     for (; *p; p++) {
         unsigned char c = (unsigned char)*p;
-        if (c == '"' || c == '\\') printf("\\%c", c);
-        else if (c == '\n') fputs("\\n", stdout);
-        else if (c < 0x20) printf("\\u%04x", c);
-        else putchar(c);
+        if (c == '"' || c == '\\') fprintf(out, "\\%c", c);
+        else if (c == '\n') fputs("\\n", out);
+        else if (c < 0x20) fprintf(out, "\\u%04x", c);
+        else fputc(c, out);
     }
-    putchar('"');
+    fputc('"', out);
 }
 
-static void print_text(const run *r) {
+static void print_text(FILE *out, const run *r) {
     for (size_t i = 0; i < r->nseg; i++) {
         const segment *g = &r->seg[i];
         long sec = (long)g->start;
-        printf("[%02ld:%02ld] %s: %s\n", sec / 60, sec % 60, r->s[g->track].speaker, g->text);
+        fprintf(out, "[%02ld:%02ld] %s: %s\n", sec / 60, sec % 60, r->s[g->track].speaker, g->text);
     }
 }
 
-static void print_json(const run *r, const char *engine) {
-    printf("{\"engine\":");
-    json_str(engine);
-    printf(",\"tracks\":[");
+static void print_json(FILE *out, const run *r, const char *engine) {
+    fprintf(out, "{\"engine\":");
+    json_str(out, engine);
+    fprintf(out, ",\"tracks\":[");
     for (int i = 0; i < r->n; i++) {
         const src *s = &r->s[i];
-        printf("%s{\"role\":", i ? "," : "");
-        json_str(s->role);
-        printf(",\"speaker\":");
-        json_str(s->speaker);
-        printf(",\"file\":");
-        json_str(s->path);
-        printf(",\"rate\":%u,\"channels\":%u,\"seconds\":%.3f}", s->wav.rate, s->wav.channels,
+        fprintf(out, "%s{\"role\":", i ? "," : "");
+        json_str(out, s->role);
+        fprintf(out, ",\"speaker\":");
+        json_str(out, s->speaker);
+        fprintf(out, ",\"file\":");
+        json_str(out, s->path);
+        fprintf(out, ",\"rate\":%u,\"channels\":%u,\"seconds\":%.3f}", s->wav.rate, s->wav.channels,
                (double)s->wav.data_bytes / (2.0 * s->wav.channels * s->wav.rate));
     }
-    printf("],\"partials\":%llu,\"segments\":[", (unsigned long long)r->partials);
+    fprintf(out, "],\"partials\":%llu,\"segments\":[", (unsigned long long)r->partials);
     for (size_t i = 0; i < r->nseg; i++) {
         const segment *g = &r->seg[i];
-        printf("%s\n{\"role\":", i ? "," : "");
-        json_str(r->s[g->track].role);
-        printf(",\"speaker\":");
-        json_str(r->s[g->track].speaker);
-        printf(",\"start\":%.3f,\"end\":%.3f,\"partials\":%u,\"text\":", g->start, g->end, g->partials);
-        json_str(g->text);
-        printf(",\"words\":[");
+        fprintf(out, "%s\n{\"role\":", i ? "," : "");
+        json_str(out, r->s[g->track].role);
+        fprintf(out, ",\"speaker\":");
+        json_str(out, r->s[g->track].speaker);
+        fprintf(out, ",\"start\":%.3f,\"end\":%.3f,\"partials\":%u,\"text\":", g->start, g->end, g->partials);
+        json_str(out, g->text);
+        fprintf(out, ",\"words\":[");
         for (size_t k = 0; k < g->nwords; k++) {
-            printf("%s{\"text\":", k ? "," : "");
-            json_str(g->words[k].text);
-            printf(",\"start\":%.3f,\"end\":%.3f}", g->words[k].start_s, g->words[k].end_s);
+            fprintf(out, "%s{\"text\":", k ? "," : "");
+            json_str(out, g->words[k].text);
+            fprintf(out, ",\"start\":%.3f,\"end\":%.3f}", g->words[k].start_s, g->words[k].end_s);
         }
-        printf("]}");
+        fprintf(out, "]}");
     }
-    printf("]}\n");
+    fprintf(out, "]}\n");
 }
 
 static void walk_close(uv_handle_t *h, void *ud) {
@@ -401,8 +427,9 @@ int qc_transcribe_run(const qc_transcribe_opts *o, const qc_config *cfg) {
     }
     if (rc == 0) {
         if (r->nseg) qsort(r->seg, r->nseg, sizeof *r->seg, by_time);
-        if (o->json) print_json(r, engine);
-        else print_text(r);
+        FILE *out = o->out ? o->out : stdout;
+        if (o->json) print_json(out, r, engine);
+        else print_text(out, r);
     }
 done:
     if (r->e) qc_stt_engine_free(r->e);

@@ -4,6 +4,8 @@
 #ifndef QC_AUDIO_TRANSCRIBE_H
 #define QC_AUDIO_TRANSCRIBE_H
 
+#include <stdio.h>
+
 #include "config.h"
 
 #define QC_TRANSCRIBE_MAX_TRACKS 16
@@ -15,6 +17,10 @@ typedef struct {
     const char *engine; /* NULL: QC_STT_ENGINE */
     int json;
     int help;
+    int evaluate;          /* --evaluate: main.c runs scripts/evaluate_room.lua over the JSON */
+    const char *evaluator; /* --evaluator, passed through; NULL: QC_EVALUATOR */
+    const char *policies;  /* --policies, passed through */
+    FILE *out;             /* where the transcript goes; NULL: stdout */
 } qc_transcribe_opts;
 
 extern const char *qc_transcribe_help;

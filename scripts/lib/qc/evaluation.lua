@@ -212,6 +212,43 @@ function M.on_final(ev, seq)
   if not ok then log.error("evaluation", "windows step failed", { room = ev.room, error = tostring(err) }) end
 end
 
+-- Rooms whose windows runner has a window open, with their interview clock's origin. The
+-- state is JSON; SQLite reads its open list, so a room in no window costs no decode here.
+local OPEN_ROOMS = [[SELECT w.room AS room, r.started_at AS started_at FROM window_state w
+  JOIN rooms r ON r.name = w.room
+  WHERE r.started_at IS NOT NULL AND json_array_length(w.state, '$.open') > 0]]
+
+---A clock tick: every room with open windows goes through the windows policy with the
+---interview clock now (now - rooms.started_at) and no new final, so a window closes on time
+---in a silence. The windows it closes are handled as on_final's. Never raises.
+---@param now number|nil unix seconds (time.now())
+---@param pause fun()|nil called after a room that closed windows and every 100 rooms (the
+---clock service yields to the loop there: 1,000 rooms closing at once cost ~170 ms)
+---@return integer windows closed
+function M.tick(now, pause)
+  local policy = policies().windows
+  if not policy then return 0 end
+  now = now or time.now()
+  local ok, db = pcall(get_db)
+  if not ok then return 0 end
+  local rows = db:query(OPEN_ROOMS) or {}
+  local closed = 0
+  for i, r in ipairs(rows) do
+    local n = 0
+    local done, err = pcall(function()
+      local list, msgs, stats = windows.commit(db, policy, r.room, now - r.started_at, now, analytics_within(db, r.room))
+      n = #list
+      if n > 0 then
+        closed = closed + n
+        M.on_windows(db, r.room, list, msgs, stats)
+      end
+    end)
+    if not done then log.error("evaluation", "windows tick failed", { room = r.room, error = tostring(err) }) end
+    if pause and (n > 0 or i % 100 == 0) then pause() end
+  end
+  return closed
+end
+
 ---The interview ended: closes the open windows, evaluates them, and (with an LLM
 ---evaluator) writes the interview's report. Waits for the report.
 ---@param room string
@@ -352,6 +389,11 @@ function M.report_of(room, all, evs, policy)
   }
 end
 
+-- "1 turn", "2 turns": a count with its noun.
+local function count(n, noun)
+  return ("%d %s"):format(n, n == 1 and noun or noun .. "s")
+end
+
 local function pct(x) return ("%d%%"):format(math.floor((x or 0) * 100 + 0.5)) end
 
 ---The report as a readable Markdown page.
@@ -360,8 +402,8 @@ local function pct(x) return ("%d%%"):format(math.floor((x or 0) * 100 + 0.5)) e
 function M.markdown(r)
   local a = r.analytics
   local out = { ("# Interview report: %s"):format(r.room), "",
-    ("%d windows, %.0f s of conversation, %.0f s of speech, %d turns, %d questions."):format(
-      r.windows, a.duration or 0, a.speech or 0, a.turns or 0, a.questions or 0), "",
+    ("%s, %.0f s of conversation, %.0f s of speech, %s, %s."):format(count(r.windows, "window"),
+      a.duration or 0, a.speech or 0, count(a.turns or 0, "turn"), count(a.questions or 0, "question")), "",
     "## Conversation", "", "| role | talk time (s) | share | words | words/min | turns | questions | fillers | interruptions |",
     "| --- | --- | --- | --- | --- | --- | --- | --- | --- |" }
   local roles = {}
@@ -388,7 +430,7 @@ function M.markdown(r)
     out[#out + 1] = ""
     for _, k in ipairs(keys) do
       local s = r.scores[k]
-      out[#out + 1] = ("- %s: %.2f (%d..%d, %d windows)"):format(s.title or k, s.mean, s.min, s.max, s.windows)
+      out[#out + 1] = ("- %s: %.2f (%d..%d, %s)"):format(s.title or k, s.mean, s.min, s.max, count(s.windows, "window"))
     end
   end
   if r.summary then

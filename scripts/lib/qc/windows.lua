@@ -8,7 +8,8 @@
 --   local st = windows.new_state()                          -- in memory (evaluate_room.lua)
 --   local out = windows.step(policy, st, "room-1", final)   -- windows closed by this final
 --   local rest = windows.finish(policy, st, "room-1")       -- the interview ended
---   windows.commit_final(db, policy, "room-1", final)       -- the same, on the store
+--   local ticked = windows.tick(policy, st, "room-1", 42.0)  -- a silence: the clock alone
+--   windows.commit(db, policy, "room-1", final, now)        -- the same, on the store
 local cjson = require "cjson"
 local counted = require "qc.stats" -- GET /metrics
 local log = require "qc.log"
@@ -88,22 +89,37 @@ end
 
 -- The window [start, end) takes the finals that overlap it, and any final that came too late
 -- for the windows its time belonged to (they had closed): no final is left out.
+local function takes(f, start, stop)
+  local overlaps = (f.start < stop and f["end"] > start) or (f.start == f["end"] and f.start >= start and f.start < stop)
+  return overlaps or (not f.placed and f["end"] <= start)
+end
+
+-- Also answers whether the window adds anything: a final not in any window yet, or one that
+-- goes on past the end of every window emitted so far (st.covered).
 local function collect(st, start, stop)
-  local out = {}
+  local out, adds = {}, false
+  local covered = st.covered or -huge
   for _, f in ipairs(st.finals) do
-    local overlaps = (f.start < stop and f["end"] > start) or (f.start == f["end"] and f.start >= start and f.start < stop)
-    local late = not f.placed and f["end"] <= start
-    if overlaps or late then
-      out[#out + 1] = plain_final(f)
-      f.placed = true
+    if takes(f, start, stop) then
+      out[#out + 1] = f
+      if not f.placed or f["end"] > covered then adds = true end
     end
   end
-  return out
+  if not adds then return out, false end
+  for i, f in ipairs(out) do
+    f.placed = true
+    out[i] = plain_final(f)
+  end
+  return out, true
 end
 
 local function emit(st, room, start, stop, out)
-  local finals = collect(st, start, stop)
+  local finals, adds = collect(st, start, stop)
   if #finals == 0 then return end -- silence is not a window
+  -- A window whose finals are all judged already, each in full (the interview's end closing
+  -- [30, 30.3] after [20, 30.3]), would only judge them again over a sliver of time.
+  if not adds then return end
+  if not st.covered or stop > st.covered then st.covered = stop end
   local w = { room = room, index = st.next_index, start = start, ["end"] = stop, finals = finals,
               text = M.text(finals) }
   st.next_index = st.next_index + 1
@@ -218,6 +234,26 @@ function M.step(policy, st, room, final)
   return out
 end
 
+---The interview clock moved on with no new final (a silence): the policy may close windows
+---whose time is up. Returns the windows closed, and whether the state changed (nothing to
+---store when it did not: a tick of a room in silence writes nothing).
+---@param policy table
+---@param st table
+---@param room string
+---@param clock number seconds on the interview clock, now
+---@return qc.Window[] windows, boolean changed
+function M.tick(policy, st, room, clock)
+  local out = {}
+  if not finite(clock) or #st.open == 0 then return out, false end
+  local before_clock, before_open = st.clock, #st.open
+  if clock > st.clock then st.clock = ms(clock) end
+  local next_id = st.next_id
+  run(policy, st, room, nil, nil, false, out)
+  local changed = #out > 0 or #st.open ~= before_open or st.next_id ~= next_id
+  if changed then prune(st) else st.clock = before_clock end
+  return out, changed
+end
+
 ---The interview ended: closes every open window and returns them.
 ---@param policy table
 ---@param st table
@@ -311,7 +347,8 @@ end
 ---@param db table a qc.store handle
 ---@param policy table
 ---@param room string
----@param final qc.WindowFinal|nil nil: the interview ended
+---@param final qc.WindowFinal|number|nil nil: the interview ended; a number: a clock tick, the
+---interview clock now (M.tick)
 ---@param now number unix seconds
 ---@param within fun(windows: qc.Window[], messages: table[]): any|nil runs inside the same
 ---transaction when windows closed (the evaluation runner stores their analytics there: one
@@ -321,7 +358,15 @@ function M.commit(db, policy, room, final, now, within)
   local ok, windows, msgs, extra = db:transaction(function()
     local st = load_state(db, room)
     local out
-    if final then out = M.step(policy, st, room, final) else out = M.finish(policy, st, room) end
+    if type(final) == "number" then
+      local changed
+      out, changed = M.tick(policy, st, room, final)
+      if not changed then return out, {}, nil end
+    elseif final then
+      out = M.step(policy, st, room, final)
+    else
+      out = M.finish(policy, st, room)
+    end
     save_state(db, room, st, now)
     local stored = M.store(db, out, now)
     local more
