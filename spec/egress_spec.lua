@@ -3,34 +3,16 @@
 -- sends the egress_started / egress_updated / egress_ended webhooks back to us, signed.
 local server = require "support.server"
 local lk = require "support.fake_livekit"
-local store = require "qc.store"
+local hooks = require "support.webhooks"
 local cjson = require "cjson"
 local time = require "qc.time"
 local ingest = require "qc.ingest"
 local jwt = require "qc.jwt"
 
-local function query(s, sql, ...)
-  local db = assert(store.open(s.data .. "/quantcoach.db"))
-  local rows = assert(db:query(sql, ...))
-  db:close()
-  return rows
-end
-
-local n = 0
-local function fresh_id()
-  n = n + 1
-  return ("EV_eg%d%04d%d"):format(os.time(), math.random(0, 9999), n)
-end
-
-local function event(kind, room, fields)
-  local ev = { event = kind, id = fresh_id(), createdAt = tostring(os.time()), room = { sid = "RM_" .. room, name = room } }
-  for k, v in pairs(fields or {}) do ev[k] = v end
-  return cjson.encode(ev)
-end
+local query, event = hooks.query, hooks.event
 
 local function post(s, body)
-  local status, res = s:request("POST", "/webhooks/livekit", body,
-    { ["Content-Type"] = "application/webhook+json", Authorization = lk.sign_webhook(body) })
+  local status, res = hooks.post(s, body)
   assert.equal(200, status, s:log_text())
   return res
 end

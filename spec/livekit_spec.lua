@@ -3,7 +3,7 @@
 -- with the official Node SDK (shared/protocols/livekit.md §1, §2, §4, §5).
 local server = require "support.server"
 local lk = require "support.fake_livekit"
-local store = require "qc.store"
+local hooks = require "support.webhooks"
 local cjson = require "cjson"
 local time = require "qc.time"
 
@@ -21,19 +21,10 @@ end
 
 local function last(list) return list[#list] end
 
-local function query(s, sql, ...)
-  local db = assert(store.open(s.data .. "/quantcoach.db"))
-  local rows = assert(db:query(sql, ...))
-  db:close()
-  return rows
-end
+local query, fresh_id = hooks.query, hooks.fresh_id
 
 local function count(s, sql, ...)
   return query(s, "SELECT count(*) AS n FROM " .. sql, ...)[1].n
-end
-
-local function fresh_id(tag)
-  return ("EV_%s%d%04d"):format(tag, os.time(), math.random(0, 9999))
 end
 
 describe("the LiveKit room API", function()

@@ -3,35 +3,12 @@
 -- authoritative for its room + identity, and policies/speakers.lua sees all of it.
 local server = require "support.server"
 local lk = require "support.fake_livekit"
-local store = require "qc.store"
+local hooks = require "support.webhooks"
 local cjson = require "cjson"
 local csv = require "qc.csv"
 local rooms = require "qc.rooms"
 
-local function query(s, sql, ...)
-  local db = assert(store.open(s.data .. "/quantcoach.db"))
-  local rows = assert(db:query(sql, ...))
-  db:close()
-  return rows
-end
-
-local n = 0
-local function fresh_id()
-  n = n + 1
-  return ("EV_sp%d%04d%d"):format(os.time(), math.random(0, 9999), n)
-end
-
--- A webhook body as LiveKit sends it: protojson, camelCase, zero values left out.
-local function event(kind, room, fields)
-  local ev = { event = kind, id = fresh_id(), createdAt = tostring(os.time()), room = { sid = "RM_" .. room, name = room } }
-  for k, v in pairs(fields or {}) do ev[k] = v end
-  return cjson.encode(ev)
-end
-
-local function post(s, body)
-  return s:request("POST", "/webhooks/livekit", body,
-    { ["Content-Type"] = "application/webhook+json", Authorization = lk.sign_webhook(body) })
-end
+local query, event, post = hooks.query, hooks.event, hooks.post
 
 local function joined(s, room, p)
   p.sid = p.sid or ("PA_" .. p.identity)
