@@ -61,14 +61,8 @@ end
 describe("track egress", function()
   local fake, s
 
-  setup(function()
-    fake = lk.start()
-    s = server.start { env = fake:env { QC_EGRESS_RETRIES = "2" } }
-  end)
-  teardown(function()
-    if s then s:stop() end
-    if fake then fake:stop() end
-  end)
+  setup(function() fake, s = lk.serve { QC_EGRESS_RETRIES = "2" } end)
+  teardown(function() lk.shutdown(fake, s) end)
   before_each(function()
     fake:reset()
     fake:egress_config { webhook_url = s.url .. "/webhooks/livekit" }
@@ -280,12 +274,8 @@ end)
 
 describe("the ingest URL handed to LiveKit", function()
   it("is the wss:// form of an https:// QC_PUBLIC_URL, its path dropped", function()
-    local fake = lk.start()
-    local s = server.start { env = fake:env { QC_PUBLIC_URL = "https://coach.example:8443/base/" } }
-    finally(function()
-      s:stop()
-      fake:stop()
-    end)
+    local fake, s = lk.serve { QC_PUBLIC_URL = "https://coach.example:8443/base/" }
+    finally(function() lk.shutdown(fake, s) end)
     fake:add_participant { room = "eg-9", identity = "candidate" }
     joined(s, "eg-9", "candidate")
     published(s, "eg-9", "candidate", "TR_eg9")

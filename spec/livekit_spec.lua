@@ -30,14 +30,8 @@ end
 describe("the LiveKit room API", function()
   local fake, s
 
-  setup(function()
-    fake = lk.start()
-    s = server.start { env = fake:env() }
-  end)
-  teardown(function()
-    if s then s:stop() end
-    if fake then fake:stop() end
-  end)
+  setup(function() fake, s = lk.serve() end)
+  teardown(function() lk.shutdown(fake, s) end)
   before_each(function() fake:reset() end)
 
   it("creates a room on LiveKit and hands out SDK-valid tokens for the interviewer, the candidate and the agent", function()
@@ -393,14 +387,8 @@ end)
 
 describe("API keys", function()
   local fake, s
-  setup(function()
-    fake = lk.start()
-    s = server.start { env = fake:env { QC_API_KEYS = "k-one,k-two" } }
-  end)
-  teardown(function()
-    if s then s:stop() end
-    if fake then fake:stop() end
-  end)
+  setup(function() fake, s = lk.serve { QC_API_KEYS = "k-one,k-two" } end)
+  teardown(function() lk.shutdown(fake, s) end)
 
   it("turn away callers without a key or with a wrong one, let a listed key in, and never log it", function()
     local status, body = s:request("GET", "/rooms")

@@ -42,14 +42,8 @@ end
 
 describe("roles in tokens", function()
   local fake, s
-  setup(function()
-    fake = lk.start()
-    s = server.start { env = fake:env() }
-  end)
-  teardown(function()
-    if s then s:stop() end
-    if fake then fake:stop() end
-  end)
+  setup(function() fake, s = lk.serve() end)
+  teardown(function() lk.shutdown(fake, s) end)
 
   it("are carried in the attributes and metadata of /tokens/generate and /rooms/create tokens", function()
     local status, body = s:request("POST", "/tokens/generate", { room_name = "sp-1", participant_identity = "cand-42",
@@ -106,14 +100,8 @@ end)
 
 describe("speaker attribution", function()
   local fake, s
-  setup(function()
-    fake = lk.start()
-    s = server.start { env = fake:env() }
-  end)
-  teardown(function()
-    if s then s:stop() end
-    if fake then fake:stop() end
-  end)
+  setup(function() fake, s = lk.serve() end)
+  teardown(function() lk.shutdown(fake, s) end)
 
   local function participant_row(room, identity)
     return query(s, "SELECT * FROM participants WHERE room = ? AND identity = ?", room, identity)[1]

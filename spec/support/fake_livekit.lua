@@ -6,6 +6,7 @@
 --   fake:hold("CreateRoom", "r", 60000, "after")   -- stall one room's call (see fake_livekit.js)
 --   fake:egress_config { webhook_url = s.url .. "/webhooks/livekit", fail = 1 }   fake:egresses()
 --   fake:stop()
+--   local fake, s = lk.serve { QC_API_KEYS = "k" }   lk.shutdown(fake, s)   -- with a server that uses it
 --   local results = lk.verify { tok1, tok2 }      -- { {ok=true, claims={...}}, {ok=false, error="..."} }
 --   local header = lk.sign_webhook(body)          -- Authorization value, as LiveKit sends it
 --   local ok, res = lk.receive_webhook(body, header)
@@ -30,6 +31,23 @@ function M.start(opts)
   local self = node_fake.start(Fake, "fake_livekit.js", args, "fake_livekit:")
   self.url = "ws://127.0.0.1:" .. self.port
   return self
+end
+
+---A fake and a quantcoach server that talks to it (extra: more of the server's env).
+function M.serve(extra)
+  local fake = M.start()
+  local ok, s = pcall(server.start, { env = fake:env(extra) })
+  if not ok then
+    fake:stop()
+    error(s, 0)
+  end
+  return fake, s
+end
+
+---Stops what M.serve started: the server first (it may be calling the fake), then the fake.
+function M.shutdown(fake, s)
+  if s then s:stop() end
+  if fake then fake:stop() end
 end
 
 ---The env a quantcoach server needs to talk to this fake.
