@@ -6,6 +6,7 @@
 local server = require "support.server"
 local peers = require "support.peers"
 local speech = require "support.speech"
+local feeder = require "support.feeder"
 local store = require "qc.store"
 local cjson = require "cjson"
 
@@ -111,31 +112,8 @@ describe("windows and evaluation, live", function()
   end)
 end)
 
--- A spec-only handler in a copy of the scripts: hands finals to the real qc.transcripts, as the
--- STT binding does (stored, announced, then through the windows runner).
-local FEEDER = [[
-local transcripts = require "qc.transcripts"
-return {
-  finals = function(req)
-    for _, ev in ipairs(req.json.events) do
-      ev.room = req.json.room
-      ev.final = true
-      transcripts.on_event(ev)
-    end
-    return 200, nil, { last_seq = transcripts.last_seq(req.json.room) }
-  end,
-}
-]]
-
 local function start_fed()
-  local scripts = server.tmpdir() .. "/scripts"
-  assert(os.execute(("cp -r %s %s"):format(server.quote(server.source .. "/scripts"), server.quote(scripts))))
-  server.write_file(scripts .. "/lib/qc/handlers/spec_feeder.lua", FEEDER)
-  local policies = server.copy_policies()
-  local routes = server.read_file(policies .. "/routes.lua")
-  routes = routes:gsub("\nreturn {\n", '\nreturn {\n  { "POST", "/spec/finals", require("qc.handlers.spec_feeder").finals },\n', 1)
-  server.write_file(policies .. "/routes.lua", routes)
-  return server.start { policies = policies, env = { QC_SCRIPTS = scripts, QC_API_KEYS = API_KEY, QC_STT_ENGINE = "null" } }
+  return feeder.start { env = { QC_API_KEYS = API_KEY } }
 end
 
 -- An interview of alternating turns, 3-6 s finals, 120 s long.
