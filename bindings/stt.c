@@ -38,8 +38,9 @@ static void push_time(lua_State *L, const char *k, double v) {
     lua_setfield(L, -2, k);
 }
 
-/* Fills the event table at the top of L from a result. */
-static void fill_event(lua_State *L, const qc_ingest_info *info, const qc_stt_result *r) {
+/* Whose audio an event is about: the fields every event of a track carries, set in the table
+ * at the top of L. */
+static void fill_source(lua_State *L, const qc_ingest_info *info) {
     lua_pushstring(L, info->room);
     lua_setfield(L, -2, "room");
     lua_pushstring(L, info->identity);
@@ -48,6 +49,11 @@ static void fill_event(lua_State *L, const qc_ingest_info *info, const qc_stt_re
     lua_setfield(L, -2, "role");
     lua_pushstring(L, info->track);
     lua_setfield(L, -2, "track");
+}
+
+/* Fills the event table at the top of L from a result. */
+static void fill_event(lua_State *L, const qc_ingest_info *info, const qc_stt_result *r) {
+    fill_source(L, info);
     lua_pushboolean(L, r->final);
     lua_setfield(L, -2, "final");
     lua_pushstring(L, r->text ? r->text : "");
@@ -126,14 +132,7 @@ static int deliver_state_p(lua_State *L) {
     lua_settop(L, 0);
     lua_pushnil(L);
     lua_createtable(L, 0, 8);
-    lua_pushstring(L, info->room);
-    lua_setfield(L, -2, "room");
-    lua_pushstring(L, info->identity);
-    lua_setfield(L, -2, "identity");
-    lua_pushstring(L, info->role);
-    lua_setfield(L, -2, "role");
-    lua_pushstring(L, info->track);
-    lua_setfield(L, -2, "track");
+    fill_source(L, info);
     lua_pushliteral(L, "failed");
     lua_setfield(L, -2, "state");
     lua_pushstring(L, detail ? detail : "");

@@ -188,6 +188,21 @@ static void env_str(const char *name, const char *def, char *dst, size_t cap) {
     snprintf(dst, cap, "%s", v && *v ? v : def);
 }
 
+/* A setting that names one of a fixed set (exact case: these names also select code and file
+ * names). choices ends with NULL; the error lists them as "a, b or c". */
+static int env_choice(const char *name, const char *def, const char *const *choices, char *dst, size_t cap,
+                      char *err, size_t errlen) {
+    env_str(name, def, dst, cap);
+    size_t n = 0;
+    for (; choices[n]; n++)
+        if (strcmp(dst, choices[n]) == 0) return 0;
+    int off = snprintf(err, errlen, "%s: expected ", name);
+    for (size_t i = 0; i < n && off >= 0 && (size_t)off < errlen; i++)
+        off += snprintf(err + off, errlen - (size_t)off, "%s%s", i == 0 ? "" : i + 1 == n ? " or " : ", ", choices[i]);
+    if (off >= 0 && (size_t)off < errlen) snprintf(err + off, errlen - (size_t)off, ", got \"%s\"", dst);
+    return -1;
+}
+
 /* A URL's host and port: what follows "SCHEME://" (or the whole URL without one) up to a
  * path, a query or a fragment, less any userinfo. Returns its start; *end is its end. */
 static const char *url_hostport(const char *url, const char **end) {
@@ -318,12 +333,9 @@ static int public_url_ok(const char *url) {
 }
 
 static int audio_settings(qc_config *cfg, char *err, size_t errlen) {
-    env_str("QC_STT_ENGINE", "local", cfg->stt_engine, sizeof cfg->stt_engine);
-    if (strcmp(cfg->stt_engine, "local") != 0 && strcmp(cfg->stt_engine, "elevenlabs") != 0 &&
-        strcmp(cfg->stt_engine, "null") != 0) {
-        snprintf(err, errlen, "QC_STT_ENGINE: expected local, elevenlabs or null, got \"%s\"", cfg->stt_engine);
+    static const char *const engines[] = {"local", "elevenlabs", "null", NULL};
+    if (env_choice("QC_STT_ENGINE", "local", engines, cfg->stt_engine, sizeof cfg->stt_engine, err, errlen) < 0)
         return -1;
-    }
     env_str("QC_STT_MODEL", "/usr/share/pocketsphinx/model/en-us", cfg->stt_model, sizeof cfg->stt_model);
     env_str("ELEVENLABS_API_KEY", "", cfg->elevenlabs_api_key, sizeof cfg->elevenlabs_api_key);
     env_str("QC_ELEVENLABS_URL", "wss://api.elevenlabs.io/v1/speech-to-text/realtime", cfg->elevenlabs_url,
@@ -389,12 +401,9 @@ static int http_url_ok(const char *url) {
 }
 
 static int eval_settings(qc_config *cfg, char *err, size_t errlen) {
-    env_str("QC_EVALUATOR", "analytics", cfg->evaluator, sizeof cfg->evaluator);
-    if (strcmp(cfg->evaluator, "analytics") != 0 && strcmp(cfg->evaluator, "openai") != 0 &&
-        strcmp(cfg->evaluator, "anthropic") != 0) {
-        snprintf(err, errlen, "QC_EVALUATOR: expected analytics, openai or anthropic, got \"%s\"", cfg->evaluator);
+    static const char *const evaluators[] = {"analytics", "openai", "anthropic", NULL};
+    if (env_choice("QC_EVALUATOR", "analytics", evaluators, cfg->evaluator, sizeof cfg->evaluator, err, errlen) < 0)
         return -1;
-    }
     env_str("QC_LLM_BASE_URL", "https://api.openai.com/v1", cfg->llm_base_url, sizeof cfg->llm_base_url);
     env_str("QC_LLM_API_KEY", "", cfg->llm_api_key, sizeof cfg->llm_api_key);
     env_str("QC_LLM_MODEL", "gpt-4o-mini", cfg->llm_model, sizeof cfg->llm_model);

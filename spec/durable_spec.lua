@@ -47,9 +47,7 @@ return {
 
 ---@return string policies_dir, string scripts_dir
 local function policies_with_waiting_writer()
-  local scripts = server.tmpdir() .. "/scripts"
-  assert(os.execute(("cp -r %s %s"):format(server.quote(server.source .. "/scripts"), server.quote(scripts))))
-  server.write_file(scripts .. "/lib/qc/handlers/spec_waiter.lua", WAITER)
+  local scripts = server.scripts_with { spec_waiter = WAITER }
   local dir = server.fixture_policies(
     '  { "POST", "/record-then-wait", require("qc.handlers.spec_waiter").record_then_wait },\n')
   return dir, scripts

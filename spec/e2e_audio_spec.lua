@@ -6,6 +6,7 @@
 -- pattern), and the stored transcript must agree with what was announced.
 local server = require "support.server"
 local peers = require "support.peers"
+local speech = require "support.speech"
 local lk = require "support.fake_livekit"
 local ingest = require "qc.ingest"
 local cjson = require "cjson"
@@ -15,23 +16,6 @@ local AUTH = { Authorization = "Bearer " .. API_KEY }
 -- Faster than real time to keep the spec short; the local engine's ring holds 15 s, far more
 -- than it falls behind at this pace.
 local SPEED = "2"
-
-local function speech_dir()
-  local dir = server.source .. "/build/speech"
-  local status, out = server.run(("sh %s/spec/support/make_speech.sh %s"):format(server.quote(server.source),
-    server.quote(dir)))
-  assert(status == 0, "make_speech.sh failed:\n" .. out)
-  return dir
-end
-
-local function turns_of(dir)
-  local turns = {}
-  for line in server.read_file(dir .. "/turns.tsv"):gmatch("[^\n]+") do
-    local role, a, b, words = line:match("^(%S+)\t(%S+)\t(%S+)\t(.*)$")
-    turns[#turns + 1] = { role = role, start = tonumber(a), ["end"] = tonumber(b), words = words }
-  end
-  return turns
-end
 
 -- The turn a final's time span overlaps most (the files share one clock from 0).
 local function turn_at(turns, f)
@@ -43,59 +27,19 @@ local function turn_at(turns, f)
   return best
 end
 
-local function words(s)
-  local out = {}
-  for w in s:lower():gmatch("[%a']+") do out[#out + 1] = w end
-  return out
-end
-
--- Word error rate of hyp against ref (word edit distance / reference length).
-local function wer(ref, hyp)
-  local r, h = words(ref), words(hyp)
-  local prev = {}
-  for j = 0, #h do prev[j] = j end
-  for i = 1, #r do
-    local cur = { [0] = i }
-    for j = 1, #h do
-      cur[j] = math.min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (r[i] == h[j] and 0 or 1))
-    end
-    prev = cur
-  end
-  return prev[#h] / math.max(1, #r)
-end
-
 describe("audio to words, end to end", function()
   it("attributes every final to the right speaker, in time order, stored before it is announced", function()
-    local dir = speech_dir()
-    local turns = turns_of(dir)
+    local dir = speech.make()
+    local turns = speech.turns(dir)
     local s = server.start { env = { QC_API_KEYS = API_KEY } }
     local room = "e2e-interview"
     -- Identities that follow no naming pattern: the issued role is what attributes them.
     local ids = { interviewer = "ada@example.com", candidate = "x7Gq" }
-    local tokens = {}
-    for role, identity in pairs(ids) do
-      local status, doc = s:request("POST", "/tokens/generate",
-        { room_name = room, participant_identity = identity, participant_type = role }, AUTH)
-      assert.equal(200, status)
-      tokens[role] = doc.token
-    end
-    local listener = peers.listen(("ws://127.0.0.1:%d/rooms/%s/live?token=%s"):format(s.port, room, tokens.interviewer),
-      { "--timeout", "120" })
+    local tokens = peers.role_tokens(s, room, ids, AUTH)
+    local listener = peers.live(s, room, tokens.interviewer, { "--timeout", "120" })
     listener:wait_event("open")
 
-    local feeders = {}
-    for role, identity in pairs(ids) do
-      local t = ingest.token { room = room, identity = identity, track = "TR_" .. role }
-      feeders[role] = peers.feed(("ws://127.0.0.1:%d/ingest?t=%s"):format(s.port, t),
-        { "--wav", dir .. "/" .. role .. ".wav", "--speed", SPEED })
-    end
-    for _, f in pairs(feeders) do f:wait_event("close", 90) end
-    -- The last utterance of each track is flushed when its connection closes: wait for the
-    -- engine to have no stream left, then for the store to stop growing.
-    server.wait_for(function()
-      local _, h = s:request("GET", "/health")
-      return h.tracks.live == 0
-    end, 60, "both tracks to finish")
+    peers.wait_fed(s, peers.feed_roles(s, room, ids, dir, SPEED))
 
     local status, doc = s:request("GET", "/rooms/" .. room .. "/transcript", nil, AUTH)
     assert.equal(200, status)
@@ -135,7 +79,7 @@ describe("audio to words, end to end", function()
     -- such as audio resampled at the wrong rate, which yields words but wrong ones).
     for role, said in pairs(by_role) do
       local ref = server.read_file(dir .. "/" .. role .. ".txt"):gsub("\n", " ")
-      local e = wer(ref, table.concat(said, " "))
+      local e = speech.wer(ref, table.concat(said, " "))
       assert.is_true(e < 0.5, ("%s: word error rate %.2f\nref: %s\nhyp: %s"):format(role, e, ref, table.concat(said, " ")))
     end
 
@@ -155,7 +99,7 @@ describe("audio to words, end to end", function()
   end)
 
   it("transcribes a track LiveKit's egress streams to us after the webhooks, and stops it with the track", function()
-    local dir = speech_dir()
+    local dir = speech.make()
     -- The interviewer's first turn alone, as the egress will stream it (then silence, as a
     -- live egress does while the track stays published).
     local clip = server.tmpdir() .. "/turn1.wav"
@@ -199,7 +143,7 @@ describe("audio to words, end to end", function()
   end)
 
   it("stores the open utterance of every track when the server stops gracefully", function()
-    local dir = speech_dir()
+    local dir = speech.make()
     -- The interviewer's first turn cut before its last word ends: the utterance is still open
     -- when the audio stops, and the connection stays open after it.
     local clip = server.tmpdir() .. "/cut.wav"

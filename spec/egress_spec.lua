@@ -3,34 +3,16 @@
 -- sends the egress_started / egress_updated / egress_ended webhooks back to us, signed.
 local server = require "support.server"
 local lk = require "support.fake_livekit"
-local store = require "qc.store"
+local hooks = require "support.webhooks"
 local cjson = require "cjson"
 local time = require "qc.time"
 local ingest = require "qc.ingest"
 local jwt = require "qc.jwt"
 
-local function query(s, sql, ...)
-  local db = assert(store.open(s.data .. "/quantcoach.db"))
-  local rows = assert(db:query(sql, ...))
-  db:close()
-  return rows
-end
-
-local n = 0
-local function fresh_id()
-  n = n + 1
-  return ("EV_eg%d%04d%d"):format(os.time(), math.random(0, 9999), n)
-end
-
-local function event(kind, room, fields)
-  local ev = { event = kind, id = fresh_id(), createdAt = tostring(os.time()), room = { sid = "RM_" .. room, name = room } }
-  for k, v in pairs(fields or {}) do ev[k] = v end
-  return cjson.encode(ev)
-end
+local query, event = hooks.query, hooks.event
 
 local function post(s, body)
-  local status, res = s:request("POST", "/webhooks/livekit", body,
-    { ["Content-Type"] = "application/webhook+json", Authorization = lk.sign_webhook(body) })
+  local status, res = hooks.post(s, body)
   assert.equal(200, status, s:log_text())
   return res
 end
@@ -79,14 +61,8 @@ end
 describe("track egress", function()
   local fake, s
 
-  setup(function()
-    fake = lk.start()
-    s = server.start { env = fake:env { QC_EGRESS_RETRIES = "2" } }
-  end)
-  teardown(function()
-    if s then s:stop() end
-    if fake then fake:stop() end
-  end)
+  setup(function() fake, s = lk.serve { QC_EGRESS_RETRIES = "2" } end)
+  teardown(function() lk.shutdown(fake, s) end)
   before_each(function()
     fake:reset()
     fake:egress_config { webhook_url = s.url .. "/webhooks/livekit" }
@@ -298,12 +274,8 @@ end)
 
 describe("the ingest URL handed to LiveKit", function()
   it("is the wss:// form of an https:// QC_PUBLIC_URL, its path dropped", function()
-    local fake = lk.start()
-    local s = server.start { env = fake:env { QC_PUBLIC_URL = "https://coach.example:8443/base/" } }
-    finally(function()
-      s:stop()
-      fake:stop()
-    end)
+    local fake, s = lk.serve { QC_PUBLIC_URL = "https://coach.example:8443/base/" }
+    finally(function() lk.shutdown(fake, s) end)
     fake:add_participant { room = "eg-9", identity = "candidate" }
     joined(s, "eg-9", "candidate")
     published(s, "eg-9", "candidate", "TR_eg9")

@@ -63,13 +63,8 @@ describe("error answers", function()
   local s, policies
   setup(function()
     local dir = server.tmpdir()
-    policies = server.copy_policies(dir .. "/policies")
-    local routes = server.read_file(policies .. "/routes.lua")
-    routes = routes:gsub("\nreturn {\n", "\nreturn {\n" .. EXTRA_ROUTES:gsub("%%", "%%%%"), 1)
-    server.write_file(policies .. "/routes.lua", routes)
-    local scripts = dir .. "/scripts"
-    assert(os.execute(("cp -r %s %s"):format(server.quote(server.source .. "/scripts"), server.quote(scripts))))
-    server.write_file(scripts .. "/lib/qc/handlers/errortrap.lua", TRAP)
+    policies = server.policies_with_routes(EXTRA_ROUTES, dir .. "/policies")
+    local scripts = server.scripts_with({ errortrap = TRAP }, dir .. "/scripts")
     s = server.start { policies = policies, env = {
       QC_SCRIPTS = scripts, QC_API_KEYS = KEY, QC_MAX_BODY = "1024",
       LIVEKIT_URL = "ws://127.0.0.1:1", LIVEKIT_API_KEY = "devkey", LIVEKIT_API_SECRET = "secret",

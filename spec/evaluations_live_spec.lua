@@ -5,20 +5,13 @@
 -- candidate's never does. /evaluations and /report serve what was stored.
 local server = require "support.server"
 local peers = require "support.peers"
-local ingest = require "qc.ingest"
+local speech = require "support.speech"
+local feeder = require "support.feeder"
 local store = require "qc.store"
 local cjson = require "cjson"
 
 local API_KEY = "spec-eval-key-0123456789"
 local AUTH = { Authorization = "Bearer " .. API_KEY }
-
-local function speech_dir()
-  local dir = server.source .. "/build/speech"
-  local status, out = server.run(("sh %s/spec/support/make_speech.sh %s"):format(server.quote(server.source),
-    server.quote(dir)))
-  assert(status == 0, "make_speech.sh failed:\n" .. out)
-  return dir
-end
 
 local function of_type(peer, t)
   local out = {}
@@ -30,35 +23,18 @@ end
 
 describe("windows and evaluation, live", function()
   it("stores and announces windows with analytics to the interviewer, never to the candidate", function()
-    local dir = speech_dir()
+    local dir = speech.make()
     local s = server.start { env = { QC_API_KEYS = API_KEY } }
     local room = "eval-e2e"
     local ids = { interviewer = "iv-lead", candidate = "cand-9" }
-    local tokens = {}
-    for role, identity in pairs(ids) do
-      local status, doc = s:request("POST", "/tokens/generate",
-        { room_name = room, participant_identity = identity, participant_type = role }, AUTH)
-      assert.equal(200, status)
-      tokens[role] = doc.token
-    end
+    local tokens = peers.role_tokens(s, room, ids, AUTH)
     local listeners = {}
     for role, tok in pairs(tokens) do
-      listeners[role] = peers.listen(("ws://127.0.0.1:%d/rooms/%s/live?token=%s"):format(s.port, room, tok),
-        { "--timeout", "120" })
+      listeners[role] = peers.live(s, room, tok, { "--timeout", "120" })
       listeners[role]:wait_event("open")
     end
 
-    local feeders = {}
-    for role, identity in pairs(ids) do
-      local t = ingest.token { room = room, identity = identity, track = "TR_" .. role }
-      feeders[role] = peers.feed(("ws://127.0.0.1:%d/ingest?t=%s"):format(s.port, t),
-        { "--wav", dir .. "/" .. role .. ".wav", "--speed", "2" })
-    end
-    for _, f in pairs(feeders) do f:wait_event("close", 90) end
-    server.wait_for(function()
-      local _, h = s:request("GET", "/health")
-      return h.tracks.live == 0
-    end, 60, "both tracks to finish")
+    peers.wait_fed(s, peers.feed_roles(s, room, ids, dir, 2))
 
     -- The interview ends: LiveKit says so, and the open windows close.
     local status = peers.webhook(s, { event = "room_finished", room = { sid = "RM_x", name = room } })
@@ -136,31 +112,8 @@ describe("windows and evaluation, live", function()
   end)
 end)
 
--- A spec-only handler in a copy of the scripts: hands finals to the real qc.transcripts, as the
--- STT binding does (stored, announced, then through the windows runner).
-local FEEDER = [[
-local transcripts = require "qc.transcripts"
-return {
-  finals = function(req)
-    for _, ev in ipairs(req.json.events) do
-      ev.room = req.json.room
-      ev.final = true
-      transcripts.on_event(ev)
-    end
-    return 200, nil, { last_seq = transcripts.last_seq(req.json.room) }
-  end,
-}
-]]
-
 local function start_fed()
-  local scripts = server.tmpdir() .. "/scripts"
-  assert(os.execute(("cp -r %s %s"):format(server.quote(server.source .. "/scripts"), server.quote(scripts))))
-  server.write_file(scripts .. "/lib/qc/handlers/spec_feeder.lua", FEEDER)
-  local policies = server.copy_policies()
-  local routes = server.read_file(policies .. "/routes.lua")
-  routes = routes:gsub("\nreturn {\n", '\nreturn {\n  { "POST", "/spec/finals", require("qc.handlers.spec_feeder").finals },\n', 1)
-  server.write_file(policies .. "/routes.lua", routes)
-  return server.start { policies = policies, env = { QC_SCRIPTS = scripts, QC_API_KEYS = API_KEY, QC_STT_ENGINE = "null" } }
+  return feeder.start { env = { QC_API_KEYS = API_KEY } }
 end
 
 -- An interview of alternating turns, 3-6 s finals, 120 s long.

@@ -32,16 +32,11 @@ return {
 ]]
 
 local function start(env)
-  local scripts = server.tmpdir() .. "/scripts"
-  assert(os.execute(("cp -r %s %s"):format(server.quote(server.source .. "/scripts"), server.quote(scripts))))
-  server.write_file(scripts .. "/lib/qc/handlers/spec_emitter.lua", EMITTER)
-  local policies = server.copy_policies()
+  local scripts = server.scripts_with { spec_emitter = EMITTER }
+  local policies = server.policies_with_routes('  { "POST", "/spec/emit", require("qc.handlers.spec_emitter").emit },\n')
   -- Without windows.lua no window or evaluation events join the finals: this spec counts
   -- sequence numbers of finals (spec/evaluations_live_spec.lua covers the windows).
   assert(os.remove(policies .. "/windows.lua"))
-  local routes = server.read_file(policies .. "/routes.lua")
-  routes = routes:gsub("\nreturn {\n", '\nreturn {\n  { "POST", "/spec/emit", require("qc.handlers.spec_emitter").emit },\n', 1)
-  server.write_file(policies .. "/routes.lua", routes)
   local e = { QC_SCRIPTS = scripts, QC_API_KEYS = API_KEY, QC_STT_ENGINE = "null" }
   for k, v in pairs(env or {}) do e[k] = v end
   return server.start { policies = policies, env = e }
@@ -50,10 +45,7 @@ end
 local AUTH = { Authorization = "Bearer " .. API_KEY }
 
 local function token_for(s, room, identity, role)
-  local status, doc = s:request("POST", "/tokens/generate",
-    { room_name = room, participant_identity = identity, participant_type = role }, { Authorization = AUTH.Authorization })
-  assert.equal(200, status, cjson.encode(doc))
-  return doc.token
+  return peers.role_token(s, room, identity, role, AUTH)
 end
 
 local function emit(s, room, n, extra)

@@ -3,7 +3,7 @@
 -- with the official Node SDK (shared/protocols/livekit.md §1, §2, §4, §5).
 local server = require "support.server"
 local lk = require "support.fake_livekit"
-local store = require "qc.store"
+local hooks = require "support.webhooks"
 local cjson = require "cjson"
 local time = require "qc.time"
 
@@ -21,32 +21,17 @@ end
 
 local function last(list) return list[#list] end
 
-local function query(s, sql, ...)
-  local db = assert(store.open(s.data .. "/quantcoach.db"))
-  local rows = assert(db:query(sql, ...))
-  db:close()
-  return rows
-end
+local query, fresh_id = hooks.query, hooks.fresh_id
 
 local function count(s, sql, ...)
   return query(s, "SELECT count(*) AS n FROM " .. sql, ...)[1].n
 end
 
-local function fresh_id(tag)
-  return ("EV_%s%d%04d"):format(tag, os.time(), math.random(0, 9999))
-end
-
 describe("the LiveKit room API", function()
   local fake, s
 
-  setup(function()
-    fake = lk.start()
-    s = server.start { env = fake:env() }
-  end)
-  teardown(function()
-    if s then s:stop() end
-    if fake then fake:stop() end
-  end)
+  setup(function() fake, s = lk.serve() end)
+  teardown(function() lk.shutdown(fake, s) end)
   before_each(function() fake:reset() end)
 
   it("creates a room on LiveKit and hands out SDK-valid tokens for the interviewer, the candidate and the agent", function()
@@ -402,14 +387,8 @@ end)
 
 describe("API keys", function()
   local fake, s
-  setup(function()
-    fake = lk.start()
-    s = server.start { env = fake:env { QC_API_KEYS = "k-one,k-two" } }
-  end)
-  teardown(function()
-    if s then s:stop() end
-    if fake then fake:stop() end
-  end)
+  setup(function() fake, s = lk.serve { QC_API_KEYS = "k-one,k-two" } end)
+  teardown(function() lk.shutdown(fake, s) end)
 
   it("turn away callers without a key or with a wrong one, let a listed key in, and never log it", function()
     local status, body = s:request("GET", "/rooms")

@@ -9,7 +9,7 @@ local server = require "support.server"
 local lk = require "support.fake_livekit"
 local fl = require "support.fake_llm"
 local peers = require "support.peers"
-local ingest = require "qc.ingest"
+local speech = require "support.speech"
 
 local NAME = "^[a-zA-Z_:][a-zA-Z0-9_:]*$"
 local LABEL = "^[a-zA-Z_][a-zA-Z0-9_]*$"
@@ -330,20 +330,13 @@ describe("GET /metrics", function()
   end)
 
   it("counts ingest tracks and frames, finals and their latency, windows, evaluations and LLM tokens", function()
-    local dir = server.source .. "/build/speech"
-    local st, out = server.run(("sh %s/spec/support/make_speech.sh %s"):format(server.quote(server.source), server.quote(dir)))
-    assert(st == 0, "make_speech.sh failed:\n" .. out)
+    local dir = speech.make()
     local replies = {}
     for i = 1, 40 do replies[i] = { content = GOOD, usage = { input = 100, output = 20 } } end
     llm:queue(replies)
     local before = scrape()
     local room = "metrics-audio"
-    local feeders = {}
-    for _, role in ipairs { "interviewer", "candidate" } do
-      local t = ingest.token { room = room, identity = role .. "-1", track = "TR_" .. role }
-      feeders[role] = peers.feed(("ws://127.0.0.1:%d/ingest?t=%s"):format(s.port, t),
-        { "--wav", dir .. "/" .. role .. ".wav", "--speed", "2" })
-    end
+    local feeders = peers.feed_roles(s, room, { interviewer = "interviewer-1", candidate = "candidate-1" }, dir, 2)
     server.wait_for(function() return scrape().value("qc_ingest_tracks") == 2 end, 30, "two live tracks")
     for _, f in pairs(feeders) do f:wait_event("close", 90) end
     server.wait_for(function() return scrape().value("qc_ingest_tracks") == 0 end, 60, "the tracks to finish")

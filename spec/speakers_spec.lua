@@ -3,35 +3,12 @@
 -- authoritative for its room + identity, and policies/speakers.lua sees all of it.
 local server = require "support.server"
 local lk = require "support.fake_livekit"
-local store = require "qc.store"
+local hooks = require "support.webhooks"
 local cjson = require "cjson"
 local csv = require "qc.csv"
 local rooms = require "qc.rooms"
 
-local function query(s, sql, ...)
-  local db = assert(store.open(s.data .. "/quantcoach.db"))
-  local rows = assert(db:query(sql, ...))
-  db:close()
-  return rows
-end
-
-local n = 0
-local function fresh_id()
-  n = n + 1
-  return ("EV_sp%d%04d%d"):format(os.time(), math.random(0, 9999), n)
-end
-
--- A webhook body as LiveKit sends it: protojson, camelCase, zero values left out.
-local function event(kind, room, fields)
-  local ev = { event = kind, id = fresh_id(), createdAt = tostring(os.time()), room = { sid = "RM_" .. room, name = room } }
-  for k, v in pairs(fields or {}) do ev[k] = v end
-  return cjson.encode(ev)
-end
-
-local function post(s, body)
-  return s:request("POST", "/webhooks/livekit", body,
-    { ["Content-Type"] = "application/webhook+json", Authorization = lk.sign_webhook(body) })
-end
+local query, event, post = hooks.query, hooks.event, hooks.post
 
 local function joined(s, room, p)
   p.sid = p.sid or ("PA_" .. p.identity)
@@ -65,14 +42,8 @@ end
 
 describe("roles in tokens", function()
   local fake, s
-  setup(function()
-    fake = lk.start()
-    s = server.start { env = fake:env() }
-  end)
-  teardown(function()
-    if s then s:stop() end
-    if fake then fake:stop() end
-  end)
+  setup(function() fake, s = lk.serve() end)
+  teardown(function() lk.shutdown(fake, s) end)
 
   it("are carried in the attributes and metadata of /tokens/generate and /rooms/create tokens", function()
     local status, body = s:request("POST", "/tokens/generate", { room_name = "sp-1", participant_identity = "cand-42",
@@ -129,14 +100,8 @@ end)
 
 describe("speaker attribution", function()
   local fake, s
-  setup(function()
-    fake = lk.start()
-    s = server.start { env = fake:env() }
-  end)
-  teardown(function()
-    if s then s:stop() end
-    if fake then fake:stop() end
-  end)
+  setup(function() fake, s = lk.serve() end)
+  teardown(function() lk.shutdown(fake, s) end)
 
   local function participant_row(room, identity)
     return query(s, "SELECT * FROM participants WHERE room = ? AND identity = ?", room, identity)[1]

@@ -5,37 +5,16 @@
 -- order, as two tracks decoding in parallel deliver them).
 local server = require "support.server"
 local peers = require "support.peers"
+local feeder = require "support.feeder"
 local cjson = require "cjson"
 
 local API_KEY = "spec-transcript-key-0123456789"
 local AUTH = { Authorization = "Bearer " .. API_KEY }
 
-local FEEDER = [[
-local transcripts = require "qc.transcripts"
-return {
-  finals = function(req)
-    for _, ev in ipairs(req.json.events) do
-      ev.room = req.json.room
-      ev.final = ev.final ~= false
-      transcripts.on_event(ev)
-    end
-    return 200, nil, { last_seq = transcripts.last_seq(req.json.room) }
-  end,
-}
-]]
-
+-- Without windows.lua no window or evaluation events join the finals: this spec counts
+-- sequence numbers of finals (spec/evaluations_live_spec.lua covers the windows).
 local function start()
-  local scripts = server.tmpdir() .. "/scripts"
-  assert(os.execute(("cp -r %s %s"):format(server.quote(server.source .. "/scripts"), server.quote(scripts))))
-  server.write_file(scripts .. "/lib/qc/handlers/spec_feeder.lua", FEEDER)
-  local policies = server.copy_policies()
-  -- Without windows.lua no window or evaluation events join the finals: this spec counts
-  -- sequence numbers of finals (spec/evaluations_live_spec.lua covers the windows).
-  assert(os.remove(policies .. "/windows.lua"))
-  local routes = server.read_file(policies .. "/routes.lua")
-  routes = routes:gsub("\nreturn {\n", '\nreturn {\n  { "POST", "/spec/finals", require("qc.handlers.spec_feeder").finals },\n', 1)
-  server.write_file(policies .. "/routes.lua", routes)
-  return server.start { policies = policies, env = { QC_SCRIPTS = scripts, QC_API_KEYS = API_KEY, QC_STT_ENGINE = "null" } }
+  return feeder.start { env = { QC_API_KEYS = API_KEY }, without = { "windows.lua" } }
 end
 
 local function final(identity, role, start, stop, text)

@@ -145,6 +145,31 @@ int main(void) {
     ok(qc_config_from_env(&cfg, err, sizeof err) == 0 && !cfg.dev_keys_remote, "the dev keys on loopback are fine");
     unsetenv("LIVEKIT_URL");
 
+    /* Settings that name one of a set: the error lists the set and what was given. */
+    setenv("QC_STT_ENGINE", "whisper", 1);
+    ok(qc_config_from_env(&cfg, err, sizeof err) == -1 &&
+           strcmp(err, "QC_STT_ENGINE: expected local, elevenlabs or null, got \"whisper\"") == 0,
+       "an unknown STT engine is refused with the three names");
+    setenv("QC_STT_ENGINE", "Local", 1);
+    ok(qc_config_from_env(&cfg, err, sizeof err) == -1, "engine names are exact");
+    setenv("QC_STT_ENGINE", "null", 1);
+    ok(qc_config_from_env(&cfg, err, sizeof err) == 0 && strcmp(cfg.stt_engine, "null") == 0, "QC_STT_ENGINE=null");
+    unsetenv("QC_STT_ENGINE");
+    setenv("QC_EVALUATOR", "gpt", 1);
+    ok(qc_config_from_env(&cfg, err, sizeof err) == -1 &&
+           strcmp(err, "QC_EVALUATOR: expected analytics, openai or anthropic, got \"gpt\"") == 0,
+       "an unknown evaluator is refused with the three names");
+    setenv("QC_EVALUATOR", "openai", 1);
+    ok(qc_config_from_env(&cfg, err, sizeof err) == 0 && strcmp(cfg.evaluator, "openai") == 0, "QC_EVALUATOR=openai");
+    unsetenv("QC_EVALUATOR");
+    {
+        char small[20];
+        setenv("QC_EVALUATOR", "gpt", 1);
+        ok(qc_config_from_env(&cfg, small, sizeof small) == -1 && strlen(small) == sizeof small - 1,
+           "the error is cut to the buffer");
+        unsetenv("QC_EVALUATOR");
+    }
+
     setenv("QC_STORE_SYNC", "FULL", 1);
     ok(qc_config_from_env(&cfg, err, sizeof err) == 0 && cfg.store_sync_full, "QC_STORE_SYNC=FULL is full");
     setenv("QC_STORE_SYNC", "Normal", 1);

@@ -6,44 +6,48 @@
 --   fake:hold("CreateRoom", "r", 60000, "after")   -- stall one room's call (see fake_livekit.js)
 --   fake:egress_config { webhook_url = s.url .. "/webhooks/livekit", fail = 1 }   fake:egresses()
 --   fake:stop()
+--   local fake, s = lk.serve { QC_API_KEYS = "k" }   lk.shutdown(fake, s)   -- with a server that uses it
 --   local results = lk.verify { tok1, tok2 }      -- { {ok=true, claims={...}}, {ok=false, error="..."} }
 --   local header = lk.sign_webhook(body)          -- Authorization value, as LiveKit sends it
 --   local ok, res = lk.receive_webhook(body, header)
 -- The fake's stdin is a pipe held by this process: if the spec dies, the fake exits on its own.
 local cjson = require "cjson"
-local fetch = require "qc.fetch"
 local server = require "support.server"
+local node_fake = require "support.node_fake"
 
 local M = {}
 
 local SUPPORT = server.source .. "/spec/support"
 local quote = server.quote
 
-local Fake = {}
-Fake.__index = Fake
+local Fake = node_fake.class("fake LiveKit")
 
 ---@param opts { key: string|nil, secret: string|nil, mode: string|nil, delay_ms: integer|nil }|nil
 function M.start(opts)
   opts = opts or {}
-  local dir = server.tmpdir()
-  local self = setmetatable({ dir = dir, out = dir .. "/fake.out", pidfile = dir .. "/fake.pid" }, Fake)
-  local args = { "--port", "0", "--key", opts.key or "devkey", "--secret", opts.secret or "secret" }
+  local args = { "--key", opts.key or "devkey", "--secret", opts.secret or "secret" }
   if opts.mode then args[#args + 1] = "--mode"; args[#args + 1] = opts.mode end
   if opts.delay_ms then args[#args + 1] = "--delay-ms"; args[#args + 1] = tostring(opts.delay_ms) end
-  for i, a in ipairs(args) do args[i] = quote(a) end
-  -- `exec` keeps the shell's pid, so $$ is node's pid.
-  local cmd = ("echo $$ > %s; exec node %s %s > %s 2>&1"):format(quote(self.pidfile),
-    quote(SUPPORT .. "/fake_livekit.js"), table.concat(args, " "), quote(self.out))
-  self.stdin = assert(io.popen(cmd, "w"))
-  self.port = server.wait_for(function()
-    local out = server.read_file(self.out) or ""
-    if out:find("fake_livekit:") then error("fake LiveKit failed to start:\n" .. out, 0) end
-    return tonumber(out:match("listening (%d+)"))
-  end, 20, "the fake LiveKit to listen")
-  self.pid = tonumber(server.read_file(self.pidfile))
-  self.http = "http://127.0.0.1:" .. self.port
+  local self = node_fake.start(Fake, "fake_livekit.js", args, "fake_livekit:")
   self.url = "ws://127.0.0.1:" .. self.port
   return self
+end
+
+---A fake and a quantcoach server that talks to it (extra: more of the server's env).
+function M.serve(extra)
+  local fake = M.start()
+  local ok, s = pcall(server.start, { env = fake:env(extra) })
+  if not ok then
+    fake:stop()
+    error(s, 0)
+  end
+  return fake, s
+end
+
+---Stops what M.serve started: the server first (it may be calling the fake), then the fake.
+function M.shutdown(fake, s)
+  if s then s:stop() end
+  if fake then fake:stop() end
 end
 
 ---The env a quantcoach server needs to talk to this fake.
@@ -51,14 +55,6 @@ function Fake:env(extra)
   local env = { LIVEKIT_URL = self.url, LIVEKIT_API_KEY = "devkey", LIVEKIT_API_SECRET = "secret" }
   for k, v in pairs(extra or {}) do env[k] = v end
   return env
-end
-
-function Fake:request(method, path, body)
-  local status, _, raw = fetch { method = method, url = self.http .. path, timeout = 10,
-    body = body and cjson.encode(body) or nil,
-    headers = body and { ["Content-Type"] = "application/json" } or nil }
-  assert(status == 200, ("fake LiveKit %s %s: %s %s"):format(method, path, tostring(status), tostring(raw)))
-  return cjson.decode(raw)
 end
 
 ---Every Twirp call the fake saw: {seq, method, path, body, grants, claims, status, error, ...}.
@@ -73,7 +69,6 @@ function Fake:calls(method)
 end
 
 function Fake:clear_calls() return self:request("DELETE", "/_fake/calls") end
-function Fake:reset() return self:request("POST", "/_fake/reset", {}) end
 function Fake:mode(mode, delay_ms) return self:request("POST", "/_fake/mode", { mode = mode, delay_ms = delay_ms or 0 }) end
 function Fake:add_participant(p) return self:request("POST", "/_fake/participants", p) end
 function Fake:rooms() return self:request("GET", "/_fake/rooms").rooms end
@@ -90,13 +85,6 @@ function Fake:egress_config(cfg) return self:request("POST", "/_fake/egress_conf
 ---Every egress the fake started: EgressInfo as LiveKit answers it (snake_case) plus conn, the fake
 ---egress's connection (nil unless it dialled).
 function Fake:egresses() return self:request("GET", "/_fake/egress") end
-
-function Fake:stop()
-  if self.stopped then return end
-  self.stopped = true
-  if self.pid then os.execute(("kill -TERM %d 2>/dev/null"):format(self.pid)) end
-  self.stdin:close() -- waits for node to exit
-end
 
 -- Runs cmd_fmt with %s = a temporary file holding text; removes the file afterwards.
 local function run_with_file(text, cmd_fmt)

@@ -7,6 +7,7 @@ local server = require "support.server"
 local cjson = require "cjson"
 local jwt = require "qc.jwt"
 local time = require "qc.time"
+local ingest = require "qc.ingest"
 
 local M = {}
 
@@ -96,6 +97,48 @@ end
 function Peer:kill()
   local pid = tonumber(server.read_file(self.pidfile) or "")
   if pid then os.execute(("kill %d 2>/dev/null"):format(pid)) end
+end
+
+---A role's token for identity in room, from POST /tokens/generate (headers: the API key, if any).
+function M.role_token(s, room, identity, role, headers)
+  local status, doc = s:request("POST", "/tokens/generate",
+    { room_name = room, participant_identity = identity, participant_type = role }, headers)
+  assert(status == 200, ("POST /tokens/generate: %s %s"):format(status, cjson.encode(doc)))
+  return doc.token
+end
+
+---Tokens for every role of ids (role -> identity) in room: role -> token.
+function M.role_tokens(s, room, ids, headers)
+  local out = {}
+  for role, identity in pairs(ids) do out[role] = M.role_token(s, room, identity, role, headers) end
+  return out
+end
+
+---A live client of room on s with token (ws_peer.js listen); the caller waits for "open".
+function M.live(s, room, token, args)
+  return M.listen(("ws://127.0.0.1:%d/rooms/%s/live?token=%s"):format(s.port, room, token), args)
+end
+
+---One ingest source per role of ids (role -> identity), as Track Egress sends it: dir/ROLE.wav as
+---track TR_ROLE under a signed ingest token, at speed times real time. Returns role -> peer.
+function M.feed_roles(s, room, ids, dir, speed)
+  local feeders = {}
+  for role, identity in pairs(ids) do
+    local t = ingest.token { room = room, identity = identity, track = "TR_" .. role }
+    feeders[role] = M.feed(("ws://127.0.0.1:%d/ingest?t=%s"):format(s.port, t),
+      { "--wav", dir .. "/" .. role .. ".wav", "--speed", tostring(speed or 2) })
+  end
+  return feeders
+end
+
+---Waits for every feeder to close and then for s to have no live track: the last utterance of
+---a track is flushed when its connection closes.
+function M.wait_fed(s, feeders)
+  for _, f in pairs(feeders) do f:wait_event("close", 90) end
+  server.wait_for(function()
+    local _, h = s:request("GET", "/health")
+    return h.tracks.live == 0
+  end, 60, "every track to finish")
 end
 
 ---A webhook delivery as LiveKit signs it: the Authorization value for body.

@@ -52,6 +52,27 @@ function M.copy_policies(dir)
   return dir
 end
 
+--- Copies the shipped policies and puts `entries` (text of route entries, each line ending in
+--- a newline) first in routes.lua, before the shipped routes.
+function M.policies_with_routes(entries, dir)
+  dir = M.copy_policies(dir)
+  local routes = read_file(dir .. "/routes.lua")
+  local at = routes:find("\nreturn {\n", 1, true)
+  assert(at, "shipped routes changed: no `return {` line")
+  local head = at + #"\nreturn {\n" - 1
+  M.write_file(dir .. "/routes.lua", routes:sub(1, head) .. entries .. routes:sub(head + 1))
+  return dir
+end
+
+--- Copies the shipped scripts into dir (a fresh one by default) with spec-only handlers added:
+--- handlers maps NAME to the Lua source of qc.handlers.NAME. Point QC_SCRIPTS at the result.
+function M.scripts_with(handlers, dir)
+  dir = dir or M.tmpdir() .. "/scripts"
+  assert(sh(("cp -r %s %s"):format(quote(M.source .. "/scripts"), quote(dir))))
+  for name, code in pairs(handlers) do M.write_file(dir .. "/lib/qc/handlers/" .. name .. ".lua", code) end
+  return dir
+end
+
 --- Copies spec/fixtures/policies into a fresh directory a spec may edit. `extra_routes`, when
 --- given, is text of route entries put in before the fixture's GET /text route.
 function M.fixture_policies(extra_routes)

@@ -16,16 +16,13 @@ local ingest = require "qc.ingest"
 local livekit = require "qc.livekit"
 local log = require "qc.log"
 local policies = require "qc.policies"
+local rooms = require "qc.rooms"
 local time = require "qc.time"
 
 local M = {}
 
 local function is_role(v)
-  if type(v) ~= "string" then return false end
-  for _, r in ipairs(policies.roles.roles) do
-    if r == v then return true end
-  end
-  return false
+  return type(v) == "string" and rooms.is_role(v, policies.roles)
 end
 
 -- States in which LiveKit has (or may have) an egress running for the track.
