@@ -48,7 +48,8 @@
 #define FINISH_TIMEOUT_MS 30000
 #define BACKOFF_MAX_MS 10000
 #define PREV_TEXT_MAX 49                  /* "under 50 chars" */
-#define SEND_HIGH_WATER (1u << 20)        /* stop pumping while this much is queued */
+#define SEND_HIGH_WATER (32u << 10)       /* stop pumping while this much is queued: the audio waits in
+                                           * the ring and the spool instead, not in the heap */
 #define KEEPALIVE_MS 10000                /* an empty chunk after this long without audio (a muted track) */
 
 typedef struct el_engine el_engine;
