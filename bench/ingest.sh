@@ -15,6 +15,9 @@
 #                          QUALITY=3 (QC_RESAMPLE_QUALITY) SPEECH=1 (festival speech; 0: tones)
 #                          NICE=0 (nice level of the servers and the generator: on a machine other
 #                          work keeps busy, NICE=-5 measures what the code costs rather than the queue)
+#                          BASELINE=path/to/an/older/quantcoach: adds the servers null-base and
+#                          elevenlabs-base (that binary, same settings) to SERVERS' default, so a
+#                          change is measured before and after in the same interleaved rounds
 # Goals (issue 9): CPU per message <= 10 us and >= 5x better than the Python pipeline, p99 added
 # latency <= 1 ms, <= 64 KB per track. A goal not met is reported, not an error.
 set -euo pipefail
@@ -28,7 +31,13 @@ ROUNDS=${ROUNDS:-2}
 QUALITY=${QUALITY:-3}
 SPEECH=${SPEECH:-1}
 NICE=${NICE:-0}
-read -r -a SERVERS <<<"${SERVERS:-null elevenlabs python}"
+BASELINE=${BASELINE:-}
+if [[ -n $BASELINE ]]; then
+    [[ -x $BASELINE ]] || { echo "BASELINE=$BASELINE is not an executable" >&2; exit 2; }
+    read -r -a SERVERS <<<"${SERVERS:-null null-base elevenlabs elevenlabs-base python}"
+else
+    read -r -a SERVERS <<<"${SERVERS:-null elevenlabs python}"
+fi
 PYTHON=/usr/bin/python3
 KEY=benchkey
 SECRET=bench-secret-bench-secret-bench-secret
@@ -69,11 +78,13 @@ launch_server() {
         nice -n "$NICE" "$PYTHON" bench/peer_ingest.py --port 0 </dev/null >"$2" 2>"$3" &
         return
     fi
+    local bin=$BUILD/quantcoach
+    [[ $CURRENT == *-base ]] && bin=$BASELINE
     rm -rf "$TMP/data" && mkdir -p "$TMP/data"
     nice -n "$NICE" env QC_ENV_FILE=/nonexistent QC_DATA="$TMP/data" LIVEKIT_API_KEY=$KEY LIVEKIT_API_SECRET=$SECRET \
-        QC_STT_ENGINE="$CURRENT" QC_RESAMPLE_QUALITY="$QUALITY" ELEVENLABS_API_KEY=bench \
+        QC_STT_ENGINE="${CURRENT%-base}" QC_RESAMPLE_QUALITY="$QUALITY" ELEVENLABS_API_KEY=bench \
         QC_ELEVENLABS_URL="ws://127.0.0.1:$SINK_PORT/v1/speech-to-text/realtime" \
-        "$BUILD/quantcoach" serve --listen 127.0.0.1:0 </dev/null >"$2" 2>"$3" &
+        "$bin" serve --listen 127.0.0.1:0 </dev/null >"$2" 2>"$3" &
 }
 
 # start_server (lib.sh) reads ours' port from its log, the peer's from "listening PORT".
@@ -120,7 +131,7 @@ run_one() {
     R[cpu99 $name $n $round]=$(sed -n 's/.*"p99_added_oncpu_us":\([0-9.]*\).*/\1/p' <<<"$stats")
     local failure
     failure=$(sed -n 's/.*first_failure="\([^"]*\)".*/\1/p' <<<"$line")
-    printf '  round %d %-10s n=%-4d held %4s  lag p99 %8s ms  %6s us/msg  CPU %5s%%  %6s KB/track  p99 added %6s us (on CPU %5s)  generator kept up: %-3s  load %s%s\n' \
+    printf '  round %d %-15s n=%-4d held %4s  lag p99 %8s ms  %6s us/msg  CPU %5s%%  %6s KB/track  p99 added %6s us (on CPU %5s)  generator kept up: %-3s  load %s%s\n' \
         "$round" "$name" "$n" "${R[held $name $n $round]}" "${R[lag_p99_ms $name $n $round]}" \
         "${R[server_us_per_msg $name $n $round]}" "${R[server_cpu_pct $name $n $round]}" \
         "${R[server_kb_per_track $name $n $round]}" "${R[p99 $name $n $round]:--}" "${R[cpu99 $name $n $round]:--}" \
@@ -151,7 +162,8 @@ least() {
     [[ -n $v ]] && tr ' ' '\n' <<<"${v% }" | sort -g | head -n1
 }
 
-declare -A LABEL=([null]="ours, null engine" [elevenlabs]="ours, elevenlabs engine" [python]="Python websockets + audioop")
+declare -A LABEL=([null]="ours, null engine" [elevenlabs]="ours, elevenlabs engine" [python]="Python websockets + audioop"
+    [null-base]="baseline, null engine" [elevenlabs-base]="baseline, elevenlabs engine")
 echo
 printf '| %-27s | %6s | %10s | %10s | %10s | %6s | %12s | %12s | %12s | %11s |\n' server tracks 'held (min)' 'lag p99 ms' \
     'CPU µs/msg' 'CPU %' 'KB per track' 'p99 added ms' '(on CPU) ms' 'load (1 min)'
@@ -184,7 +196,7 @@ echo "generator kept up in every run: $gen_ok"
 for s in "${SERVERS[@]}"; do echo "most tracks held at real time, ${LABEL[$s]}: ${MOST[$s]} (of the counts tried: $TRACKS)"; done
 # Marginal memory: the RSS slope between the two largest counts held, which the fixed costs
 # (Lua states, SQLite, allocator arenas) do not blur as they do RSS / N at small N.
-for s in null elevenlabs python; do
+for s in null null-base elevenlabs elevenlabs-base python; do
     [[ " ${SERVERS[*]} " == *" $s "* ]] || continue
     lo='' hi=''
     for n in $TRACKS; do [[ -n ${HELD_ALL[$s $n]:-} ]] && lo=$hi && hi=$n; done
@@ -194,7 +206,7 @@ for s in null elevenlabs python; do
 done
 # CPU against the Python peer: at the largest count both held (a server that falls behind reads
 # more messages per wake-up, so its CPU per message drops: only held runs compare).
-for s in null elevenlabs; do
+for s in null null-base elevenlabs elevenlabs-base; do
     [[ " ${SERVERS[*]} " == *" $s "* ]] || continue
     for n in $TRACKS; do
         us=$(med server_us_per_msg "$s" "$n") || continue

@@ -259,7 +259,8 @@ static int cmd_serve(qc_config *cfg) {
         return 1;
     }
     qc_stt_config stt = {.engine = cfg->stt_engine, .model_dir = cfg->stt_model, .url = cfg->elevenlabs_url,
-                         .api_key = cfg->elevenlabs_api_key, .language = "en"};
+                         .api_key = cfg->elevenlabs_api_key, .language = "en",
+                         .spool_dir = cfg->data_dir};
     s.hub = qc_ingest_hub_new(&loop, &stt, cfg->resample_quality, err, sizeof err);
     if (!s.hub) {
         fprintf(stderr, "quantcoach: stt engine %s: %s\n", cfg->stt_engine, err);

@@ -9,14 +9,24 @@
  *
  * Memory: the unacknowledged audio is at most one segment (commits come at pauses, and are
  * forced after SEGMENT_MAX_S) plus what arrives while a transcript is on its way or the
- * connection is down; the ring holds RING_S seconds of 16 kHz s16 (1.4 MB a stream). */
-#define _POSIX_C_SOURCE 200809L
+ * connection is down, up to RING_S seconds of 16 kHz s16 (1.4 MB). Only the last MEM_SAMPLES
+ * of it (16 KB) are kept in memory: enough for what the connection has not yet been sent in
+ * normal running. Older unacknowledged audio is spooled to an unlinked file of its own (in
+ * the data directory, else TMPDIR), written in blocks of about half a second as the memory
+ * ring fills and read back only to replay after a reconnect; its pages are the kernel's page
+ * cache, not the process's heap, and the file is emptied whenever an acknowledged commit
+ * leaves every unacknowledged sample in memory again (normally at each commit). The file is
+ * a ring of RING_SAMPLES indexed like the old heap ring, so it never grows past 1.4 MB. */
+#define _GNU_SOURCE /* O_TMPFILE */
+#include <errno.h>
+#include <fcntl.h>
 #include <jansson.h>
 #include <math.h>
 #include <openssl/evp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "../log.h"
 #include "../net/ws_client.h"
@@ -25,6 +35,8 @@
 
 #define RING_S 45
 #define RING_SAMPLES ((size_t)RING_S * QC_STT_RATE)
+#define MEM_SAMPLES 8192                  /* in memory: 0.51 s, a power of two; > 2 chunks */
+#define WRITE_PIECE (MEM_SAMPLES / 2)     /* samples taken into memory at a time */
 #define CHUNK_SAMPLES (QC_STT_RATE / 5)   /* 200 ms: the protocol notes' 100-250 ms */
 #define FRAME_SAMPLES (QC_STT_RATE / 50)  /* 20 ms frames for the pause detector */
 #define SPEECH_MIN_S 1.0                  /* commit at a pause only after this much since speech began */
@@ -36,7 +48,8 @@
 #define FINISH_TIMEOUT_MS 30000
 #define BACKOFF_MAX_MS 10000
 #define PREV_TEXT_MAX 49                  /* "under 50 chars" */
-#define SEND_HIGH_WATER (1u << 20)        /* stop pumping while this much is queued */
+#define SEND_HIGH_WATER (32u << 10)       /* stop pumping while this much is queued: the audio waits in
+                                           * the ring and the spool instead, not in the heap */
 #define KEEPALIVE_MS 10000                /* an empty chunk after this long without audio (a muted track) */
 
 typedef struct el_engine el_engine;
@@ -46,12 +59,16 @@ struct el_engine {
     qc_stt_engine base; /* first: stt.h */
     uv_loop_t *loop;
     char *url;     /* endpoint with our query */
+    char *spool_dir;
     char *api_key;
     size_t streams;
     uint64_t samples_in, finals, partials, reconnects, dropped;
     double replayed_s;
     size_t reconnecting; /* streams between connections */
     char fatal[160];     /* the last fatal error, for the engine's state */
+    /* One chunk's JSON, built here and copied by qc_ws_client_send: one buffer for every
+     * stream (the loop has one thread) instead of 9 KB in each. */
+    char chunk_msg[128 + 4 * ((2 * CHUNK_SAMPLES + 2) / 3)];
 };
 
 typedef struct {
@@ -83,8 +100,14 @@ struct el_stream {
     el_timer *finish_timer;
     unsigned attempt;
 
-    int16_t *ring;
-    uint64_t written, acked, sent, conn_base, max_sent;
+    /* Samples by absolute index: [acked, flushed) are in the spool file at (i % RING_SAMPLES),
+     * [written - MEM_SAMPLES, written) in mem at (i % MEM_SAMPLES), and
+     * written - flushed <= MEM_SAMPLES, so every unacknowledged sample is in one or both. */
+    int16_t *mem;
+    int spool_fd;    /* -1 until the first spill */
+    int spool_dirty; /* the file may hold data */
+    int spool_error; /* logged once */
+    uint64_t written, acked, sent, conn_base, max_sent, flushed;
     commit_mark commits[MAX_COMMITS];
     size_t ncommits;
 
@@ -101,12 +124,11 @@ struct el_stream {
     char prev_text[PREV_TEXT_MAX + 1];
     char last_partial[512];
     int partial_shown;
-    char *scratch; /* one chunk message */
-    size_t scratch_cap;
 };
 
 static int connect_stream(el_stream *s, char *err, size_t errlen);
 static void stream_free(el_stream *s);
+static void fail(el_stream *s, const char *detail);
 
 /* Every way into a stream (a message, a close, a timer, the user's calls) holds it busy, so
  * a stream that ends, or that the user aborts from inside a callback, is freed only when
@@ -167,35 +189,139 @@ static void disarm(el_stream *s) {
     uv_timer_stop(&s->timer->timer);
 }
 
-/* ---- sending ---- */
+/* ---- the audio: memory ring and spool file ---- */
 
-static int ensure_scratch(el_stream *s, size_t need) {
-    if (need <= s->scratch_cap) return 0;
-    char *p = realloc(s->scratch, need);
-    if (!p) return -1;
-    s->scratch = p;
-    s->scratch_cap = need;
+static void spool_failed(el_stream *s, const char *what, int e) {
+    if (s->spool_error) return;
+    s->spool_error = 1;
+    qc_log(QC_LOG_ERROR, "stt", "elevenlabs spool failed", " op=%s error=\"%s\" dir=\"%s\"", what, strerror(e),
+           s->e->spool_dir);
+}
+
+static int spool_open(el_stream *s) {
+    if (s->spool_fd >= 0) return 0;
+    const char *dir = s->e->spool_dir;
+    int fd = -1;
+#ifdef O_TMPFILE
+    fd = open(dir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+#endif
+    if (fd < 0) {
+        /* a file system without O_TMPFILE: a named file, unlinked at once */
+        char path[1100];
+        snprintf(path, sizeof path, "%s/qc-stt-spool-XXXXXX", dir);
+        fd = mkstemp(path);
+        if (fd >= 0) {
+            unlink(path);
+            fcntl(fd, F_SETFD, FD_CLOEXEC);
+        }
+    }
+    if (fd < 0) {
+        spool_failed(s, "open", errno);
+        return -1;
+    }
+    s->spool_fd = fd;
     return 0;
 }
+
+/* pwrite/pread of samples [at, at + n) at their place in the file's ring, n <= RING_SAMPLES. */
+static int spool_io(el_stream *s, int write, uint64_t at, size_t n, int16_t *x) {
+    while (n > 0) {
+        size_t pos = (size_t)(at % RING_SAMPLES), k = RING_SAMPLES - pos;
+        if (k > n) k = n;
+        size_t len = k * sizeof *x, done = 0;
+        off_t off = (off_t)(pos * sizeof *x);
+        while (done < len) {
+            ssize_t r = write ? pwrite(s->spool_fd, (char *)x + done, len - done, off + (off_t)done)
+                              : pread(s->spool_fd, (char *)x + done, len - done, off + (off_t)done);
+            if (r < 0 && errno == EINTR) continue;
+            if (r <= 0) {
+                spool_failed(s, write ? "write" : "read", r < 0 ? errno : EIO);
+                return -1;
+            }
+            done += (size_t)r;
+        }
+        at += k;
+        n -= k;
+        x += k;
+    }
+    return 0;
+}
+
+/* Moves what only memory holds of the unacknowledged audio to the file, making room for
+ * MEM_SAMPLES more in memory. */
+static int spool_flush(el_stream *s) {
+    uint64_t from = s->flushed > s->acked ? s->flushed : s->acked;
+    if (from < s->written) {
+        if (spool_open(s) < 0) return -1;
+        int16_t block[WRITE_PIECE];
+        while (from < s->written) {
+            size_t n = s->written - from < WRITE_PIECE ? (size_t)(s->written - from) : WRITE_PIECE;
+            size_t pos = (size_t)(from % MEM_SAMPLES), k = MEM_SAMPLES - pos;
+            if (k >= n) {
+                if (spool_io(s, 1, from, n, s->mem + pos) < 0) return -1;
+            } else {
+                memcpy(block, s->mem + pos, k * sizeof *block);
+                memcpy(block + k, s->mem, (n - k) * sizeof *block);
+                if (spool_io(s, 1, from, n, block) < 0) return -1;
+            }
+            from += n;
+        }
+        s->spool_dirty = 1;
+    }
+    s->flushed = s->written;
+    return 0;
+}
+
+/* After an acknowledged commit: when memory holds every unacknowledged sample again, the
+ * file's content is dead; truncating it gives its pages back before they are written out. */
+static void spool_release(el_stream *s) {
+    if (s->written - s->acked > MEM_SAMPLES) return;
+    if (s->spool_dirty && ftruncate(s->spool_fd, 0) == 0) s->spool_dirty = 0;
+    s->flushed = s->acked;
+}
+
+/* Samples [from, from + n) (unacknowledged, written) into x. */
+static int audio_get(el_stream *s, uint64_t from, size_t n, int16_t *x) {
+    uint64_t mem_from = s->written > MEM_SAMPLES ? s->written - MEM_SAMPLES : 0;
+    if (from < mem_from) {
+        size_t k = mem_from - from < n ? (size_t)(mem_from - from) : n;
+        if (spool_io(s, 0, from, k, x) < 0) return -1;
+        from += k;
+        x += k;
+        n -= k;
+    }
+    while (n > 0) {
+        size_t pos = (size_t)(from % MEM_SAMPLES), k = MEM_SAMPLES - pos;
+        if (k > n) k = n;
+        memcpy(x, s->mem + pos, k * sizeof *x);
+        from += k;
+        x += k;
+        n -= k;
+    }
+    return 0;
+}
+
+/* ---- sending ---- */
 
 static int send_chunk(el_stream *s, uint64_t from, size_t n) {
     static const char head[] = "{\"message_type\":\"input_audio_chunk\",\"audio_base_64\":\"";
     static const char tail[] = "\",\"commit\":false,\"sample_rate\":16000}";
+    int16_t x[CHUNK_SAMPLES];
     uint8_t pcm[CHUNK_SAMPLES * 2];
+    if (audio_get(s, from, n, x) < 0) return -1;
     for (size_t i = 0; i < n; i++) {
-        int16_t v = s->ring[(from + i) % RING_SAMPLES];
-        pcm[2 * i] = (uint8_t)(v & 0xff); /* s16le on the wire, whatever this machine is */
-        pcm[2 * i + 1] = (uint8_t)((uint16_t)v >> 8);
+        pcm[2 * i] = (uint8_t)(x[i] & 0xff); /* s16le on the wire, whatever this machine is */
+        pcm[2 * i + 1] = (uint8_t)((uint16_t)x[i] >> 8);
     }
     size_t b64 = 4 * ((2 * n + 2) / 3);
-    if (ensure_scratch(s, sizeof head + b64 + sizeof tail + 1) < 0) return -1;
-    char *p = s->scratch;
+    if (sizeof head + b64 + sizeof tail > sizeof s->e->chunk_msg) return -1; /* n <= CHUNK_SAMPLES: never */
+    char *p = s->e->chunk_msg;
     memcpy(p, head, sizeof head - 1);
     p += sizeof head - 1;
     p += EVP_EncodeBlock((unsigned char *)p, pcm, (int)(2 * n));
     memcpy(p, tail, sizeof tail - 1);
     p += sizeof tail - 1;
-    return qc_ws_client_send(s->ws, 1, s->scratch, (size_t)(p - s->scratch));
+    return qc_ws_client_send(s->ws, 1, s->e->chunk_msg, (size_t)(p - s->e->chunk_msg));
 }
 
 static int send_commit(el_stream *s) {
@@ -227,7 +353,10 @@ static void pump(el_stream *s) {
         if (n == 0) return;
         if (n > CHUNK_SAMPLES) n = CHUNK_SAMPLES;
         else if (n < CHUNK_SAMPLES && !(c && c->at == limit) && !s->finishing) return;
-        if (send_chunk(s, s->sent, (size_t)n) < 0) return;
+        if (send_chunk(s, s->sent, (size_t)n) < 0) {
+            if (s->spool_error) fail(s, "the spool file of unacknowledged audio cannot be read");
+            return;
+        }
         s->sent += n;
         if (s->purpose == T_NONE || s->purpose == T_KEEPALIVE) arm(s, T_KEEPALIVE, KEEPALIVE_MS);
         if (s->sent > s->max_sent) s->max_sent = s->sent;
@@ -332,6 +461,7 @@ static void on_committed(el_stream *s, json_t *m) {
     memmove(s->commits, s->commits + 1, (s->ncommits - 1) * sizeof s->commits[0]);
     s->ncommits--;
     s->acked = to;
+    spool_release(s);
     const char *text = json_string_value(json_object_get(m, "text"));
     if (!text) text = "";
     double base = (double)s->conn_base / QC_STT_RATE;
@@ -534,11 +664,12 @@ static qc_stt_stream *el_open(qc_stt_engine *base, const qc_stt_callbacks *cb, v
     el_engine *e = (el_engine *)base;
     el_stream *s = calloc(1, sizeof *s);
     if (s) s->e = e;
-    if (s) s->ring = malloc(RING_SAMPLES * sizeof *s->ring);
+    if (s) s->mem = malloc(MEM_SAMPLES * sizeof *s->mem);
     if (s) s->timer = timer_new(s);
-    if (!s || !s->ring || !s->timer) {
+    if (s) s->spool_fd = -1;
+    if (!s || !s->mem || !s->timer) {
         if (s) {
-            free(s->ring);
+            free(s->mem);
             if (s->timer) timer_drop(&s->timer);
         }
         free(s);
@@ -567,13 +698,22 @@ static size_t el_write(qc_stt_stream *ss, const int16_t *x, size_t n) {
         return 0;
     }
     size_t room = RING_SAMPLES - (size_t)(s->written - s->acked);
-    size_t take = n < room ? n : room;
-    for (size_t i = 0; i < take; i++) {
-        s->ring[(s->written) % RING_SAMPLES] = x[i];
-        s->written++;
-        s->frame_sq += (double)x[i] * x[i];
-        if (++s->frame_n == FRAME_SAMPLES) frame_done(s);
+    size_t take = n < room ? n : room, done = 0;
+    while (done < take) {
+        size_t k = take - done < WRITE_PIECE ? take - done : WRITE_PIECE;
+        if (s->written + k - s->flushed > MEM_SAMPLES && spool_flush(s) < 0) break; /* dropped below */
+        size_t pos = (size_t)(s->written % MEM_SAMPLES), k1 = MEM_SAMPLES - pos;
+        if (k1 > k) k1 = k;
+        memcpy(s->mem + pos, x + done, k1 * sizeof *x);
+        memcpy(s->mem, x + done + k1, (k - k1) * sizeof *x);
+        for (size_t i = done; i < done + k; i++) {
+            s->written++;
+            s->frame_sq += (double)x[i] * x[i];
+            if (++s->frame_n == FRAME_SAMPLES) frame_done(s);
+        }
+        done += k;
     }
+    take = done;
     s->e->samples_in += take;
     s->e->dropped += n - take;
     ENTER(s);
@@ -618,8 +758,8 @@ static void stream_free(el_stream *s) {
     timer_drop(&s->timer);
     timer_drop(&s->finish_timer);
     s->e->streams--;
-    free(s->ring);
-    free(s->scratch);
+    free(s->mem);
+    if (s->spool_fd >= 0) close(s->spool_fd);
     free(s);
 }
 
@@ -646,6 +786,7 @@ static void el_free(qc_stt_engine *base) {
     if (!e) return;
     free(e->url);
     free(e->api_key);
+    free(e->spool_dir);
     free(e);
 }
 
@@ -681,9 +822,12 @@ qc_stt_engine *qc_stt_elevenlabs_new(uv_loop_t *loop, const qc_stt_config *cfg, 
     size_t n = strlen(base) + strlen(lang) + 160;
     e->url = malloc(n);
     e->api_key = strdup(cfg->api_key);
-    if (!e->url || !e->api_key) {
+    const char *spool = cfg->spool_dir && cfg->spool_dir[0] ? cfg->spool_dir : getenv("TMPDIR");
+    e->spool_dir = strdup(spool && spool[0] ? spool : "/tmp");
+    if (!e->url || !e->api_key || !e->spool_dir) {
         free(e->url);
         free(e->api_key);
+        free(e->spool_dir);
         free(e);
         snprintf(err, errlen, "out of memory");
         return NULL;

@@ -50,6 +50,7 @@ typedef struct {
     const char *url;             /* elevenlabs: realtime endpoint */
     const char *api_key;         /* elevenlabs */
     const char *language;        /* "en" */
+    const char *spool_dir;       /* elevenlabs: where unacknowledged audio is spooled (NULL: TMPDIR, /tmp) */
 } qc_stt_config;
 
 /* Engine counters for /health, /metrics and benchmarks. */
