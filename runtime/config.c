@@ -272,13 +272,20 @@ static int check_dev_keys(qc_config *cfg, char *err, size_t errlen) {
     return -1;
 }
 
+/* Whether url starts with one of the NULL-terminated prefixes ("ws://", ...), in any case:
+ * the scheme test every URL setting makes. */
+static int has_scheme(const char *url, const char *const *prefixes) {
+    for (; *prefixes; prefixes++)
+        if (strncasecmp(url, *prefixes, strlen(*prefixes)) == 0) return 1;
+    return 0;
+}
+
+static const char *const WS_SCHEMES[] = {"ws://", "wss://", NULL};
+static const char *const HTTP_SCHEMES[] = {"http://", "https://", NULL};
+static const char *const ANY_SCHEMES[] = {"ws://", "wss://", "http://", "https://", NULL};
+
 int qc_config_check_livekit_url(const char *url, char *err, size_t errlen) {
-    static const char *const schemes[] = {"ws", "wss", "http", "https"};
-    const char *sep = strstr(url, "://");
-    int scheme_ok = 0;
-    for (size_t i = 0; sep && i < NELEM(schemes); i++)
-        if ((size_t)(sep - url) == strlen(schemes[i]) && strncasecmp(url, schemes[i], strlen(schemes[i])) == 0)
-            scheme_ok = 1;
+    int scheme_ok = has_scheme(url, ANY_SCHEMES);
     /* The host must not be empty, or be only a port. */
     const char *end, *h = url_hostport(url, &end);
     int host_ok = h < end && *h != ':' && !(h[0] == '[' && (h[1] == ']' || !memchr(h, ']', (size_t)(end - h))));
@@ -321,15 +328,9 @@ int qc_config_set_listen(qc_config *cfg, const char *value, char *err, size_t er
 /* Whether url starts with one of the schemes a public URL may have (http, https, ws, wss)
  * and names a host. */
 static int public_url_ok(const char *url) {
-    static const char *const schemes[] = {"http://", "https://", "ws://", "wss://"};
-    for (size_t i = 0; i < NELEM(schemes); i++) {
-        size_t n = strlen(schemes[i]);
-        if (strncasecmp(url, schemes[i], n) == 0) {
-            const char *end, *h = url_hostport(url, &end);
-            return h < end && *h != ':';
-        }
-    }
-    return 0;
+    if (!has_scheme(url, ANY_SCHEMES)) return 0;
+    const char *end, *h = url_hostport(url, &end);
+    return h < end && *h != ':';
 }
 
 static int audio_settings(qc_config *cfg, char *err, size_t errlen) {
@@ -344,7 +345,7 @@ static int audio_settings(qc_config *cfg, char *err, size_t errlen) {
         snprintf(err, errlen, "QC_STT_ENGINE=elevenlabs needs ELEVENLABS_API_KEY");
         return -1;
     }
-    if (strncasecmp(cfg->elevenlabs_url, "ws://", 5) != 0 && strncasecmp(cfg->elevenlabs_url, "wss://", 6) != 0) {
+    if (!has_scheme(cfg->elevenlabs_url, WS_SCHEMES)) {
         snprintf(err, errlen, "QC_ELEVENLABS_URL: expected ws:// or wss://, got \"%s\"", cfg->elevenlabs_url);
         return -1;
     }
@@ -396,9 +397,6 @@ void qc_config_default_dir(const char *sub, const char *marker, char *out, size_
     snprintf(out, cap, "%s/%s", QC_SOURCE_DIR, sub);
 }
 
-static int http_url_ok(const char *url) {
-    return strncasecmp(url, "http://", 7) == 0 || strncasecmp(url, "https://", 8) == 0;
-}
 
 static int eval_settings(qc_config *cfg, char *err, size_t errlen) {
     static const char *const evaluators[] = {"analytics", "openai", "anthropic", NULL};
@@ -412,11 +410,11 @@ static int eval_settings(qc_config *cfg, char *err, size_t errlen) {
     env_str("QC_ANTHROPIC_URL", "https://api.anthropic.com/v1", cfg->anthropic_url, sizeof cfg->anthropic_url);
     env_str("QC_ANTHROPIC_MODEL", "claude-sonnet-4-5", cfg->anthropic_model, sizeof cfg->anthropic_model);
     env_str("QC_ANTHROPIC_VERSION", "2023-06-01", cfg->anthropic_version, sizeof cfg->anthropic_version);
-    if (!http_url_ok(cfg->llm_base_url)) {
+    if (!has_scheme(cfg->llm_base_url, HTTP_SCHEMES)) {
         snprintf(err, errlen, "QC_LLM_BASE_URL: expected http(s)://HOST[:PORT]/v1, got \"%s\"", cfg->llm_base_url);
         return -1;
     }
-    if (!http_url_ok(cfg->anthropic_url)) {
+    if (!has_scheme(cfg->anthropic_url, HTTP_SCHEMES)) {
         snprintf(err, errlen, "QC_ANTHROPIC_URL: expected http(s)://HOST[:PORT]/v1, got \"%s\"", cfg->anthropic_url);
         return -1;
     }
