@@ -12,7 +12,7 @@ local argparse = require "argparse"
 local ws = require "qc.ws"
 local time = require "qc.time"
 local host = require "qc.host"
-local jwt = require "qc.jwt"
+local ingest = require "qc.ingest"
 local cli = require "qc.cli"
 
 local PROG = "feed_audio"
@@ -109,20 +109,10 @@ end
 
 local track = args.track or ("TR_feed_" .. (args.identity or ""))
 
----The signed ingest token's claims (contracts9.md): scripts/lib/qc/ingest.lua mints them when
----it is there; this is the same token for a tree without it.
 local function mint()
-  local iok, ingest = pcall(require, "qc.ingest")
   local extra = egress and {} or { rate = rate, channels = channels }
-  if iok and type(ingest) == "table" and ingest.token then
-    return (ingest.token { room = args.room, identity = args.identity, track = track, ttl = ttl,
-                           rate = extra.rate, channels = extra.channels })
-  end
-  local c = host.config()
-  local now = math.floor(time.now())
-  local claims = { iss = c.livekit_api_key, aud = "quantcoach-ingest", sub = args.identity, room = args.room,
-                   track = track, nbf = now, exp = now + ttl, rate = extra.rate, channels = extra.channels }
-  return jwt.sign(claims, c.livekit_api_secret)
+  return (ingest.token { room = args.room, identity = args.identity, track = track, ttl = ttl,
+                         rate = extra.rate, channels = extra.channels })
 end
 
 local function url_encode(s)
@@ -143,10 +133,9 @@ else
     if h == "0.0.0.0" or h == "::" or h == "" then h = "127.0.0.1" end
     server = "http://" .. h .. ":" .. p
   end
-  local scheme, rest = server:match("^(%a+)://([^/?#]+)")
-  local map = { http = "ws", https = "wss", ws = "ws", wss = "wss" }
-  if not scheme or not map[scheme:lower()] then return fail("--server: must be an http(s):// or ws(s):// URL") end
-  url = map[scheme:lower()] .. "://" .. rest .. "/ingest?t=" .. url_encode(mint())
+  local origin = ingest.ws_origin(server)
+  if not origin then return fail("--server: must be an http(s):// or ws(s):// URL") end
+  url = origin .. "/ingest?t=" .. url_encode(mint())
 end
 
 local function progress(msg)

@@ -73,18 +73,27 @@ function M.public_base()
   local c = config()
   local public = c.public_url or ""
   if public ~= "" then
-    local scheme, hostport = public:match("^(%a+)://([^/?#]+)")
-    local map = { http = "ws", ws = "ws", https = "wss", wss = "wss" }
-    scheme = scheme and map[scheme:lower()]
+    local origin = M.ws_origin(public)
     -- config.c refuses any other QC_PUBLIC_URL at start; this only guards a direct call.
-    assert(scheme and hostport, "QC_PUBLIC_URL is not an http(s):// or ws(s):// URL")
-    hostport = hostport:gsub("^.*@", "") -- no userinfo in a URL handed to another service
-    return scheme .. "://" .. hostport
+    assert(origin, "QC_PUBLIC_URL is not an http(s):// or ws(s):// URL")
+    return (origin:gsub("^(%a+://).*@", "%1")) -- no userinfo in a URL handed to another service
   end
   local h, port = host.listen_address()
   if h == "" or h == "0.0.0.0" or h == "::" or h == "[::]" then h = "127.0.0.1" end
   if h:find(":", 1, true) and not h:find("^%[") then h = "[" .. h .. "]" end
   return ("ws://%s:%d"):format(h, port)
+end
+
+local WS_SCHEME = { http = "ws", ws = "ws", https = "wss", wss = "wss" }
+
+---The WebSocket origin of a server's URL: "https://h:1/x" -> "wss://h:1", "http://..." ->
+---"ws://...", ws(s) as it is; nil for any other scheme.
+---@param url string
+---@return string|nil
+function M.ws_origin(url)
+  local scheme, hostport = tostring(url):match("^(%a+)://([^/?#]+)")
+  scheme = scheme and WS_SCHEME[scheme:lower()]
+  return scheme and scheme .. "://" .. hostport
 end
 
 ---The URL an ingest source connects to.
