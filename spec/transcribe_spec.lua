@@ -188,6 +188,22 @@ describe("quantcoach transcribe refuses", function()
     assert.truthy(err:find("missing.wav: No such file", 1, true), err)
   end)
 
+  it("warns when a file is shorter than its header says, and transcribes what is there", function()
+    -- A header promising 2 s of 16 kHz mono, then 0.5 s of samples: a copy cut off mid-way.
+    local fmt = string.pack("<I2I2I4I4I2I2", 1, 1, 16000, 32000, 2, 16)
+    local p = wav("cut.wav", "RIFF" .. string.pack("<I4", 36 + 64000) .. "WAVEfmt " .. string.pack("<I4", 16) ..
+      fmt .. "data" .. string.pack("<I4", 64000) .. string.rep("\0", 16000))
+    local status, _, err = transcribe("--engine null " .. quote(p))
+    assert.equal(0, status, err)
+    assert.truthy(err:find(p .. " is 1.50 s shorter than its header says", 1, true), err)
+    -- A streaming writer's placeholder size (0xFFFFFFFF) is not a cut-off file.
+    local streamed = wav("streamed.wav", "RIFF" .. string.pack("<I4", 0xFFFFFFFF) .. "WAVEfmt " ..
+      string.pack("<I4", 16) .. fmt .. "data" .. string.pack("<I4", 0xFFFFFFFF) .. string.rep("\0", 16000))
+    status, _, err = transcribe("--engine null " .. quote(streamed))
+    assert.equal(0, status, err)
+    assert.falsy(err:find("shorter", 1, true), err)
+  end)
+
   it("nothing for an empty data chunk, which is not an error", function()
     local p = wav("empty.wav", "RIFF" .. string.pack("<I4", 36) .. "WAVEfmt " .. string.pack("<I4", 16) ..
       string.pack("<I2I2I4I4I2I2", 1, 1, 16000, 32000, 2, 16) .. "data" .. string.pack("<I4", 0))

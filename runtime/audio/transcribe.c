@@ -298,6 +298,12 @@ static int open_src(src *s, const char *path, char *err, size_t errlen) {
         return -1;
     }
     s->left = s->wav.data_bytes;
+    if (s->wav.missing_bytes) {
+        unsigned frame = 2 * s->wav.channels;
+        double missing_s = (double)(s->wav.missing_bytes / frame) / s->wav.rate;
+        fprintf(stderr, "quantcoach transcribe: warning: %s is %.2f s shorter than its header says (cut off?); "
+                        "transcribing what is there\n", path, missing_s);
+    }
     return 0;
 }
 

@@ -68,6 +68,9 @@ int qc_wav_parse(const uint8_t *head, size_t len, uint64_t file_size, qc_wav_inf
             uint64_t avail = file_size > body ? file_size - body : 0;
             out->data_offset = body;
             out->data_bytes = size < avail ? size : avail;
+            /* 0 and 0xFFFFFFFF are what writers that stream (sox to a pipe, arecord) leave
+             * behind: "to the end", not a promise of more. */
+            out->missing_bytes = size > avail && size != 0xFFFFFFFFu && size != 0 ? size - avail : 0;
             out->data_bytes -= out->data_bytes % (2 * (uint64_t)out->channels);
             return 0;
         }

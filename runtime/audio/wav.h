@@ -11,6 +11,8 @@ typedef struct {
     unsigned rate, channels, bits;
     uint64_t data_offset; /* first byte of the samples */
     uint64_t data_bytes;  /* as the header says, cut to the file; a whole number of frames */
+    uint64_t missing_bytes; /* what the header names past the file's end (a cut-off copy), 0 when
+                               it fits or the size is a streaming writer's placeholder */
 } qc_wav_info;
 
 /* head holds the file's first len bytes, file_size is the whole file's. 0 with *out, or -1
