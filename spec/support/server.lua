@@ -155,6 +155,64 @@ function M.open_store(data, store_url)
   return assert(require("qc.store").open(target))
 end
 
+--- qc.db's handle (opened and migrated by qc.db) on the store of data directory `data`, for
+--- specs that seed or read rows without a server.
+function M.open_db(data)
+  return require("qc.db").open(M.store_url_for(data) or data .. "/quantcoach.db")
+end
+
+--- The environment settings a `quantcoach run` script needs for the store of `data`: QC_DATA,
+--- and QC_STORE_URL under SPEC_PG_URL. Added to `env` when given; returns it.
+function M.store_env(data, env)
+  env = env or {}
+  env.QC_DATA = data
+  env.QC_STORE_URL = M.store_url_for(data)
+  return env
+end
+
+--- The same as "env KEY=VALUE ..." text for a shell command line.
+function M.store_env_text(data)
+  local out = { "QC_DATA=" .. quote(data) }
+  local url = M.store_url_for(data)
+  if url then out[#out + 1] = "QC_STORE_URL=" .. quote(url) end
+  return table.concat(out, " ")
+end
+
+--- `it` for a test about SQLite files themselves (the upgrade fixture, WAL and sync modes, file
+--- permissions): under SPEC_PG_URL it reports itself pending with `why`, so the PostgreSQL run
+--- says what it leaves out. Pass the spec's own `it` and `pending` (busted's globals live in
+--- the spec file's environment, not here).
+function M.sqlite_only(it, pending, why)
+  if not M.pg_url then return it end
+  return function(name) pending(name .. " [SQLite only: " .. why .. "]") end
+end
+
+--- Whether a qc.store handle is on PostgreSQL (for the few specs whose SQL must differ).
+function M.is_pg(db) return db.backend ~= nil and db:backend() == "postgres" end
+local is_pg = M.is_pg
+
+--- Makes every INSERT into `tbl` fail from outside the server, as a broken or full disk would
+--- (a trigger that raises 'refused by the spec'); allow_inserts undoes it.
+function M.refuse_inserts(db, tbl)
+  if is_pg(db) then
+    assert(db:exec(([[CREATE FUNCTION spec_refuse() RETURNS trigger LANGUAGE plpgsql AS
+                      'BEGIN RAISE EXCEPTION ''refused by the spec''; END';
+                      CREATE TRIGGER refuse_%s BEFORE INSERT ON %s FOR EACH ROW EXECUTE FUNCTION spec_refuse()]])
+      :format(tbl, tbl)))
+  else
+    assert(db:exec(([[CREATE TRIGGER refuse_%s BEFORE INSERT ON %s
+                      BEGIN SELECT RAISE(ABORT, 'refused by the spec'); END]]):format(tbl, tbl)))
+  end
+end
+
+function M.allow_inserts(db, tbl)
+  if is_pg(db) then
+    assert(db:exec(("DROP TRIGGER refuse_%s ON %s; DROP FUNCTION spec_refuse()"):format(tbl, tbl)))
+  else
+    assert(db:exec(("DROP TRIGGER refuse_%s"):format(tbl)))
+  end
+end
+
 --- Drops the databases this run created (the servers on them must have stopped).
 function M.drop_databases()
   for i = #created, 1, -1 do
