@@ -711,7 +711,9 @@ static void on_poll(uv_poll_t *h, int status, int events) {
         return;
     }
     if (status < 0) {
-        conn_lost(c, uv_strerror(status));
+        /* libpq may have closed the socket under the poll already: its reason is better */
+        const char *why = c->pc ? PQerrorMessage(c->pc) : NULL;
+        conn_lost(c, why && *why ? why : uv_strerror(status));
         dispatch(c->pg);
         return;
     }
