@@ -711,8 +711,10 @@ static void on_poll(uv_poll_t *h, int status, int events) {
         return;
     }
     if (status < 0) {
-        /* libpq may have closed the socket under the poll already: its reason is better */
-        const char *why = c->pc ? PQerrorMessage(c->pc) : NULL;
+        /* libuv says EBADF for POLLERR (a reset socket); reading lets libpq find the real
+         * reason, which says more */
+        const char *why = NULL;
+        if (c->pc && !PQconsumeInput(c->pc)) why = PQerrorMessage(c->pc);
         conn_lost(c, why && *why ? why : uv_strerror(status));
         dispatch(c->pg);
         return;
