@@ -224,6 +224,31 @@ describe_pg("qc.store on PostgreSQL", function()
     assert.has_error(function() saved:first("SELECT 1") end, "store: transaction already ended")
   end)
 
+  it("sends the db's own calls inside its transaction to the transaction, as SQLite does", function()
+    -- scripts written for SQLite call db:run inside db:transaction(function() ... end)
+    local ok, err = pcall(db.transaction, db, function()
+      assert(db:run("INSERT INTO users(email) VALUES (?)", "via-db@example.com"))
+      assert.equal(1, db:first("SELECT count(*) AS n FROM users").n) -- sees its own write
+      -- another task still uses the pool, outside the transaction
+      local other = go(function() return db:first("SELECT count(*) AS n FROM users").n end)
+      assert.is_true(eventually(function() return other.done end))
+      assert.equal(0, other.results[2])
+      -- a nested db:transaction is a savepoint
+      assert.is_false(pcall(db.transaction, db, function()
+        db:run("INSERT INTO users(email) VALUES (?)", "nested@example.com")
+        error("undo the savepoint only")
+      end))
+      assert.equal(1, db:first("SELECT count(*) AS n FROM users").n)
+      error("undo all")
+    end)
+    assert.is_false(ok)
+    assert.matches("undo all", err)
+    assert.equal(0, db:first("SELECT count(*) AS n FROM users").n)
+    -- after the transaction, the db is the pool again
+    assert(db:run("INSERT INTO users(email) VALUES (?)", "after@example.com"))
+    assert.equal(1, db:first("SELECT count(*) AS n FROM users").n)
+  end)
+
   it("queues more concurrent tasks than connections, first come first served", function()
     local boxes = {}
     for i = 1, 12 do
