@@ -6,6 +6,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
 #include <uv.h>
 
 #include "store/pg.h"
@@ -167,6 +171,43 @@ static void live(void) {
     ok(sh(cmd, out, sizeof out) == 0, "the cluster stops");
 }
 
+/* A server that accepts TCP (the kernel's backlog does) but never answers: a connection
+ * attempt hangs in its startup until our own deadline, which libpq leaves to us. */
+static void silent_server(void) {
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t alen = sizeof a;
+    if (fd < 0 || bind(fd, (struct sockaddr *)&a, sizeof a) < 0 || listen(fd, 8) < 0 ||
+        getsockname(fd, (struct sockaddr *)&a, &alen) < 0) {
+        ok(0, "a silent listener");
+        return;
+    }
+    char url[128];
+    snprintf(url, sizeof url, "postgres://nobody@127.0.0.1:%d/db", ntohs(a.sin_port));
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    char err[256];
+    const char *code;
+    qc_pg *pg = qc_pg_open(&loop, url, 1, err, sizeof err);
+    struct got g = {0};
+    qc_pg_send(pg, NULL, 0, "SELECT 1", 0, NULL, on_done, &g, err, sizeof err, &code);
+    run_until(&loop, &g);
+    ok(strcmp(g.code, "UNAVAILABLE") == 0 && strstr(g.msg, "store: postgres unavailable"),
+       "a query waits for a connection, then fails UNAVAILABLE");
+    qc_pg_status st;
+    for (int i = 0; i < 100000; i++) {
+        qc_pg_get_status(pg, &st);
+        if (st.error) break;
+        uv_run(&loop, UV_RUN_ONCE);
+    }
+    ok(strcmp(st.state, "down") == 0 && st.error && strstr(st.error, "connect timed out"),
+       "a connection that never completes its startup times out");
+    qc_pg_close(pg);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    uv_loop_close(&loop);
+    close(fd);
+}
+
 int main(void) {
     ok(rewrites("SELECT ?", "SELECT $1", 1), "one placeholder");
     ok(rewrites("?,?,?", "$1,$2,$3", 3), "placeholders side by side");
@@ -218,5 +259,6 @@ int main(void) {
     ok(strlen(red) == 11 && !strstr(red, ":p@"), "a short buffer truncates, never shows the password");
 
     live();
+    silent_server();
     return failures != 0;
 }
