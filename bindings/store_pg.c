@@ -219,6 +219,7 @@ static void on_done(const qc_pg_outcome *o, void *ud) {
 /* Lua values from index `first` as text parameters: pushed onto L (anchored there while
  * the request copies them) and pointed at by vals (malloc'd, n entries). */
 static const char **param_values(lua_State *L, int first, int n) {
+    luaL_checkstack(L, n + 4, "too many parameters");
     const char **vals = n ? lua_newuserdatauv(L, sizeof *vals * (size_t)n, 0) : NULL;
     for (int i = 0; i < n; i++) {
         int idx = first + i;

@@ -482,7 +482,7 @@ static void conn_lost(struct conn *c, const char *why) {
     while ((r = pop(&leased))) fail_req(pg, r, "UNAVAILABLE", msg);
 }
 
-static void send_listens(struct conn *c);
+static void send_listens(struct conn *c, int tell);
 
 /* NOTICEs (IF EXISTS ... skipping) would go to stderr unformatted: debug lines instead. */
 static void on_notice(void *arg, const char *message) {
@@ -509,7 +509,9 @@ static void conn_ready(struct conn *c) {
         pg->was_up = 1;
         pg->lasterr[0] = 0;
     }
-    if (c->session && reconnect) send_listens(c);
+    /* After a loss the channels are LISTENed again before anything else, then the owner is
+     * told. A first connection re-LISTENs only if a listen failed before it came up. */
+    if (c->session && (reconnect || pg->nchannels)) send_listens(c, reconnect);
     poll_set(c, UV_READABLE);
 }
 
@@ -801,18 +803,21 @@ static int quote_ident(char *out, size_t outlen, const char *name) {
     return 0;
 }
 
-static void relisten_done(const qc_pg_outcome *o, void *ud) {
+static void relisten_done(const qc_pg_outcome *o, void *ud, int tell) {
     qc_pg *pg = ud;
     if (o->closed) return;
     if (o->code) {
         qc_log(QC_LOG_WARN, "store", "postgres re-listen failed", " error=\"%s\"", o->message);
         return; /* the connection is gone again: its next comeback retries */
     }
-    if (pg->reconnected) pg->reconnected(pg->session_ud);
+    if (tell && pg->reconnected) pg->reconnected(pg->session_ud);
 }
 
+static void relisten_tell(const qc_pg_outcome *o, void *ud) { relisten_done(o, ud, 1); }
+static void relisten_quiet(const qc_pg_outcome *o, void *ud) { relisten_done(o, ud, 0); }
+
 /* After the session connection came back: LISTEN again on every channel, then tell. */
-static void send_listens(struct conn *c) {
+static void send_listens(struct conn *c, int tell) {
     qc_pg *pg = c->pg;
     size_t cap = 32;
     for (size_t i = 0; i < pg->nchannels; i++) cap += strlen(pg->channels[i]) * 2 + 16;
@@ -834,7 +839,7 @@ static void send_listens(struct conn *c) {
     r->kind = REQ_QUERY;
     r->flags = QC_PG_SIMPLE | QC_PG_SESSION;
     r->sql = sql;
-    r->cb = relisten_done;
+    r->cb = tell ? relisten_tell : relisten_quiet;
     r->ud = pg;
     r->internal = 1;
     r->queued_at = uv_now(pg->loop);
