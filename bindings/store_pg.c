@@ -718,6 +718,16 @@ static int l_tostring(lua_State *L) {
     return 1;
 }
 
+/* store.redact(uri) -> the URI with its password replaced by *** (for logs and /health) */
+int qc_store_pg_redact(lua_State *L) {
+    size_t len;
+    const char *uri = luaL_checklstring(L, 1, &len);
+    char *out = lua_newuserdatauv(L, len + 8, 0);
+    qc_pg_redact(uri, out, len + 8);
+    lua_pushstring(L, out);
+    return 1;
+}
+
 int qc_store_pg_is_uri(const char *target) {
     return !strncmp(target, "postgres://", 11) || !strncmp(target, "postgresql://", 13);
 }
