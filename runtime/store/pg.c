@@ -93,6 +93,7 @@ struct qc_pg {
     int handles; /* open uv handles: the struct is freed when closed and none remain */
     int closed;
     int session_started;
+    int session_missed;
     int was_up;    /* a pool connection was up since the last "down" line */
     int down;      /* the "down" line was logged */
     int any_fail;
@@ -351,6 +352,9 @@ static struct req *pop(struct queue *q) {
 /* Runs the callback and frees the request. */
 static void finish(qc_pg *pg, struct req *r, const char *code, const char *message, const PGresult *res,
                    qc_pg_lease lease) {
+    /* a session call (a LISTEN) failed before the session ever came up: its first coming
+     * up then counts as a comeback, so the owner makes good what it missed */
+    if (code && (r->flags & QC_PG_SESSION) && !r->internal) pg->session_missed = 1;
     if (r->cb) {
         qc_pg_outcome o = {.code = code, .message = message, .res = res, .lease = lease, .closed = pg->closed};
         r->cb(&o, r->ud);
@@ -510,8 +514,12 @@ static void conn_ready(struct conn *c) {
         pg->lasterr[0] = 0;
     }
     /* After a loss the channels are LISTENed again before anything else, then the owner is
-     * told. A first connection re-LISTENs only if a listen failed before it came up. */
-    if (c->session && (reconnect || pg->nchannels)) send_listens(c, reconnect);
+     * told. A first connection re-LISTENs what was asked before it came up, and tells if a
+     * call on it had failed meanwhile. */
+    if (c->session && (reconnect || pg->nchannels)) {
+        send_listens(c, reconnect || pg->session_missed);
+        pg->session_missed = 0;
+    }
     poll_set(c, UV_READABLE);
 }
 
