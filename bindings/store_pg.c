@@ -435,6 +435,13 @@ static int t_gc(lua_State *L) {
     return 0;
 }
 
+/* tx:_db() -> the db it belongs to */
+static int t_db(lua_State *L) {
+    luaL_checkudata(L, 1, TX_MT);
+    lua_getiuservalue(L, 1, 1);
+    return 1;
+}
+
 static int t_backend(lua_State *L) {
     lua_pushliteral(L, "postgres");
     return 1;
@@ -797,6 +804,10 @@ static const char TX_LUA[] =
     "  if not conn then return nil, gen, code end\n"
     "  return run(db, db:_tx(conn, gen), fn)\n"
     "end\n"
+    "-- on SQLite fn gets the db itself: what else a script may call on it\n"
+    "for _, m in ipairs { 'defer', 'status', 'try_lock', 'unlock', 'listen', 'on_reconnect', 'pid' } do\n"
+    "  TX[m] = function(tx, ...) local db = tx:_db(); return db[m](db, ...) end\n"
+    "end\n"
     "for _, m in ipairs { 'query', 'first', 'run', 'exec' } do\n"
     "  local direct, on_tx = PG[m], TX[m]\n"
     "  PG[m] = function(db, ...)\n"
@@ -816,7 +827,7 @@ static const luaL_Reg pg_methods[] = {
 
 static const luaL_Reg tx_methods[] = {
     {"query", t_query},   {"first", t_first},         {"run", t_run},       {"exec", t_exec},
-    {"_commit", t_commit}, {"_abort", t_abort}, {"_savepoint", t_savepoint}, {"_sub", t_sub}, {"backend", t_backend},
+    {"_commit", t_commit}, {"_abort", t_abort}, {"_savepoint", t_savepoint}, {"_sub", t_sub}, {"_db", t_db}, {"backend", t_backend},
     {NULL, NULL},
 };
 

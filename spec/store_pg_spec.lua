@@ -218,6 +218,14 @@ describe_pg("qc.store on PostgreSQL", function()
     assert.is_nil(tok)
     assert.equal("SQL_ERROR", tcode)
     assert.matches("rolled back", terr)
+    -- what SQLite's fn(db) offers besides statements goes to the db
+    assert.is_true(db:transaction(function(tx)
+      assert.is_true(tx:defer("INSERT INTO users(email) VALUES (?)", "deferred-in-tx@example.com"))
+      assert.equal("postgres", tx:status().backend)
+    end))
+    assert.is_true(eventually(function()
+      return db:first("SELECT id FROM users WHERE email = ?", "deferred-in-tx@example.com") ~= nil
+    end, 5))
     -- the handle is dead after its transaction
     local saved
     db:transaction(function(tx) saved = tx end)
