@@ -352,6 +352,15 @@ describe_pg("qc.store on PostgreSQL", function()
         return n, errs
       end)
     end
+    -- and a transaction open across the stop
+    local open_tx = go(function()
+      return db:transaction(function(tx)
+        tx:run("INSERT INTO users(email) VALUES (?)", "in-open-tx@example.com")
+        time.sleep(1)
+        local ok, err, code = tx:run("INSERT INTO users(email) VALUES (?)", "after-stop@example.com")
+        assert(not ok and code == "UNAVAILABLE", tostring(err))
+      end)
+    end)
     time.sleep(0.05)
     pg_stop()
     assert.is_true(eventually(function() return db:status().state == "down" end, 10))
@@ -371,6 +380,10 @@ describe_pg("qc.store on PostgreSQL", function()
       assert.is_true(eventually(function() return b.done end, 10))
       assert.is_true(b.results[1])
     end
+    assert.is_true(eventually(function() return open_tx.done end, 10))
+    assert.is_true(open_tx.results[1], tostring(open_tx.results[2]))
+    assert.is_nil(open_tx.results[2]) -- the commit could not happen
+    assert.equal("UNAVAILABLE", open_tx.results[4])
     -- every insert acknowledged before the stop is there after it
     local acknowledged = 0
     for _, b in ipairs(load) do acknowledged = acknowledged + b.results[2] end
@@ -385,6 +398,7 @@ describe_pg("qc.store on PostgreSQL", function()
     assert.is_true(eventually(function() return db:status().state == "ok" end, 10))
     assert.is_nil(db:status().error)
     assert.equal(acknowledged, db:first("SELECT count(*) AS n FROM users").n)
+    assert.is_nil(db:first("SELECT id FROM users WHERE email = ?", "in-open-tx@example.com"))
     -- the session came back: LISTEN again, on_reconnect ran, the lock died with the old session
     assert.is_true(eventually(function() return reconnects == 1 end, 10))
     assert.is_true(db:pid() ~= pid_before)
