@@ -525,6 +525,7 @@ static void conn_ready(struct conn *c) {
 
 static void start_connect(struct conn *c) {
     qc_pg *pg = c->pg;
+    if (pg->closed) return; /* a callback closed the store under us */
     /* Defaults first: the URI, expanded from dbname, overrides them. Keepalives and a user
      * timeout notice a peer that vanished without a reset (a partition, a dead host) in
      * about half a minute, instead of the kernel's two hours. */
@@ -780,6 +781,7 @@ static void tick(uv_timer_t *t) {
     expire(pg, &pg->q, pool_up(pg));
     struct conn *s = &pg->conns[pg->npool];
     expire(pg, &pg->sq, s->state == C_IDLE || s->state == C_BUSY);
+    if (pg->closed) return; /* a failed caller closed the store */
     /* libpq leaves connect_timeout to the application in asynchronous mode */
     uint64_t now = uv_now(pg->loop);
     for (int i = 0; i <= pg->npool; i++) {
