@@ -509,10 +509,8 @@ static void conn_ready(struct conn *c) {
         qc_log(QC_LOG_INFO, "store", "postgres back", NULL);
         pg->down = 0;
     }
-    if (!c->session) {
-        pg->was_up = 1;
-        pg->lasterr[0] = 0;
-    }
+    if (!c->session) pg->was_up = 1;
+    if (!c->session || pool_up(pg)) pg->lasterr[0] = 0; /* status() shows no error of the past */
     /* After a loss the channels are LISTENed again before anything else, then the owner is
      * told. A first connection re-LISTENs what was asked before it came up, and tells if a
      * call on it had failed meanwhile. */
