@@ -305,10 +305,22 @@ local function migrate_sqlite(handle)
     return nil, ("the data file is at schema version %d; this release knows up to %d"):format(version, M.SCHEMA_VERSION)
   end
   if version == 0 then
-    local ok, serr = handle:exec(SCHEMA)
-    if ok then ok, serr = add_missing_columns(handle) end
-    if ok then ok, serr = handle:exec("PRAGMA user_version = 1") end
+    -- Under the write lock and looked at again, as the later steps are: two processes
+    -- opening a new file at once would otherwise both run this, and the second's
+    -- user_version = 1 would undo the first's later steps (which then ran twice).
+    local ok, serr = handle:exec("BEGIN IMMEDIATE")
     if not ok then return nil, serr end
+    local now = handle:query("PRAGMA user_version")
+    if now and now[1].user_version == 0 then
+      ok, serr = handle:exec(SCHEMA)
+      if ok then ok, serr = add_missing_columns(handle) end
+      if ok then ok, serr = handle:exec("PRAGMA user_version = 1") end
+    end
+    if ok then ok, serr = handle:exec("COMMIT") end
+    if not ok then
+      handle:exec("ROLLBACK")
+      return nil, serr
+    end
     version = 1
   end
   for v = version + 1, M.SCHEMA_VERSION do
@@ -345,7 +357,8 @@ local function migrate_postgres(handle)
   if r and r.version == M.SCHEMA_VERSION then return true end
   while true do
     local done
-    local ok, err, code = handle:transaction(function(tx)
+    -- An error inside is raised again after the rollback: pcall turns it into the answer.
+    local pok, ok, err, code = pcall(handle.transaction, handle, function(tx)
       tx:first("SELECT pg_advisory_xact_lock(?)", MIGRATION_LOCK)
       assert(tx:exec("CREATE TABLE IF NOT EXISTS qc_schema (version INTEGER NOT NULL)"))
       local version = pg_version(tx)
@@ -365,6 +378,7 @@ local function migrate_postgres(handle)
         assert(tx:run("UPDATE qc_schema SET version = ?", v))
       end
     end)
+    if not pok then return nil, tostring(ok) end
     if not ok then return nil, tostring(err) .. (code and (" (" .. code .. ")") or "") end
     if done then return true end
   end
@@ -463,9 +477,10 @@ end
 ---schema up to date; raises a 503 error table when it cannot. Scripts and specs that work on
 ---a store of their own call it; the server's is M.get().
 ---@param target string
+---@param opts { pool: integer|nil }|nil PostgreSQL's query connections (default 4)
 ---@return qc.DbHandle handle
-function M.open(target)
-  local raw, err = store.open(target)
+function M.open(target, opts)
+  local raw, err = store.open(target, opts)
   if not raw then error({ status = 503, code = "STORE_UNAVAILABLE", message = tostring(err) }) end
   local kind = is_postgres(target) and "postgres" or "sqlite"
   local ok, serr
@@ -507,7 +522,7 @@ function M.get()
   while shared.opening do time.sleep(0.005) end
   if not shared.handle then
     shared.opening = true
-    local ok, h = pcall(M.open, M.target())
+    local ok, h = pcall(M.open, M.target(), { pool = host.config().store_pool })
     shared.opening = false
     if not ok then error(h, 0) end
     shared.handle, shared.kind, shared.tx = h.raw, h.kind, h.tx
