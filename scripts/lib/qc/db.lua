@@ -510,7 +510,8 @@ end
 
 -- The server's store is the process's, not a policy generation's (this module is loaded
 -- once per generation): a reload keeps its connections, PostgreSQL's pool and session (its
--- LISTENs and locks) included. shared.handle is the open qc.DbHandle's store handle.
+-- LISTENs and locks) included, and every generation gets the same handle object (callers
+-- key per-store state by it). shared.db is the open qc.DbHandle.
 local shared = host.shared("qc.db")
 local db
 
@@ -520,16 +521,14 @@ local db
 function M.get()
   if db then return db end
   while shared.opening do time.sleep(0.005) end
-  if not shared.handle then
+  if not shared.db then
     shared.opening = true
     local ok, h = pcall(M.open, M.target(), { pool = host.config().store_pool })
     shared.opening = false
     if not ok then error(h, 0) end
-    shared.handle, shared.kind, shared.tx = h.raw, h.kind, h.tx
+    shared.db = h
   end
-  -- This generation's face of it; the transaction map is shared, so a task that began a
-  -- transaction before a reload still finds it.
-  db = setmetatable({ raw = shared.handle, kind = shared.kind, tx = shared.tx }, HandleMeta)
+  db = shared.db
   return db
 end
 
