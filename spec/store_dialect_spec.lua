@@ -230,4 +230,36 @@ describe_own_pg("a server whose PostgreSQL goes away", function()
     assert.same({ { identity = "before" }, { identity = "after" } }, rows)
     db:close()
   end)
+
+  it("starts while it is away: /health answers at once, degraded once a connection failed, then ok", function()
+    local time = require "qc.time"
+    pg("stop " .. quote(dir))
+    local s = server.start { store_url = url }
+    local _, health
+    local deadline = time.monotonic() + 20
+    repeat
+      local t0 = time.monotonic()
+      _, health = s:request("GET", "/health")
+      -- not a speed test: a health check that waited on the store would take its 5 s
+      assert.is_true(time.monotonic() - t0 < 4)
+      assert.equal("postgres", health.store.backend)
+      time.sleep(0.1)
+    until health.store.state == "down" or time.monotonic() > deadline
+    assert.equal("down", health.store.state)
+    assert.equal("degraded", health.status)
+    local status, body = s:request("POST", "/tokens/generate",
+      { room_name = "r-late", participant_identity = "x", participant_type = "candidate" })
+    assert.equal(503, status)
+    assert.equal("STORE_UNAVAILABLE", body.error.code)
+    pg("start " .. quote(dir) .. " " .. port)
+    deadline = time.monotonic() + 20
+    repeat
+      time.sleep(0.1)
+      _, health = s:request("GET", "/health")
+    until health.status == "ok" or time.monotonic() > deadline
+    assert.equal("ok", health.status)
+    assert.equal(200, (s:request("POST", "/tokens/generate",
+      { room_name = "r-late", participant_identity = "y", participant_type = "candidate" })))
+    assert.equal(0, s:stop())
+  end)
 end)
