@@ -744,11 +744,17 @@ int qc_store_pg_open(lua_State *L, const char *uri, int pool) {
     return 1;
 }
 
-/* db:transaction(fn) and tx:transaction(fn), in Lua so that fn may yield. */
+/* db:transaction(fn) and tx:transaction(fn), in Lua so that fn may yield. While fn runs, the
+ * same task's calls on the db itself (db:run inside db:transaction, as scripts written for
+ * SQLite do) go to the transaction's connection: on another pool connection they would
+ * not see its writes, and would wait forever on its row locks. A nested db:transaction
+ * becomes a savepoint, as on SQLite. */
 static const char TX_LUA[] =
     "local PG, TX = ...\n"
-    "local pcall, error = pcall, error\n"
-    "local function finish(tx, ok, ...)\n"
+    "local pcall, error, running, type = pcall, error, coroutine.running, type\n"
+    "local active = setmetatable({}, { __mode = 'k' }) -- task -> { db, tx }\n"
+    "local function finish(co, prev, tx, ok, ...)\n"
+    "  active[co] = prev\n"
     "  if not ok then\n"
     "    local e = ...\n"
     "    tx:_abort()\n"
@@ -758,19 +764,35 @@ static const char TX_LUA[] =
     "  if not cok then return nil, err, code end\n"
     "  return true, ...\n"
     "end\n"
-    "function PG.transaction(db, fn)\n"
-    "  if type(fn) ~= 'function' then error(\"bad argument #1 to 'transaction' (function expected)\", 2) end\n"
-    "  local conn, gen, code = db:_begin()\n"
-    "  if not conn then return nil, gen, code end\n"
-    "  local tx = db:_tx(conn, gen)\n"
-    "  return finish(tx, pcall(fn, tx))\n"
+    "local function run(db, tx, fn)\n"
+    "  local co = running()\n"
+    "  local prev = active[co]\n"
+    "  active[co] = { db = db, tx = tx }\n"
+    "  return finish(co, prev, tx, pcall(fn, tx))\n"
     "end\n"
     "function TX.transaction(tx, fn)\n"
     "  if type(fn) ~= 'function' then error(\"bad argument #1 to 'transaction' (function expected)\", 2) end\n"
     "  local sp = tx:_sub()\n"
     "  local ok, err, code = sp:_savepoint()\n"
     "  if not ok then return nil, err, code end\n"
-    "  return finish(sp, pcall(fn, sp))\n"
+    "  local cur = active[running()]\n"
+    "  return run(cur and cur.db, sp, fn)\n"
+    "end\n"
+    "function PG.transaction(db, fn)\n"
+    "  local cur = active[running()]\n"
+    "  if cur and cur.db == db then return TX.transaction(cur.tx, fn) end\n"
+    "  if type(fn) ~= 'function' then error(\"bad argument #1 to 'transaction' (function expected)\", 2) end\n"
+    "  local conn, gen, code = db:_begin()\n"
+    "  if not conn then return nil, gen, code end\n"
+    "  return run(db, db:_tx(conn, gen), fn)\n"
+    "end\n"
+    "for _, m in ipairs { 'query', 'first', 'run', 'exec' } do\n"
+    "  local direct, on_tx = PG[m], TX[m]\n"
+    "  PG[m] = function(db, ...)\n"
+    "    local cur = active[running()]\n"
+    "    if cur and cur.db == db then return on_tx(cur.tx, ...) end\n"
+    "    return direct(db, ...)\n"
+    "  end\n"
     "end\n";
 
 static const luaL_Reg pg_methods[] = {

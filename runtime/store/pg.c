@@ -78,6 +78,7 @@ struct conn {
     int backoff_ms;
     int ever_up;
     int failed; /* the last attempt or connection failed */
+    uint64_t connect_at;
 };
 
 struct qc_pg {
@@ -514,9 +515,14 @@ static void conn_ready(struct conn *c) {
 
 static void start_connect(struct conn *c) {
     qc_pg *pg = c->pg;
-    const char *keys[] = {"dbname", "application_name", NULL};
-    const char *vals[] = {pg->uri, "quantcoach", NULL};
+    /* Defaults first: the URI, expanded from dbname, overrides them. Keepalives and a user
+     * timeout notice a peer that vanished without a reset (a partition, a dead host) in
+     * about half a minute, instead of the kernel's two hours. */
+    const char *keys[] = {"application_name", "keepalives", "keepalives_idle", "keepalives_interval",
+                          "keepalives_count", "tcp_user_timeout", "dbname", NULL};
+    const char *vals[] = {"quantcoach", "1", "10", "5", "3", "30000", pg->uri, NULL};
     c->pc = PQconnectStartParams(keys, vals, 1);
+    c->connect_at = uv_now(pg->loop);
     if (!c->pc) {
         conn_lost(c, "out of memory");
         return;
@@ -711,7 +717,11 @@ static void on_poll(uv_poll_t *h, int status, int events) {
         return;
     }
     if (status < 0) {
-        conn_lost(c, uv_strerror(status));
+        /* libuv says EBADF for POLLERR (a reset socket); reading lets libpq find the real
+         * reason, which says more */
+        const char *why = NULL;
+        if (c->pc && !PQconsumeInput(c->pc)) why = PQerrorMessage(c->pc);
+        conn_lost(c, why && *why ? why : uv_strerror(status));
         dispatch(c->pg);
         return;
     }
@@ -760,6 +770,13 @@ static void tick(uv_timer_t *t) {
     expire(pg, &pg->q, pool_up(pg));
     struct conn *s = &pg->conns[pg->npool];
     expire(pg, &pg->sq, s->state == C_IDLE || s->state == C_BUSY);
+    /* libpq leaves connect_timeout to the application in asynchronous mode */
+    uint64_t now = uv_now(pg->loop);
+    for (int i = 0; i <= pg->npool; i++) {
+        struct conn *c = &pg->conns[i];
+        if (c->state == C_CONNECTING && now - c->connect_at > QC_PG_CONNECT_TIMEOUT_MS)
+            conn_lost(c, "connect timed out");
+    }
     /* a dead connection with work waiting and no retry pending (out of memory) */
     for (int i = 0; i <= pg->npool; i++) {
         struct conn *c = &pg->conns[i];
