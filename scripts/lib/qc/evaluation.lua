@@ -212,11 +212,28 @@ function M.on_final(ev, seq)
   if not ok then log.error("evaluation", "windows step failed", { room = ev.room, error = tostring(err) }) end
 end
 
--- Rooms whose windows runner has a window open, with their interview clock's origin. The
--- state is JSON; SQLite reads its open list, so a room in no window costs no decode here.
-local OPEN_ROOMS = [[SELECT w.room AS room, r.started_at AS started_at FROM window_state w
+-- Rooms whose windows runner may have a window open, with their interview clock's origin.
+-- The state is JSON, read here rather than by the store's JSON functions (PostgreSQL and
+-- SQLite spell them differently): see open_rooms.
+local OPEN_ROOMS = [[SELECT w.room AS room, r.started_at AS started_at, w.state AS state FROM window_state w
   JOIN rooms r ON r.name = w.room
-  WHERE r.started_at IS NOT NULL AND json_array_length(w.state, '$.open') > 0]]
+  WHERE r.started_at IS NOT NULL]]
+
+-- The rows of OPEN_ROOMS whose state has a window open. cjson writes a non-empty list of
+-- windows as "open":[{ and an empty one as "open":{} (and a string value cannot hold that
+-- text unescaped), so a room in no window costs a substring search, not a decode.
+local function open_rooms(rows)
+  local out = {}
+  for _, r in ipairs(rows) do
+    if r.state:find('"open":[{', 1, true) then
+      local ok, st = pcall(cjson.decode, r.state)
+      if ok and type(st) == "table" and type(st.open) == "table" and #st.open > 0 then
+        out[#out + 1] = { room = r.room, started_at = r.started_at }
+      end
+    end
+  end
+  return out
+end
 
 ---A clock tick: every room with open windows goes through the windows policy with the
 ---interview clock now (now - rooms.started_at) and no new final, so a window closes on time
@@ -231,7 +248,7 @@ function M.tick(now, pause)
   now = now or time.now()
   local ok, db = pcall(get_db)
   if not ok then return 0 end
-  local rows = db:query(OPEN_ROOMS) or {}
+  local rows = open_rooms(db:query(OPEN_ROOMS) or {})
   local closed = 0
   for i, r in ipairs(rows) do
     local n = 0

@@ -20,8 +20,8 @@ local EMPTY_ARRAY = cjson.empty_array
 local function ensure_room(tx, room, now)
   -- A room fed by `quantcoach token --ingest` or a demo feeder need not have been created
   -- through the API: its events still need a row to number them.
-  tx:run("INSERT INTO rooms (name, created_at, state) VALUES (?, ?, 'created') ON CONFLICT(name) DO NOTHING",
-    room, math.floor(now))
+  db.check(tx:run("INSERT INTO rooms (name, created_at, state) VALUES (?, ?, 'created') ON CONFLICT(name) DO NOTHING",
+    room, math.floor(now)))
 end
 
 ---Stores one event and returns its sequence number and its JSON (the live message).
@@ -36,13 +36,16 @@ function M.commit(room, kind, row, make_body)
   local seq, body
   local ok, err, code = db.get():transaction(function(tx)
     ensure_room(tx, room, now)
-    local r = tx:first("SELECT last_seq FROM rooms WHERE name = ?", room)
-    seq = (r and r.last_seq or 0) + 1
+    -- One statement numbers the event: on PostgreSQL its row lock orders the transactions
+    -- of a room, so two writers (tasks or instances) never take one number, and a room's
+    -- events commit in seq order.
+    local r, nerr, ncode = tx:first("UPDATE rooms SET last_seq = last_seq + 1 WHERE name = ? RETURNING last_seq", room)
+    if not r then db.raise(nerr, ncode) end
+    seq = r.last_seq
     body = encode(make_body(seq))
-    tx:run("UPDATE rooms SET last_seq = ? WHERE name = ?", seq, room)
-    tx:run([[INSERT INTO events (room, seq, kind, created_at, identity, role, track, start_s, end_s, text, body)
+    db.check(tx:run([[INSERT INTO events (room, seq, kind, created_at, identity, role, track, start_s, end_s, text, body)
              VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)]],
-      room, seq, kind, now, row.identity, row.role, row.track, row.start_s, row.end_s, row.text, body)
+      room, seq, kind, now, row.identity, row.role, row.track, row.start_s, row.end_s, row.text, body))
   end)
   if not ok then
     error({ status = 503, code = "STORE_UNAVAILABLE", message = "event not stored: " .. tostring(err) .. " (" .. tostring(code) .. ")" })

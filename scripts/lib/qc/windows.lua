@@ -302,9 +302,9 @@ end
 ---no row (a transcript replayed from elsewhere): then nothing goes on the live socket.
 ---@return integer|nil
 function M.next_seq(db, room)
-  local n = db:run("UPDATE rooms SET last_seq = last_seq + 1 WHERE name = ?", room)
-  if not n or n == 0 then return nil end
-  return db:first("SELECT last_seq FROM rooms WHERE name = ?", room).last_seq
+  local r, err, code = db:first("UPDATE rooms SET last_seq = last_seq + 1 WHERE name = ? RETURNING last_seq", room)
+  if not r and err then error(("store: numbering an event of %s: %s (%s)"):format(room, tostring(err), tostring(code)), 0) end
+  return r and r.last_seq
 end
 
 ---The live message of a window.
@@ -356,6 +356,10 @@ end
 ---@return qc.Window[] windows, table[] messages, any within's result
 function M.commit(db, policy, room, final, now, within)
   local ok, windows, msgs, extra = db:transaction(function()
+    -- A final and a clock tick of one room, in two tasks, each read, step and write back
+    -- its state: one after the other (PostgreSQL reads without locking; this lock, taken
+    -- before the read, orders them even when the room has no state row yet).
+    if db.xact_lock then db:xact_lock("qc.windows:" .. room) end
     local st = load_state(db, room)
     local out
     if type(final) == "number" then
