@@ -8,6 +8,7 @@ local cjson = require "cjson"
 local counted = require "qc.stats" -- GET /metrics
 local analytics = require "qc.analytics"
 local windows = require "qc.windows"
+local events = require "qc.events"
 local llm = require "qc.llm"
 local host = require "qc.host"
 local log = require "qc.log"
@@ -64,12 +65,19 @@ end
 function M.store(db, room, idx, evaluator, r, opts)
   local now = time.now()
   local seq, msg, body
-  local ok, err = db:transaction(function()
-    if not opts or opts.event ~= false then seq = windows.next_seq(db, room) end
-    msg = message(room, idx, evaluator, r, seq)
-    body = cjson.encode(msg)
+  local ok, err = db:transaction(function(tx)
+    -- A pending row is no event: its result is, when it comes.
+    if (not opts or opts.event ~= false) and r.status ~= "pending" then
+      seq, body = events.append(tx, room, "evaluation", {}, function(n)
+        msg = message(room, idx, evaluator, r, n)
+        return msg
+      end, now)
+    else
+      msg = message(room, idx, evaluator, r, nil)
+      body = cjson.encode(msg)
+    end
     local usage = r.usage or {}
-    local okr, e = db:run([[INSERT INTO evaluations (room, window_idx, evaluator, status, result, raw, error,
+    local okr, e = tx:run([[INSERT INTO evaluations (room, window_idx, evaluator, status, result, raw, error,
         attempts, model, input_tokens, output_tokens, seq, created_at, updated_at)
         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
         ON CONFLICT (room, window_idx, evaluator) DO UPDATE SET status = excluded.status, result = excluded.result,
@@ -79,11 +87,6 @@ function M.store(db, room, idx, evaluator, r, opts)
       room, idx, evaluator, r.status, r.result ~= nil and cjson.encode(r.result) or nil, r.raw, r.error,
       r.attempts or 0, r.model, usage.input, usage.output, seq, now, now)
     if not okr then error(e, 0) end
-    if seq and r.status ~= "pending" then
-      okr, e = db:run("INSERT INTO events (room, seq, kind, created_at, body) VALUES (?, ?, 'evaluation', ?, ?)",
-        room, seq, now, body)
-      if not okr then error(e, 0) end
-    end
   end)
   if not ok then error("evaluations: " .. tostring(err), 0) end
   if r.status ~= "pending" then counted.evaluation(evaluator, r) end
@@ -185,8 +188,8 @@ function M.on_windows(db, room, list, msgs, stats)
   end
 end
 
-local function analytics_within(db, room)
-  return function(list) return M.store_analytics(db, room, list) end
+local function analytics_within(room)
+  return function(tx, list) return M.store_analytics(tx, room, list) end
 end
 
 local function get_db()
@@ -206,7 +209,7 @@ function M.on_final(ev, seq)
     local list, msgs, stats = windows.commit(db, policy, ev.room, {
       seq = seq, identity = ev.identity, role = ev.role, track = ev.track,
       start = ev.start, ["end"] = ev["end"], text = ev.text,
-    }, time.now(), analytics_within(db, ev.room))
+    }, time.now(), analytics_within(ev.room))
     if #list > 0 then M.on_windows(db, ev.room, list, msgs, stats) end
   end)
   if not ok then log.error("evaluation", "windows step failed", { room = ev.room, error = tostring(err) }) end
@@ -236,7 +239,7 @@ function M.tick(now, pause)
   for i, r in ipairs(rows) do
     local n = 0
     local done, err = pcall(function()
-      local list, msgs, stats = windows.commit(db, policy, r.room, now - r.started_at, now, analytics_within(db, r.room))
+      local list, msgs, stats = windows.commit(db, policy, r.room, now - r.started_at, now, analytics_within(r.room))
       n = #list
       if n > 0 then
         closed = closed + n
@@ -256,7 +259,7 @@ function M.finish(room)
   local p = policies()
   local db = get_db()
   if p.windows then
-    local list, msgs, stats = windows.commit(db, p.windows, room, nil, time.now(), analytics_within(db, room))
+    local list, msgs, stats = windows.commit(db, p.windows, room, nil, time.now(), analytics_within(room))
     if #list > 0 then M.on_windows(db, room, list, msgs, stats) end
   end
   local evaluator = M.evaluator()
