@@ -5,8 +5,17 @@
 -- transaction also sends NOTIFY qc_events '<seq> <kind> <room>', which the other instances
 -- receive at commit, in commit order (qc.live wakes its pump on it, qc.owner its runner).
 local cjson = require "cjson"
+local host = require "qc.host"
+local log = require "qc.log"
 
 local M = {}
+
+-- name -> { notify = fn(seq, kind, room), reconnect = fn() }: qc.live and qc.owner. Kept by the
+-- process (a reload's modules replace their own entries); one LISTEN serves them all.
+local handlers = host.shared("qc.events.handlers")
+-- The db objects whose session LISTENs (a reload may open a new one).
+local listening = host.shared("qc.events.listening")
+if not getmetatable(listening) then setmetatable(listening, { __mode = "k" }) end
 
 M.CHANNEL = "qc_events"
 
@@ -35,6 +44,42 @@ function M.parse(s)
   seq = seq and math.tointeger(tonumber(seq))
   if not seq then return nil end
   return seq, kind, room
+end
+
+---Registers what to do on a notification and after the session connection came back.
+---@param name string
+---@param h { notify: fun(seq: integer, kind: string, room: string)|nil, reconnect: fun()|nil }
+function M.on(name, h)
+  handlers[name] = h
+end
+
+local function each(what, ...)
+  for name, h in pairs(handlers) do
+    if h[what] then
+      local ok, err = pcall(h[what], ...)
+      if not ok then log.error("events", "handler failed", { handler = name, on = what, error = tostring(err) }) end
+    end
+  end
+end
+
+---On PostgreSQL, makes sure the open store LISTENs on qc_events (once per db object); does
+---nothing on SQLite, where every event is committed by this process. Yields on PostgreSQL.
+function M.listen()
+  if backend() ~= "postgres" then return true end
+  local db = require("qc.db").get()
+  if listening[db] or not db.listen then return true end
+  listening[db] = true
+  local ok, err = db:listen(M.CHANNEL, function(payload)
+    local seq, kind, room = M.parse(payload)
+    if seq then each("notify", seq, kind, room) end
+  end)
+  if not ok then
+    listening[db] = nil -- tried again on the next call
+    log.warn("events", "listen failed", { error = tostring(err) })
+    return nil, err
+  end
+  db:on_reconnect(function() each("reconnect") end)
+  return true
 end
 
 ---The room's next sequence number, or nil when the room has no row (a transcript replayed from
