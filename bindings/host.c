@@ -3,6 +3,7 @@
 #define _POSIX_C_SOURCE 200809L
 #include <dirent.h>
 #include <stddef.h>
+#include <stdio.h>
 
 #include <lauxlib.h>
 #include <lua.h>
@@ -116,6 +117,18 @@ static int l_config(lua_State *L) {
     lua_setfield(L, -2, "resample_quality");
     lua_pushinteger(L, c->retention_days);
     lua_setfield(L, -2, "retention_days");
+    /* QC_STORE_URL as given (nil when unset: SQLite in data_dir), and the same with its
+     * password masked, for /health and logs. */
+    if (c->store_url[0]) {
+        char shown[1200];
+        lua_pushstring(L, c->store_url);
+        lua_setfield(L, -2, "store_url");
+        if (qc_config_mask_url(c->store_url, shown, sizeof shown) < 0) snprintf(shown, sizeof shown, "(too long)");
+        lua_pushstring(L, shown);
+        lua_setfield(L, -2, "store_url_masked");
+    }
+    lua_pushinteger(L, c->store_pool);
+    lua_setfield(L, -2, "store_pool");
     /* Windows and evaluation: the evaluator and its LLM endpoint (keys included: the
      * evaluation runner sends them; policies never see qc.host). */
     static const struct { const char *name; size_t off; } strs[] = {

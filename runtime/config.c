@@ -29,7 +29,7 @@ static const char *const known_settings[] = {
     "QC_ELEVENLABS_URL", "QC_RESAMPLE_QUALITY", "QC_INGEST_TOKEN_TTL", "QC_EGRESS_RETRIES",
     "QC_LIVE_QUEUE_KB", "QC_RETENTION_DAYS", "QC_EVALUATOR", "QC_LLM_BASE_URL", "QC_LLM_API_KEY", "QC_LLM_MODEL",
     "QC_LLM_TEMPERATURE", "QC_LLM_MAX_TOKENS", "QC_LLM_TIMEOUT_MS", "QC_LLM_RETRIES", "QC_LLM_CONCURRENCY",
-    "QC_ANTHROPIC_URL", "QC_ANTHROPIC_MODEL", "QC_ANTHROPIC_VERSION",
+    "QC_ANTHROPIC_URL", "QC_ANTHROPIC_MODEL", "QC_ANTHROPIC_VERSION", "QC_STORE_URL", "QC_STORE_POOL",
     /* the Anthropic evaluator's key, the name Anthropic's SDKs read */
     "ANTHROPIC_API_KEY",
     /* refused with its own message (it became QC_LUA_BUDGET_MS) */
@@ -56,6 +56,8 @@ static const char *const common_mistakes[][2] = {
     {"QC_STT", "QC_STT_ENGINE"},              {"QC_ENGINE", "QC_STT_ENGINE"},
     {"QC_EXTERNAL_URL", "QC_PUBLIC_URL"},     {"QC_BASE_URL", "QC_PUBLIC_URL"},
     {"ELEVENLABS_KEY", "ELEVENLABS_API_KEY"}, {"ELEVENLABS_TOKEN", "ELEVENLABS_API_KEY"},
+    {"QC_DATABASE_URL", "QC_STORE_URL"},      {"DATABASE_URL", "QC_STORE_URL"},
+    {"QC_DB_URL", "QC_STORE_URL"},            {"QC_POSTGRES_URL", "QC_STORE_URL"},
 };
 
 #define NELEM(a) (sizeof(a) / sizeof((a)[0]))
@@ -442,6 +444,95 @@ static int eval_settings(qc_config *cfg, char *err, size_t errlen) {
     return 0;
 }
 
+/* Appends n bytes of src to out (at *off, capacity cap); -1 when they do not fit. */
+static int append(char *out, size_t cap, size_t *off, const char *src, size_t n) {
+    if (*off + n >= cap) return -1;
+    memcpy(out + *off, src, n);
+    *off += n;
+    out[*off] = 0;
+    return 0;
+}
+
+int qc_config_mask_url(const char *url, char *out, size_t cap) {
+    size_t off = 0;
+    if (cap == 0) return -1;
+    out[0] = 0;
+    const char *sep = strstr(url, "://");
+    const char *p = url;
+    if (sep) {
+        /* userinfo: up to the last '@' of the authority (a raw '@' in a password is not
+         * legal, but it must not leak the rest of the password either) */
+        const char *auth = sep + 3, *end = auth + strcspn(auth, "/?#"), *at = NULL;
+        for (const char *c = auth; c < end; c++)
+            if (*c == '@') at = c;
+        const char *colon = at ? memchr(auth, ':', (size_t)(at - auth)) : NULL;
+        if (colon) {
+            if (append(out, cap, &off, url, (size_t)(colon + 1 - url)) < 0 || append(out, cap, &off, "***", 3) < 0)
+                return -1;
+            p = at;
+        }
+    }
+    /* query parameters: password=... */
+    const char *q = strchr(p, '?');
+    if (!q) return append(out, cap, &off, p, strlen(p));
+    if (append(out, cap, &off, p, (size_t)(q + 1 - p)) < 0) return -1;
+    for (const char *c = q + 1;;) {
+        size_t n = strcspn(c, "&#");
+        if (n >= 9 && strncasecmp(c, "password=", 9) == 0) {
+            if (append(out, cap, &off, c, 9) < 0 || append(out, cap, &off, "***", 3) < 0) return -1;
+        } else if (append(out, cap, &off, c, n) < 0) {
+            return -1;
+        }
+        c += n;
+        if (*c != '&') return append(out, cap, &off, c, strlen(c));
+        if (append(out, cap, &off, "&", 1) < 0) return -1;
+        c++;
+    }
+}
+
+/* QC_STORE_URL and QC_STORE_POOL. The schemes are libpq's own URI prefixes, in its case:
+ * libpq would not take "POSTGRES://" as a URI, so neither do we. */
+static int store_settings(qc_config *cfg, char *err, size_t errlen) {
+    const char *raw = getenv("QC_STORE_URL");
+    if (raw && strlen(raw) >= sizeof cfg->store_url) {
+        snprintf(err, errlen, "QC_STORE_URL: longer than %zu bytes", sizeof cfg->store_url - 1);
+        return -1;
+    }
+    env_str("QC_STORE_URL", "", cfg->store_url, sizeof cfg->store_url);
+    const char *u = cfg->store_url;
+    char shown[1100];
+    if (qc_config_mask_url(u, shown, sizeof shown) < 0) snprintf(shown, sizeof shown, "(too long)");
+    int ctl = 0;
+    for (const char *c = u; *c; c++)
+        if (iscntrl((unsigned char)*c)) ctl = 1;
+    if (!u[0]) {
+        cfg->store_postgres = 0;
+    } else if (ctl) {
+        snprintf(err, errlen, "QC_STORE_URL: holds a control character");
+        return -1;
+    } else if (strncmp(u, "sqlite:", 7) == 0) {
+        if (!u[7]) {
+            snprintf(err, errlen, "QC_STORE_URL: sqlite: needs a file path (sqlite:/var/lib/quantcoach/qc.db)");
+            return -1;
+        }
+        cfg->store_postgres = 0;
+    } else if (strncmp(u, "postgres://", 11) == 0 || strncmp(u, "postgresql://", 13) == 0) {
+        cfg->store_postgres = 1;
+    } else {
+        snprintf(err, errlen,
+                 "QC_STORE_URL: expected sqlite:PATH, postgres://... or postgresql://..., got \"%s\"", shown);
+        return -1;
+    }
+    long v;
+    if (env_long("QC_STORE_POOL", 4, 1, &v, err, errlen) < 0) return -1;
+    if (v > 64) {
+        snprintf(err, errlen, "QC_STORE_POOL: expected 1 to 64 connections, got %ld", v);
+        return -1;
+    }
+    cfg->store_pool = (int)v;
+    return 0;
+}
+
 int qc_config_from_env(qc_config *cfg, char *err, size_t errlen) {
     memset(cfg, 0, sizeof *cfg);
     snprintf(cfg->listen_host, sizeof cfg->listen_host, "127.0.0.1");
@@ -494,6 +585,7 @@ int qc_config_from_env(qc_config *cfg, char *err, size_t errlen) {
         return -1;
     }
     cfg->store_sync_full = sync && strcasecmp(sync, "full") == 0;
+    if (store_settings(cfg, err, errlen) < 0) return -1;
     /* 0 keeps every row; the upper bound only keeps the cutoff's arithmetic sane. */
     if (env_long("QC_RETENTION_DAYS", 90, 0, &v, err, errlen) < 0) return -1;
     if (v > 36500) {

@@ -25,6 +25,9 @@ typedef struct {
     long request_timeout_ms;     /* QC_REQUEST_TIMEOUT_MS: head and body of a request arrive within it */
     long max_connections;        /* QC_MAX_CONNECTIONS: client connections; 0 = from the descriptor limit */
     int store_sync_full;         /* QC_STORE_SYNC: 0 normal, 1 full (qc_store_set_sync_full) */
+    char store_url[1024];        /* QC_STORE_URL: "" = SQLite in data_dir, sqlite:PATH, postgres(ql)://... */
+    int store_postgres;          /* store_url is a PostgreSQL URI */
+    int store_pool;              /* QC_STORE_POOL: PostgreSQL query connections, 1..64 */
     /* Audio (issue 9). */
     char stt_engine[16];         /* QC_STT_ENGINE: local (default), elevenlabs, null */
     char stt_model[1024];        /* QC_STT_MODEL: pocketsphinx model directory (local engine) */
@@ -94,6 +97,10 @@ void qc_config_default_dir(const char *sub, const char *marker, char *out, size_
 
 /* Just the installed layout: 0 and out filled, or -1 when the binary is not in one. */
 int qc_config_installed_dir(const char *sub, const char *marker, char *out, size_t cap);
+
+/* url with any password (a libpq URI's userinfo password, a password= parameter) replaced
+ * by "***", for logs and /health. 0, or -1 when it does not fit in out. */
+int qc_config_mask_url(const char *url, char *out, size_t cap);
 
 /* Parses "host:port", ":port" or "port" into cfg. */
 int qc_config_set_listen(qc_config *cfg, const char *value, char *err, size_t errlen);

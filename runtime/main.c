@@ -233,7 +233,11 @@ static int ensure_dir(const char *path) {
 /* What an operator checks first: where it talks, with which key id (never the secret),
  * how it transcribes and judges, where it keeps its data, and whether it is open. */
 static void log_startup(const qc_config *cfg) {
-    char url[1100], key[600], data[2100], pol[2100], scr[2100];
+    char url[1100], key[600], data[2100], pol[2100], scr[2100], store[1200], store_v[2500];
+    /* The store it writes to, never its password (a PostgreSQL URI may carry one). */
+    if (!cfg->store_url[0]) snprintf(store, sizeof store, "sqlite:%.1000s/quantcoach.db", cfg->data_dir);
+    else if (qc_config_mask_url(cfg->store_url, store, sizeof store) < 0) snprintf(store, sizeof store, "(too long)");
+    qc_log_value(store_v, sizeof store_v, store);
     qc_log_value(url, sizeof url, cfg->livekit_url);
     qc_log_value(key, sizeof key, cfg->livekit_api_key);
     qc_log_value(data, sizeof data, cfg->data_dir);
@@ -241,8 +245,9 @@ static void log_startup(const qc_config *cfg) {
     qc_log_value(scr, sizeof scr, cfg->scripts_dir);
     qc_log(QC_LOG_INFO, "server", "started",
            " livekit_url=%s livekit_api_key=%s stt_engine=%s evaluator=%s data=%s open=%s"
-           " retention_days=%ld policies=%s scripts=%s",
-           url, key, cfg->stt_engine, cfg->evaluator, data, cfg->api_keys[0] ? "false" : "true", cfg->retention_days, pol, scr);
+           " retention_days=%ld store=%s policies=%s scripts=%s",
+           url, key, cfg->stt_engine, cfg->evaluator, data, cfg->api_keys[0] ? "false" : "true", cfg->retention_days,
+           store_v, pol, scr);
 }
 
 static int cmd_serve(qc_config *cfg) {

@@ -280,6 +280,69 @@ describe("QC_STORE_SYNC", function()
   end)
 end)
 
+describe("QC_STORE_URL and QC_STORE_POOL", function()
+  -- What host.config() shows of the store.
+  local function store_config(env)
+    local dir = server.tmpdir()
+    server.write_file(dir .. "/s.lua", [[
+      local c = require("qc.host").config()
+      io.stdout:write(tostring(c.store_url), " ", tostring(c.store_url_masked), " ", tostring(c.store_pool))]])
+    return qc("run " .. quote(dir .. "/s.lua"), env)
+  end
+
+  it("default to SQLite in the data directory with a pool of 4", function()
+    local status, out, err = store_config {}
+    assert.equal(0, status, err)
+    assert.equal("nil nil 4", out)
+  end)
+
+  it("take sqlite:PATH and PostgreSQL URIs, masking the password wherever it is", function()
+    local cases = {
+      ["sqlite:/tmp/x.db"] = "sqlite:/tmp/x.db",
+      ["postgres://qc@127.0.0.1:5433/qc"] = "postgres://qc@127.0.0.1:5433/qc",
+      ["postgresql://qc:hunter2@db.example:5432/qc?sslmode=require"] = "postgresql://qc:***@db.example:5432/qc?sslmode=require",
+      ["postgres://db/qc?user=qc&password=hunter2&connect_timeout=5"] = "postgres://db/qc?user=qc&password=***&connect_timeout=5",
+      ["postgres://qc:p@ss@db/qc"] = "postgres://qc:***@db/qc",
+    }
+    for url, masked in pairs(cases) do
+      local status, out, err = store_config { QC_STORE_URL = url, QC_STORE_POOL = "7" }
+      assert.equal(0, status, url .. ": " .. err)
+      assert.equal(url .. " " .. masked .. " 7", out)
+    end
+  end)
+
+  it("refuse any other store or pool size with one line, exit 2, and no password", function()
+    for _, env in ipairs {
+      { QC_STORE_URL = "mysql://qc:hunter2@db/qc", want = "QC_STORE_URL: expected sqlite:PATH" },
+      { QC_STORE_URL = "POSTGRES://qc:hunter2@db/qc", want = "QC_STORE_URL: expected sqlite:PATH" },
+      { QC_STORE_URL = "/var/lib/qc.db", want = "QC_STORE_URL: expected sqlite:PATH" },
+      { QC_STORE_URL = "sqlite:", want = "QC_STORE_URL: sqlite: needs a file path" },
+      { QC_STORE_POOL = "0", want = "QC_STORE_POOL" },
+      { QC_STORE_POOL = "65", want = "QC_STORE_POOL: expected 1 to 64" },
+      { QC_STORE_POOL = "four", want = "QC_STORE_POOL" },
+    } do
+      local want = env.want
+      env.want = nil
+      local status, out, err = store_config(env)
+      assert.equal(2, status, want .. ": " .. out .. err)
+      assert.equal("", out)
+      assert.truthy(err:find(want, 1, true), err)
+      assert.equal(1, count(err, "\n"), err)
+      assert.falsy(err:find("hunter2", 1, true), err)
+    end
+  end)
+
+  it("name the store on the start-up line", function()
+    local dir = server.tmpdir()
+    local s = server.start { env = { QC_STORE_URL = "sqlite:" .. dir .. "/own.db" } }
+    local line = s:wait_log("info server started"):match("info server started[^\n]*")
+    assert.truthy(line:find(" store=sqlite:" .. dir .. "/own.db ", 1, true), line)
+    assert.truthy(s:request("GET", "/health"))
+    s:stop()
+    assert.truthy(io.open(dir .. "/own.db"), "the store is the file QC_STORE_URL names")
+  end)
+end)
+
 describe("LIVEKIT_URL", function()
   it("must be ws, wss, http or https with a host, checked before the dev keys", function()
     for _, url in ipairs { "ftp://127.0.0.1", "notaurl", "ws://", "http:///x", "127.0.0.1:7880", "wss//lk.example.com" } do

@@ -215,10 +215,21 @@ function M.open(path)
   return handle
 end
 
+---What QC_STORE_URL names, as qc.store.open takes it: a SQLite file path (the data
+---directory's quantcoach.db when unset, PATH for sqlite:PATH) or the PostgreSQL URI.
+---@return string
+function M.target()
+  local c = host.config()
+  local url = c.store_url
+  if not url then return c.data_dir .. "/quantcoach.db" end
+  if url:sub(1, 7) == "sqlite:" then return url:sub(8) end
+  return url
+end
+
 ---The open database (opened and migrated on first use).
 function M.get()
   if db then return db end
-  db = M.open(host.config().data_dir .. "/quantcoach.db")
+  db = M.open(M.target())
   return db
 end
 
