@@ -3,7 +3,6 @@ local server = require "support.server"
 local lk = require "support.fake_livekit"
 local cjson = require "cjson"
 local csv = require "qc.csv"
-local store = require "qc.store"
 local time = require "qc.time"
 
 local SCRIPT = server.source .. "/scripts/batch_rooms.lua"
@@ -22,7 +21,7 @@ describe("batch room creation", function()
 
   -- Runs the script; returns exit code, stdout, stderr.
   local function batch(args, env)
-    local vars = { "QC_ENV_FILE=/nonexistent", "QC_DATA=" .. server.quote(dir .. "/data") }
+    local vars = { "QC_ENV_FILE=/nonexistent", server.store_env_text(dir .. "/data") }
     for k, v in pairs(fake:env(env)) do vars[#vars + 1] = k .. "=" .. server.quote(v) end
     local cmd = ("( env %s %s run %s %s > %s 2> %s )"):format(table.concat(vars, " "), server.quote(server.bin),
       server.quote(SCRIPT), args, server.quote(dir .. "/out"), server.quote(dir .. "/err"))
@@ -49,7 +48,7 @@ describe("batch room creation", function()
 
   -- Starts the script in the background; returns its pid (the quantcoach process itself).
   local function batch_bg(args)
-    local vars = { "QC_ENV_FILE=/nonexistent", "QC_DATA=" .. server.quote(dir .. "/data") }
+    local vars = { "QC_ENV_FILE=/nonexistent", server.store_env_text(dir .. "/data") }
     for k, v in pairs(fake:env()) do vars[#vars + 1] = k .. "=" .. server.quote(v) end
     server.write_file(dir .. "/bg.sh", ("echo $$ > %s\nexec env %s %s run %s %s > %s 2> %s\n"):format(
       server.quote(dir .. "/bg.pid"), table.concat(vars, " "), server.quote(server.bin), server.quote(SCRIPT), args,
@@ -67,10 +66,12 @@ describe("batch room creation", function()
 
   -- Rooms we hold as created (and not ended), as "name sid" lines in name order.
   local function our_rooms()
-    local db = assert(store.open(dir .. "/data/quantcoach.db"))
-    local has_state = false
-    for _, c in ipairs(assert(db:query("PRAGMA table_info(rooms)"))) do
-      if c.name == "state" then has_state = true end
+    local db = server.open_store(dir .. "/data")
+    local has_state = server.is_pg(db) -- PostgreSQL's schema is new: it has rooms.state
+    if not has_state then
+      for _, c in ipairs(assert(db:query("PRAGMA table_info(rooms)"))) do
+        if c.name == "state" then has_state = true end
+      end
     end
     local rows = assert(db:query("SELECT name, sid FROM rooms WHERE ended_at IS NULL" ..
       (has_state and " AND state = 'created'" or "") .. " ORDER BY name"))
@@ -201,7 +202,7 @@ describe("batch room creation", function()
   end)
 
   it("draws a progress bar when stderr is a terminal", function()
-    local vars = { "QC_ENV_FILE=/nonexistent", "QC_DATA=" .. server.quote(dir .. "/data") }
+    local vars = { "QC_ENV_FILE=/nonexistent", server.store_env_text(dir .. "/data") }
     for k, v in pairs(fake:env()) do vars[#vars + 1] = k .. "=" .. server.quote(v) end
     -- script(1) runs the command on a pseudo-terminal.
     local inner = ("env %s %s run %s %s --out %s"):format(table.concat(vars, " "), server.bin, SCRIPT,
@@ -339,7 +340,7 @@ describe("batch room creation", function()
   end)
 
   it("names the failed rows on a terminal even when the results go to --out", function()
-    local vars = { "QC_ENV_FILE=/nonexistent", "QC_DATA=" .. server.quote(dir .. "/data") }
+    local vars = { "QC_ENV_FILE=/nonexistent", server.store_env_text(dir .. "/data") }
     for k, v in pairs(fake:env()) do vars[#vars + 1] = k .. "=" .. server.quote(v) end
     local inner = ("env %s %s run %s %s --out %s"):format(table.concat(vars, " "), server.bin, SCRIPT,
       input("room_name\nt-good\nbad room\nt-good2\n"), dir .. "/result.csv")
@@ -364,7 +365,7 @@ describe("batch room creation", function()
 
   it("clears the progress bar before a log line or a failed row on a terminal, and names an empty room_name", function()
     fake:add_participant { room = "t-foreign", identity = "cand-1" } -- adopted, with a warn log line
-    local vars = { "QC_ENV_FILE=/nonexistent", "QC_DATA=" .. server.quote(dir .. "/data") }
+    local vars = { "QC_ENV_FILE=/nonexistent", server.store_env_text(dir .. "/data") }
     for k, v in pairs(fake:env()) do vars[#vars + 1] = k .. "=" .. server.quote(v) end
     local inner = ("env %s %s run %s %s --out %s -j 1"):format(table.concat(vars, " "), server.bin, SCRIPT,
       input("room_name,interviewer\nt-one,A\nt-foreign,B\n,C\nt-two,D\n"), dir .. "/result.csv")

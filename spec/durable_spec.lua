@@ -1,8 +1,7 @@
--- Answers after records: a token answered 200 is already committed to SQLite, so a crash
--- (kill -9) right after the answers cannot lose it. Real server, real SQLite file, opened
--- after the kill.
+-- Answers after records: a token answered 200 is already committed to the store, so a crash
+-- (kill -9) right after the answers cannot lose it. Real server, real SQLite file (or its
+-- PostgreSQL database under SPEC_PG_URL), opened after the kill.
 local server = require "support.server"
-local store = require "qc.store"
 local time = require "qc.time"
 local cjson = require "cjson"
 
@@ -10,7 +9,7 @@ local STORM = server.source .. "/spec/support/token_storm.js"
 
 -- The identities recorded in the server's token table (the file as the crash left it).
 local function recorded(data_dir)
-  local db = assert(store.open(data_dir .. "/quantcoach.db"))
+  local db = server.open_store(data_dir)
   local seen = {}
   for _, r in ipairs(assert(db:query("SELECT identity FROM tokens"))) do seen[r.identity] = true end
   db:close()
@@ -78,19 +77,30 @@ describe("answers after records", function()
   end)
 
   it("has not answered 200 for a token whose commit waits on the write lock when it is killed", function()
-    -- A second connection holds SQLite's write lock, so the group commit waits (up to the 5 s
-    -- busy timeout): a server that answers before it commits has answered that batch by
-    -- then, and the kill after its first answer loses those rows every time.
+    -- A second connection holds SQLite's write lock (on PostgreSQL, an exclusive lock on
+    -- tokens), so the group commit waits (on SQLite up to the 5 s busy timeout): a server that
+    -- answers before it commits has answered that batch by then, and the kill after its first
+    -- answer loses those rows every time.
     local s = server.start {}
     assert.equal(200, (s:request("POST", "/tokens/generate", {
       room_name = "storm", participant_identity = "warm-up", participant_type = "candidate" })))
-    local db = assert(store.open(s.data .. "/quantcoach.db"))
-    assert(db:exec("BEGIN IMMEDIATE"))
+    local db = s:db()
     local out = server.tmpdir() .. "/storm.json"
-    assert(os.execute(("node %s --url %s --pid %d --answers 1 --concurrency 64 > %s 2>&1 &"):format(
-      server.quote(STORM), s.url, s.pid, server.quote(out))))
-    time.sleep(1.5) -- the lock is held meanwhile; then the commit can go
-    assert(db:exec("ROLLBACK"))
+    local function storm_while_locked()
+      assert(os.execute(("node %s --url %s --pid %d --answers 1 --concurrency 64 > %s 2>&1 &"):format(
+        server.quote(STORM), s.url, s.pid, server.quote(out))))
+      time.sleep(1.5) -- the lock is held meanwhile; then the commit can go
+    end
+    if server.is_pg(db) then
+      assert(db:transaction(function(tx)
+        assert(tx:exec("LOCK TABLE tokens IN EXCLUSIVE MODE"))
+        storm_while_locked()
+      end))
+    else
+      assert(db:exec("BEGIN IMMEDIATE"))
+      storm_while_locked()
+      assert(db:exec("ROLLBACK"))
+    end
     local line = server.wait_for(function()
       local text = server.read_file(out) or ""
       return text:match("{[^\n]*}%s*$")
@@ -113,13 +123,12 @@ describe("answers after records", function()
     local policies, scripts = policies_with_waiting_writer()
     local s = server.start { policies = policies, env = { QC_SCRIPTS = scripts } }
     assert.equal(200, (s:request("POST", "/record-then-wait", { identity = "first" })))
-    local db = assert(store.open(s.data .. "/quantcoach.db"))
-    assert(db:exec([[CREATE TRIGGER refuse_tokens BEFORE INSERT ON tokens
-                     BEGIN SELECT RAISE(ABORT, 'refused by the spec'); END]]))
+    local db = s:db()
+    server.refuse_inserts(db, "tokens")
     local status, body = s:request("POST", "/record-then-wait", { identity = "second" })
     assert.equal(503, status)
     assert.equal("STORE_UNAVAILABLE", body.error.code)
-    assert(db:exec("DROP TRIGGER refuse_tokens"))
+    server.allow_inserts(db, "tokens")
     assert.equal(200, (s:request("POST", "/record-then-wait", { identity = "third" })))
     local n = db:first("SELECT count(*) AS n FROM tokens WHERE identity IN ('first', 'second', 'third')").n
     db:close()
@@ -132,9 +141,8 @@ describe("answers after records", function()
     assert.equal(200, (s:request("POST", "/tokens/generate", {
       room_name = "storm", participant_identity = "warm-up", participant_type = "candidate" })))
     -- From outside, as a broken disk or a full one would: every insert into tokens fails.
-    local db = assert(store.open(s.data .. "/quantcoach.db"))
-    assert(db:exec([[CREATE TRIGGER refuse_tokens BEFORE INSERT ON tokens
-                     BEGIN SELECT RAISE(ABORT, 'refused by the spec'); END]]))
+    local db = s:db()
+    server.refuse_inserts(db, "tokens")
     local status, body = s:request("POST", "/tokens/generate", {
       room_name = "storm", participant_identity = "cand-1", participant_type = "candidate" })
     assert.equal(503, status)
@@ -142,7 +150,7 @@ describe("answers after records", function()
     assert.is_nil(body.token)
     assert.matches("deferred write failed", s:wait_log("deferred write failed"))
     -- Once the store takes writes again, so does the server; the failed batch stays dropped.
-    assert(db:exec("DROP TRIGGER refuse_tokens"))
+    server.allow_inserts(db, "tokens")
     assert.equal(200, (s:request("POST", "/tokens/generate", {
       room_name = "storm", participant_identity = "cand-2", participant_type = "candidate" })))
     local rows = assert(db:query("SELECT identity FROM tokens ORDER BY id"))

@@ -158,7 +158,7 @@ describe("audio to words, end to end", function()
     local closed = feeder:wait_event("close")
     assert.equal(1001, closed.code)
     assert.equal("server stopping", closed.reason)
-    local db = assert(require("qc.store").open(s.data .. "/quantcoach.db"))
+    local db = s:db()
     local rows = assert(db:query("SELECT text FROM events WHERE room = 'e2e-stop' AND kind = 'final'"))
     db:close()
     local text = {}

@@ -7,7 +7,6 @@ local server = require "support.server"
 local peers = require "support.peers"
 local speech = require "support.speech"
 local feeder = require "support.feeder"
-local store = require "qc.store"
 local cjson = require "cjson"
 
 local API_KEY = "spec-eval-key-0123456789"
@@ -89,7 +88,7 @@ describe("windows and evaluation, live", function()
     late:kill()
 
     -- Committed before announced: the stored events hold every announced window.
-    local db = assert(store.open(s.data .. "/quantcoach.db"))
+    local db = s:db()
     local rows = assert(db:query("SELECT seq FROM events WHERE room = ? AND kind = 'window' ORDER BY seq", room))
     db:close()
     assert.equal(#wins, #rows)
@@ -187,7 +186,7 @@ describe("a reload of the windows policy mid-interview", function()
     end
     assert.is_true(after >= 3)
     -- One window event each, in order.
-    local db = assert(store.open(s.data .. "/quantcoach.db"))
+    local db = s:db()
     local rows = assert(db:query("SELECT body FROM events WHERE room = ? AND kind = 'window' ORDER BY seq", room))
     db:close()
     assert.equal(#ws, #rows)
@@ -203,7 +202,7 @@ describe("a silence", function()
     -- The interview clock started 12 s ago (as ingest's first audio would set it). The
     -- server makes its schema on the first use of the store: a 404 for a room is one.
     assert.equal(404, (s:request("GET", "/rooms/" .. room .. "/transcript", nil, AUTH)))
-    local db = assert(store.open(s.data .. "/quantcoach.db"))
+    local db = s:db()
     assert(db:run("INSERT INTO rooms (name, created_at, state, started_at) VALUES (?, ?, 'created', ?)",
       room, os.time(), os.time() - 12))
     db:close()

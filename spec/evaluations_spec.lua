@@ -20,7 +20,7 @@ local FINALS = {
 }
 
 local function make_store(dir, room)
-  local db = require("qc.db").open(dir .. "/quantcoach.db")
+  local db = server.open_db(dir)
   assert(db:run("INSERT INTO rooms (name, created_at, last_seq) VALUES (?, 0, ?)", room, #FINALS))
   for i, f in ipairs(FINALS) do
     local body = cjson.encode { type = "transcript", seq = i, room = room, identity = f[1] .. "-1", role = f[1],
@@ -32,7 +32,7 @@ local function make_store(dir, room)
 end
 
 local function query(dir, sql, ...)
-  local db = require("qc.db").open(dir .. "/quantcoach.db")
+  local db = server.open_db(dir)
   local rows = assert(db:query(sql, ...))
   db:close()
   return rows
@@ -42,6 +42,8 @@ end
 local function evaluate(env, argv)
   local dir = server.tmpdir()
   local e = { "QC_ENV_FILE=/nonexistent" }
+  -- Under SPEC_PG_URL, the data directory's PostgreSQL database.
+  if env.QC_DATA then env.QC_STORE_URL = server.store_url_for(env.QC_DATA) end
   for k, v in pairs(env) do e[#e + 1] = k .. "=" .. quote(v) end
   local a = {}
   for i, x in ipairs(argv) do a[i] = quote(x) end

@@ -6,7 +6,6 @@ local server = require "support.server"
 local peers = require "support.peers"
 local ingest = require "qc.ingest"
 local jwt = require "qc.jwt"
-local store = require "qc.store"
 local time = require "qc.time"
 local cjson = require "cjson"
 
@@ -68,7 +67,7 @@ describe("the ingest socket", function()
     assert.matches("code=1005", line)
     assert.matches("bytes=192000", line)
     assert.matches("ingest connected[^\n]*role=candidate[^\n]*track=TR_ok", s:log_text())
-    local db = assert(store.open(s.data .. "/quantcoach.db"))
+    local db = s:db()
     local room = db:first("SELECT started_at FROM rooms WHERE name = 'ing-1'")
     db:close()
     assert.is_number(room.started_at)

@@ -4,7 +4,6 @@
 -- in SQLite even after kill -9. Real server, real SQLite, real `ws` clients.
 local server = require "support.server"
 local peers = require "support.peers"
-local store = require "qc.store"
 local jwt = require "qc.jwt"
 local time = require "qc.time"
 local cjson = require "cjson"
@@ -133,7 +132,7 @@ describe("the live socket", function()
     local room = "live-filter"
     emit(s, room, 1)
     -- An evaluation event as the next issue will store it: written to the file directly.
-    local db = assert(store.open(s.data .. "/quantcoach.db"))
+    local db = s:db()
     assert(db:transaction(function(tx)
       tx:run("UPDATE rooms SET last_seq = 2 WHERE name = ?", room)
       tx:run([[INSERT INTO events (room, seq, kind, created_at, body) VALUES (?, 2, 'evaluation', 0, ?)]], room,
@@ -235,7 +234,7 @@ describe("durability of announced events", function()
     server.wait_for(function() return server.read_file(s.exitfile) end, 10, "the killed server to exit")
     local seen = seqs(p:messages())
     assert.is_true(#seen >= 5)
-    local db = assert(store.open(s.data .. "/quantcoach.db"))
+    local db = s:db()
     for _, seq in ipairs(seen) do
       local row = db:first("SELECT kind, text FROM events WHERE room = ? AND seq = ?", room, seq)
       assert.is_table(row, "announced event " .. seq .. " is not in SQLite")

@@ -13,36 +13,36 @@ local function backdated_store(old)
   local script = dir .. "/fill.lua"
   server.write_file(script, ([[
     local db = require "qc.db"
-    local h = db.get()
     local now = os.time()
-    assert(h:exec("BEGIN"))
-    for i = 1, %d do
-      assert(h:run("INSERT INTO tokens (room, identity, role, issued_at, expires_at) VALUES (?, ?, ?, ?, ?)",
-        "r-old", "id" .. i, "candidate", now - 100 * 86400, now - 100 * 86400 + 3600))
-    end
-    for i = 1, 7 do
-      assert(h:run("INSERT INTO tokens (room, identity, role, issued_at, expires_at) VALUES (?, ?, ?, ?, ?)",
-        "r-new", "id" .. i, "candidate", now - 60, now + 3600))
-    end
-    for i = 1, 3 do
-      assert(h:run("INSERT INTO webhook_events (id, event, received_at, body) VALUES (?, ?, ?, ?)",
-        "EV_old" .. i, "room_started", now - 100 * 86400, "{}"))
-    end
-    for i = 1, 2 do
-      assert(h:run("INSERT INTO webhook_events (id, event, received_at, body) VALUES (?, ?, ?, ?)",
-        "EV_new" .. i, "room_started", now, "{}"))
-    end
-    assert(h:run("INSERT INTO rooms (name, created_at) VALUES (?, ?)", "r-old", now - 100 * 86400))
-    assert(h:exec("COMMIT"))
+    -- One transaction (on PostgreSQL, pinned to one pool connection).
+    assert(db.get():transaction(function(h)
+      for i = 1, %d do
+        assert(h:run("INSERT INTO tokens (room, identity, role, issued_at, expires_at) VALUES (?, ?, ?, ?, ?)",
+          "r-old", "id" .. i, "candidate", now - 100 * 86400, now - 100 * 86400 + 3600))
+      end
+      for i = 1, 7 do
+        assert(h:run("INSERT INTO tokens (room, identity, role, issued_at, expires_at) VALUES (?, ?, ?, ?, ?)",
+          "r-new", "id" .. i, "candidate", now - 60, now + 3600))
+      end
+      for i = 1, 3 do
+        assert(h:run("INSERT INTO webhook_events (id, event, received_at, body) VALUES (?, ?, ?, ?)",
+          "EV_old" .. i, "room_started", now - 100 * 86400, "{}"))
+      end
+      for i = 1, 2 do
+        assert(h:run("INSERT INTO webhook_events (id, event, received_at, body) VALUES (?, ?, ?, ?)",
+          "EV_new" .. i, "room_started", now, "{}"))
+      end
+      assert(h:run("INSERT INTO rooms (name, created_at) VALUES (?, ?)", "r-old", now - 100 * 86400))
+    end))
   ]]):format(old))
-  local status, out = server.run(("env QC_ENV_FILE=/nonexistent QC_DATA=%s %s run %s")
-    :format(quote(dir), quote(server.bin), quote(script)))
+  local status, out = server.run(("env QC_ENV_FILE=/nonexistent %s %s run %s")
+    :format(server.store_env_text(dir), quote(server.bin), quote(script)))
   assert(status == 0, out)
   return dir
 end
 
 local function count(dir, sql)
-  local h <close> = assert(store.open(dir .. "/quantcoach.db"))
+  local h <close> = server.open_store(dir)
   return assert(h:query(sql))[1].n
 end
 

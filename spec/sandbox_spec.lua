@@ -437,7 +437,6 @@ describe("handlers seen from a policy", function()
 
   it("cannot be called from a policy the router's handler calls (speakers.role during a webhook)", function()
     local lk = require "support.fake_livekit"
-    local store = require "qc.store"
     local dir = server.copy_policies()
     edit(dir .. "/speakers.lua", "function M.role(participant)\n", [[function M.role(participant)
   local ok, err = pcall(require"qc.handlers.rooms".generate_token, {headers={}, json={room_name="r",participant_identity="x",participant_type="candidate"}})
@@ -452,7 +451,7 @@ describe("handlers seen from a policy", function()
     assert.equal(200, status, s:log_text())
     server.wait_for(function() return s:log_text():find("handler call") end, 5, "the probe's log line")
     assert.matches("probe handler call err=\"[^\"]*handlers run only when the router calls them\" ok=false", s:log_text())
-    local db = assert(store.open(s.data .. "/quantcoach.db"))
+    local db = s:db()
     local rows = assert(db:query("SELECT count(*) AS n FROM tokens"))
     db:close()
     assert.equal(0, rows[1].n)

@@ -5,6 +5,8 @@ local server = require "support.server"
 local store = require "qc.store"
 
 local FIXTURE = server.source .. "/spec/fixtures/store/release-0.1.0.db"
+-- Both are about SQLite files: a data file of release 0.1.0, and PRAGMA user_version.
+local it_sqlite = server.sqlite_only(it, pending, "a SQLite data file and its PRAGMA user_version")
 
 local function data_dir_with(version)
   local dir = server.tmpdir() .. "/data"
@@ -26,7 +28,7 @@ local function user_version(dir)
 end
 
 describe("the store's schema versions", function()
-  it("upgrades a data directory of release 0.1.0 and keeps its tokens", function()
+  it_sqlite("upgrades a data directory of release 0.1.0 and keeps its tokens", function()
     local dir = data_dir_with(nil)
     assert.equal(0, user_version(dir))
     local s = server.start { data = dir }
@@ -45,7 +47,7 @@ describe("the store's schema versions", function()
     assert.same({ room = "interview-8", identity = "ada@example.com", role = "interviewer" }, rows[2])
   end)
 
-  it("refuses a data file of a newer schema and reports the store degraded", function()
+  it_sqlite("refuses a data file of a newer schema and reports the store degraded", function()
     local dir = data_dir_with(99)
     local s = server.start { data = dir }
     local status, body = s:request("POST", "/tokens/generate",

@@ -195,7 +195,7 @@ describe("the windows runner", function()
 
   it("loses and repeats no window when the policy is reloaded mid-interview", function()
     local dir = server.tmpdir()
-    local db = require("qc.db").open(dir .. "/quantcoach.db")
+    local db = server.open_db(dir)
     assert(db:run("INSERT INTO rooms (name, created_at) VALUES ('r1', 0)"))
     local finals = random_interview(7, 80)
     local out = {}
@@ -243,7 +243,7 @@ describe("the windows runner", function()
 
   it("closes windows by the clock alone in a silence, opens none, and writes nothing before one is due", function()
     local dir = server.tmpdir()
-    local db = require("qc.db").open(dir .. "/quantcoach.db")
+    local db = server.open_db(dir)
     local policy = load_policy()
     local out = {}
     for i, f in ipairs({ final(1, "candidate", 1, 4), final(2, "candidate", 5, 9), final(3, "candidate", 11, 13) }) do
@@ -276,7 +276,7 @@ describe("the windows runner", function()
 
   it("matches a run in memory when the state goes through the store", function()
     local dir = server.tmpdir()
-    local db = require("qc.db").open(dir .. "/quantcoach.db")
+    local db = server.open_db(dir)
     local policy = load_policy()
     local finals = random_interview(11, 50)
     local stored = {}

@@ -97,6 +97,132 @@ function M.line_of(path, needle)
   error(("%q not found in %s"):format(needle, path), 2)
 end
 
+-- PostgreSQL runs of the suite (ctest's pg_* entries): SPEC_PG_URL is the base URL of a
+-- throwaway cluster (spec/support/pg.sh). Each data directory a spec starts a server on is
+-- tied to a fresh database of its own, so a restart on the same data finds its rows again, as
+-- it does with the SQLite file. Databases are created and dropped with psql.
+M.pg_url = os.getenv("SPEC_PG_URL")
+if M.pg_url == "" then M.pg_url = nil end
+
+local databases = {}   -- data dir -> URL of its database
+local created = {}     -- names of the databases this run created, dropped by stop_all
+
+local function psql(url, sql)
+  local status, out = M.run(("psql -X -q -v ON_ERROR_STOP=1 -d %s -c %s"):format(quote(url), quote(sql)))
+  if status ~= 0 then error(("psql failed (%s): %s"):format(sql, out), 2) end
+end
+
+-- The URL of database `name` on the cluster of `base` (its path replaced, any query kept).
+local function with_database(base, name)
+  local head, query = base:match("^([a-z]+://[^/?]*)/?[^?]*(.*)$")
+  assert(head, "SPEC_PG_URL is not a postgres:// URL")
+  return head .. "/" .. name .. query
+end
+
+local pid
+local function own_pid()
+  if not pid then
+    local f = assert(io.open("/proc/self/stat"))
+    pid = f:read("n")
+    f:close()
+  end
+  return pid
+end
+
+--- A fresh, empty database on the SPEC_PG_URL cluster; returns its URL. It is dropped when
+--- the run ends (stop_all). For specs that start several servers sharing one store.
+function M.create_database()
+  assert(M.pg_url, "create_database needs SPEC_PG_URL")
+  local name = ("qc_%d_%d"):format(own_pid(), #created + 1)
+  psql(M.pg_url, "CREATE DATABASE " .. name)
+  created[#created + 1] = name
+  return with_database(M.pg_url, name)
+end
+
+--- The store URL a server on data directory `data` gets: under SPEC_PG_URL, the database tied
+--- to that directory (created the first time); without it, nil (the SQLite file in `data`).
+function M.store_url_for(data)
+  if not M.pg_url then return nil end
+  if not databases[data] then databases[data] = M.create_database() end
+  return databases[data]
+end
+
+--- Opens the store a server on `data` uses (or `store_url`, when given): the PostgreSQL
+--- database of store_url_for, or the SQLite file data/quantcoach.db. Raises when it cannot.
+function M.open_store(data, store_url)
+  local target = store_url or M.store_url_for(data)
+  if target then target = target:gsub("^sqlite:", "") else target = data .. "/quantcoach.db" end
+  return assert(require("qc.store").open(target))
+end
+
+--- qc.db's handle (opened and migrated by qc.db) on the store of data directory `data`, for
+--- specs that seed or read rows without a server.
+function M.open_db(data)
+  return require("qc.db").open(M.store_url_for(data) or data .. "/quantcoach.db")
+end
+
+--- The environment settings a `quantcoach run` script needs for the store of `data`: QC_DATA,
+--- and QC_STORE_URL under SPEC_PG_URL. Added to `env` when given; returns it.
+function M.store_env(data, env)
+  env = env or {}
+  env.QC_DATA = data
+  env.QC_STORE_URL = M.store_url_for(data)
+  return env
+end
+
+--- The same as "env KEY=VALUE ..." text for a shell command line.
+function M.store_env_text(data)
+  local out = { "QC_DATA=" .. quote(data) }
+  local url = M.store_url_for(data)
+  if url then out[#out + 1] = "QC_STORE_URL=" .. quote(url) end
+  return table.concat(out, " ")
+end
+
+--- `it` for a test about SQLite files themselves (the upgrade fixture, WAL and sync modes, file
+--- permissions): under SPEC_PG_URL it reports itself pending with `why`, so the PostgreSQL run
+--- says what it leaves out. Pass the spec's own `it` and `pending` (busted's globals live in
+--- the spec file's environment, not here).
+function M.sqlite_only(it, pending, why)
+  if not M.pg_url then return it end
+  return function(name) pending(name .. " [SQLite only: " .. why .. "]") end
+end
+
+--- Whether a qc.store handle is on PostgreSQL (for the few specs whose SQL must differ).
+function M.is_pg(db) return db.backend ~= nil and db:backend() == "postgres" end
+local is_pg = M.is_pg
+
+--- Makes every INSERT into `tbl` fail from outside the server, as a broken or full disk would
+--- (a trigger that raises 'refused by the spec'); allow_inserts undoes it.
+function M.refuse_inserts(db, tbl)
+  if is_pg(db) then
+    assert(db:exec(([[CREATE FUNCTION spec_refuse() RETURNS trigger LANGUAGE plpgsql AS
+                      'BEGIN RAISE EXCEPTION ''refused by the spec''; END';
+                      CREATE TRIGGER refuse_%s BEFORE INSERT ON %s FOR EACH ROW EXECUTE FUNCTION spec_refuse()]])
+      :format(tbl, tbl)))
+  else
+    assert(db:exec(([[CREATE TRIGGER refuse_%s BEFORE INSERT ON %s
+                      BEGIN SELECT RAISE(ABORT, 'refused by the spec'); END]]):format(tbl, tbl)))
+  end
+end
+
+function M.allow_inserts(db, tbl)
+  if is_pg(db) then
+    assert(db:exec(("DROP TRIGGER refuse_%s ON %s; DROP FUNCTION spec_refuse()"):format(tbl, tbl)))
+  else
+    assert(db:exec(("DROP TRIGGER refuse_%s"):format(tbl)))
+  end
+end
+
+--- Drops the databases this run created (the servers on them must have stopped).
+function M.drop_databases()
+  for i = #created, 1, -1 do
+    local ok, err = pcall(psql, M.pg_url, ("DROP DATABASE IF EXISTS %s WITH (FORCE)"):format(created[i]))
+    if not ok then io.stderr:write("spec: ", err, "\n") end
+    created[i] = nil
+  end
+  databases = {}
+end
+
 local Server = {}
 Server.__index = Server
 
@@ -108,6 +234,7 @@ function M.stop_all()
   for _, s in ipairs(started) do
     if not s.stopped then pcall(Server.stop, s, 5) end
   end
+  if M.pg_url then M.drop_databases() end
 end
 
 --- Waits until pred() is true, polling every 20 ms; gives up after `timeout` seconds.
@@ -121,7 +248,9 @@ function M.wait_for(pred, timeout, what)
   error("timed out waiting for " .. (what or "a condition"), 2)
 end
 
----@param opts table { policies=dir, data=dir, env={...}, args={...}, ulimit_nofile=n, wrap=cmd }
+---@param opts table { policies=dir, data=dir, store_url=url, env={...}, args={...}, ulimit_nofile=n, wrap=cmd }
+--- store_url: the QC_STORE_URL of the server (instances that share one store); by default, under
+--- SPEC_PG_URL, the database tied to its data directory (store_url_for), else the SQLite file.
 function M.start(opts)
   opts = opts or {}
   local dir = M.tmpdir()
@@ -133,8 +262,12 @@ function M.start(opts)
     policies = opts.policies or M.copy_policies(dir .. "/policies"),
     data = opts.data or dir .. "/data",
   }, Server)
+  self.store_url = opts.store_url or (opts.env and opts.env.QC_STORE_URL) or M.store_url_for(self.data)
   local env = { "QC_ENV_FILE=/nonexistent" }
-  for k, v in pairs(opts.env or {}) do env[#env + 1] = k .. "=" .. quote(v) end
+  if self.store_url then env[#env + 1] = "QC_STORE_URL=" .. quote(self.store_url) end
+  for k, v in pairs(opts.env or {}) do
+    if k ~= "QC_STORE_URL" then env[#env + 1] = k .. "=" .. quote(v) end
+  end
   -- ulimit_nofile: a descriptor limit for the server alone (the connection-flood spec).
   local limit = opts.ulimit_nofile and ("ulimit -n %d; "):format(opts.ulimit_nofile) or ""
   -- wrap: a command the server runs under (it must exec the server, keeping its pid).
@@ -153,6 +286,13 @@ function M.start(opts)
   self.url = "http://127.0.0.1:" .. self.port
   started[#started + 1] = self
   return self
+end
+
+--- Opens the server's store for a spec that reads or writes its rows directly: its PostgreSQL
+--- database under SPEC_PG_URL (or its store_url), else the SQLite file in its data directory.
+--- A store handle of qc.store (close it, or let it go with <close>).
+function Server:db()
+  return M.open_store(self.data, self.store_url)
 end
 
 --- Sends a request; returns status, decoded JSON body (or raw text), headers.

@@ -4,15 +4,16 @@
 --   local status, res = hooks.post(s, hooks.event("room_started", "r-1"))
 --   local rows = hooks.query(s, "SELECT * FROM tracks WHERE room = ?", "r-1")
 local lk = require "support.fake_livekit"
-local store = require "qc.store"
+local server = require "support.server"
 local cjson = require "cjson"
 
 local M = {}
 
 ---Rows of one query on a started server's database, opened and closed around it (the server keeps
----its own connection; WAL lets both read).
+---its own connection; WAL lets both read). `s` may also be { data = dir }: the store of that
+---data directory, after its server stopped.
 function M.query(s, sql, ...)
-  local db = assert(store.open(s.data .. "/quantcoach.db"))
+  local db = s.db and s:db() or server.open_store(s.data)
   local rows = assert(db:query(sql, ...))
   db:close()
   return rows
