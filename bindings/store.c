@@ -6,6 +6,7 @@
  * runtime/host/task.h), so nothing is answered as done before it is on disk. */
 #define _POSIX_C_SOURCE 200809L
 #include "store/store.h"
+#include "store_pg.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -400,9 +401,53 @@ static int l_tostring(lua_State *L) {
     return 1;
 }
 
-/* store.open(path) -> db | nil, msg, "OPEN_FAILED" */
+/* SQLite handles answer the cluster calls too, so callers need no branches: one process
+ * owns its file's rooms (try_lock is always true), there is no one to listen to. */
+static int l_backend(lua_State *L) {
+    check_db(L);
+    lua_pushliteral(L, "sqlite");
+    return 1;
+}
+
+static int l_status(lua_State *L) {
+    check_db(L);
+    lua_createtable(L, 0, 2);
+    lua_pushliteral(L, "sqlite");
+    lua_setfield(L, -2, "backend");
+    lua_pushliteral(L, "ok");
+    lua_setfield(L, -2, "state");
+    return 1;
+}
+
+static int l_true(lua_State *L) {
+    check_db(L);
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+static int l_pid(lua_State *L) {
+    check_db(L);
+    lua_pushnil(L);
+    return 1;
+}
+
+/* store.open(path | "sqlite:" path | postgres URI [, {pool = n}]) -> db | nil, msg, "OPEN_FAILED" */
 static int l_open(lua_State *L) {
     const char *path = check_cstring(L, 1);
+    if (qc_store_pg_is_uri(path)) {
+        int pool = 0;
+        if (lua_type(L, 2) == LUA_TTABLE) {
+            lua_getfield(L, 2, "pool");
+            if (!lua_isnil(L, -1)) {
+                lua_Integer p = luaL_checkinteger(L, -1);
+                luaL_argcheck(L, p >= 1 && p <= 64, 2, "pool must be 1..64");
+                pool = (int)p;
+            }
+            lua_pop(L, 1);
+        }
+        return qc_store_pg_open(L, path, pool);
+    }
+    if (!strncmp(path, "sqlite:", 7)) path += 7;
     ldb *d = lua_newuserdatauv(L, sizeof *d, 0);
     d->s = NULL;
     d->f = NULL;
@@ -415,7 +460,9 @@ static int l_open(lua_State *L) {
 
 static const luaL_Reg db_methods[] = {
     {"exec", l_exec},   {"query", l_query},       {"first", l_first}, {"run", l_run},
-    {"transaction", l_transaction}, {"defer", l_defer}, {"close", l_close}, {NULL, NULL},
+    {"transaction", l_transaction}, {"defer", l_defer}, {"close", l_close},
+    {"backend", l_backend}, {"status", l_status}, {"try_lock", l_true}, {"unlock", l_true},
+    {"listen", l_true}, {"on_reconnect", l_true}, {"pid", l_pid}, {NULL, NULL},
 };
 
 static const luaL_Reg db_meta[] = {
@@ -438,6 +485,7 @@ int luaopen_qc_store(lua_State *L) {
         lua_setfield(L, -2, "__index");
     }
     lua_pop(L, 1);
+    qc_store_pg_register(L);
     luaL_newlib(L, funcs);
     return 1;
 }
