@@ -19,13 +19,16 @@ if not getmetatable(listening) then setmetatable(listening, { __mode = "k" }) en
 
 M.CHANNEL = "qc_events"
 
+-- Which backend the process's store is on (qc.db's, once it says; the open handle's before).
 local function backend()
   local ok, db = pcall(require, "qc.db")
-  if ok and type(db) == "table" and db.backend then
-    local bok, name = pcall(db.backend)
-    if bok then return name end
-  end
-  return "sqlite"
+  if not ok or type(db) ~= "table" then return "sqlite" end
+  local bok, name = pcall(function()
+    if db.backend then return db.backend() end
+    local h = db.get()
+    return h.backend and h:backend() or "sqlite"
+  end)
+  return bok and name or "sqlite"
 end
 M.backend = backend
 
@@ -112,7 +115,7 @@ function M.append(tx, room, kind, row, make_body, now)
            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)]],
     room, seq, kind, now, row.identity, row.role, row.track, row.start_s, row.end_s, row.text, body)
   if not ok then error("events: " .. tostring(err), 0) end
-  if backend() == "postgres" then
+  if tx.backend and tx:backend() == "postgres" then
     local n, nerr = tx:first("SELECT pg_notify(?, ?) AS n", M.CHANNEL, M.payload(seq, kind, room))
     if not n and nerr then error("events: notify: " .. tostring(nerr), 0) end
   end
