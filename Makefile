@@ -11,7 +11,7 @@ FUZZERS    = chunked jwt wav csv router dispatch http websocket ingest log eleve
 PREFIX     ?= /usr/local
 DESTDIR    ?=
 
-.PHONY: all deps test-deps build asan fuzz-build fuzz run demo test check bench install clean
+.PHONY: all deps test-deps build asan fuzz-build fuzz run demo cluster test check bench install clean
 
 all: build
 
@@ -49,6 +49,13 @@ fuzz: fuzz-build
 
 run: build
 	./$(BUILD)/quantcoach serve
+
+# N instances on consecutive ports from QC_PORT sharing a throwaway PostgreSQL (README,
+# "Several instances"); Ctrl-C stops them all.
+N       ?= 3
+QC_PORT ?= 8000
+cluster: build
+	@N=$(N) QC_PORT=$(QC_PORT) QC_BIN=$(CURDIR)/$(BUILD)/quantcoach ./scripts/cluster.sh
 
 # A two-speaker interview played through /ingest into a server with the embedded defaults
 # (no LiveKit, no keys): open the console address it prints (README, Demo). festival and

@@ -21,7 +21,7 @@ local PROG = "evaluate_room"
 
 local parser = argparse("quantcoach run scripts/evaluate_room.lua", "Re-run windows and evaluation over a stored transcript.")
   :epilog([[
-The room's final transcripts are read from the store (QC_DATA, or --db) in the order
+The room's final transcripts are read from the store (QC_STORE_URL or QC_DATA, or --db) in the order
 they were committed and go through the windows policy and the evaluators as they
 did live. Without --store the result is printed and nothing is written. With
 --store the room's windows and evaluations are replaced by the new ones (no live
@@ -40,7 +40,7 @@ parser:argument("room", "The room's name."):args("?")
 parser:option("--transcript", "Read the finals from this file (- for stdin), the JSON of `quantcoach transcribe --format json`, instead of the store."):argname("<file>")
 parser:option("--policies", "Policy directory (default: the configured one)."):argname("<dir>")
 parser:option("--evaluator", "analytics, openai or anthropic (default: QC_EVALUATOR)."):choices({ "analytics", "openai", "anthropic" })
-parser:option("--db", "The store file (default: QC_DATA/quantcoach.db)."):argname("<file>")
+parser:option("--db", "The store: a SQLite file or a postgres:// URI (default: QC_STORE_URL, else QC_DATA/quantcoach.db)."):argname("<store>")
 parser:option("--format", "json or md (default json)."):choices({ "json", "md" })
 parser:flag("--store", "Replace the room's stored windows and evaluations with the new ones.")
 parser:flag("--failed", "Only evaluate again the stored windows whose LLM evaluation failed; store the results.")
@@ -92,7 +92,7 @@ end
 local room = args.room or "transcript"
 local db
 if not args.transcript then
-  local dok, handle = pcall(db_mod.open, args.db or (config.data_dir .. "/quantcoach.db"))
+  local dok, handle = pcall(db_mod.open, args.db or db_mod.target())
   if not dok then return cli.bad_value(PROG, "store: " .. tostring(type(handle) == "table" and handle.message or handle)) end
   db = handle
 end
@@ -186,11 +186,11 @@ end
 if args.store then
   local now = time.now()
   local sok, serr = db:transaction(function()
-    db:run("DELETE FROM windows WHERE room = ?", room)
-    db:run("DELETE FROM evaluations WHERE room = ?", room)
+    db_mod.check(db:run("DELETE FROM windows WHERE room = ?", room))
+    db_mod.check(db:run("DELETE FROM evaluations WHERE room = ?", room))
     st.max_length = nil
-    db:run("INSERT INTO window_state (room, state, updated_at) VALUES (?, ?, ?) ON CONFLICT (room) DO UPDATE SET "
-      .. "state = excluded.state, updated_at = excluded.updated_at", room, cjson.encode(st), now)
+    db_mod.check(db:run("INSERT INTO window_state (room, state, updated_at) VALUES (?, ?, ?) ON CONFLICT (room) DO UPDATE SET "
+      .. "state = excluded.state, updated_at = excluded.updated_at", room, cjson.encode(st), now))
     for _, w in ipairs(all) do
       local msg = windows.message(w, nil)
       assert(db:run("INSERT INTO windows (room, idx, seq, start_s, end_s, text, body, created_at) VALUES (?, ?, NULL, ?, ?, ?, ?, ?)",

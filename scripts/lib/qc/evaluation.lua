@@ -251,11 +251,28 @@ function M.rerun_pending(db, room)
   return n
 end
 
--- Rooms whose windows runner has a window open, with their interview clock's origin. The
--- state is JSON; SQLite reads its open list, so a room in no window costs no decode here.
-local OPEN_ROOMS = [[SELECT w.room AS room, r.started_at AS started_at FROM window_state w
+-- Rooms whose windows runner may have a window open, with their interview clock's origin.
+-- The state is JSON, read here rather than by the store's JSON functions (PostgreSQL and
+-- SQLite spell them differently): see open_rooms.
+local OPEN_ROOMS = [[SELECT w.room AS room, r.started_at AS started_at, w.state AS state FROM window_state w
   JOIN rooms r ON r.name = w.room
-  WHERE r.started_at IS NOT NULL AND json_array_length(w.state, '$.open') > 0]]
+  WHERE r.started_at IS NOT NULL]]
+
+-- The rows of OPEN_ROOMS whose state has a window open. cjson writes a non-empty list of
+-- windows as "open":[{ and an empty one as "open":{} (and a string value cannot hold that
+-- text unescaped), so a room in no window costs a substring search, not a decode.
+local function open_rooms(rows)
+  local out = {}
+  for _, r in ipairs(rows) do
+    if r.state:find('"open":[{', 1, true) then
+      local ok, st = pcall(cjson.decode, r.state)
+      if ok and type(st) == "table" and type(st.open) == "table" and #st.open > 0 then
+        out[#out + 1] = { room = r.room, started_at = r.started_at }
+      end
+    end
+  end
+  return out
+end
 
 -- On PostgreSQL the rooms of every instance are in the store: a room whose interview goes on
 -- may be owned by an instance that died, so every such room is a candidate for the tick
@@ -291,7 +308,7 @@ function M.tick(now, pause)
     events.listen()
     rows = db:query(LIVE_ROOMS) or {}
   else
-    rows = db:query(OPEN_ROOMS) or {}
+    rows = open_rooms(db:query(OPEN_ROOMS) or {})
   end
   local closed = 0
   for i, r in ipairs(rows) do

@@ -183,6 +183,9 @@ end
 -- generation's own lib modules and cjson instance.
 local function lib_env(gen)
   local env = base_env()
+  -- Which coroutine (task) is running: qc.db routes a task's calls to the transaction it
+  -- opened. Not resume or yield: the C scheduler owns those.
+  env.coroutine = { running = coroutine.running, isyieldable = coroutine.isyieldable }
   env.qc = setmetatable({}, {
     __index = function(t, k)
       if not package.preload["qc." .. tostring(k)] then

@@ -4,10 +4,13 @@
 -- it sweeps at start and then every hour, one batch of rows per loop turn, so a store of
 -- millions of rows is trimmed without holding up a request for more than one small DELETE.
 --
--- Rows are walked in rowid order, which is the order they were written in, without an index
--- on the time column: an index would cost every issued token its upkeep (1.5 us measured for
--- the one on tokens(room)). A batch is the next BATCH rowids; a sweep of a table ends at the
--- first batch with nothing old enough in it, since rows after it were written later still.
+-- Rows are walked in key order (tokens.id; SQLite's rowid for webhook_events), which is the
+-- order they were written in, without an index on the time column: an index would cost every
+-- issued token its upkeep (1.5 us measured for the one on tokens(room)). A batch is the next
+-- BATCH keys; a sweep of a table ends at the first batch with nothing old enough in it, since
+-- rows after it were written later still. On PostgreSQL webhook_events has no such key (its
+-- id is LiveKit's text): it is purged BATCH old rows at a time, found by a scan, which this
+-- small table (a few deliveries per room) affords.
 local host = require "qc.host"
 local time = require "qc.time"
 local log = require "qc.log"
@@ -21,9 +24,25 @@ M.INTERVAL = 3600
 
 ---@type { name: string, column: string }[] the tables swept and their time column (unix seconds)
 M.TABLES = {
-  { name = "tokens", column = "issued_at" },
+  { name = "tokens", column = "issued_at", key = "id" },
   { name = "webhook_events", column = "received_at" },
 }
+
+-- PostgreSQL, a table without a key in write order: BATCH old rows per DELETE until a
+-- DELETE finds fewer.
+local function purge_scan(handle, t, cutoff, batch, pause)
+  local del = ("DELETE FROM %s WHERE ctid IN (SELECT ctid FROM %s WHERE %s < ? LIMIT ?)"):format(t.name, t.name, t.column)
+  local deleted, batches = 0, 0
+  while true do
+    local n, err = handle:run(del, cutoff, batch)
+    if not n then return nil, err end
+    batches = batches + 1
+    deleted = deleted + n
+    if n < batch then break end
+    if pause then pause() end
+  end
+  return deleted, batches
+end
 
 ---Deletes the rows of table `t` whose time column is before `cutoff`, BATCH rows at a time,
 ---calling pause() between batches.
@@ -34,9 +53,12 @@ M.TABLES = {
 ---@param pause fun()|nil called between batches (yields to the loop in the server)
 ---@return integer|nil deleted, integer|string batches_or_error
 function M.purge_table(handle, t, cutoff, batch, pause)
-  local span = ("SELECT max(r) AS last FROM (SELECT rowid AS r FROM %s WHERE rowid > ? ORDER BY rowid LIMIT ?)")
-    :format(t.name)
-  local del = ("DELETE FROM %s WHERE rowid > ? AND rowid <= ? AND %s < ?"):format(t.name, t.column)
+  local postgres = handle.backend and handle:backend() == "postgres"
+  if postgres and not t.key then return purge_scan(handle, t, cutoff, batch, pause) end
+  local key = t.key or "rowid"
+  local span = ("SELECT max(r) AS last FROM (SELECT %s AS r FROM %s WHERE %s > ? ORDER BY %s LIMIT ?) AS b")
+    :format(key, t.name, key, key)
+  local del = ("DELETE FROM %s WHERE %s > ? AND %s <= ? AND %s < ?"):format(t.name, key, key, t.column)
   local after, deleted, batches = 0, 0, 0
   while true do
     local rows, err = handle:query(span, after, batch)

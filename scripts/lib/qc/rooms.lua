@@ -273,7 +273,7 @@ end
 function M.list()
   local live = livekit.list_rooms()
   local ours = {}
-  local rows = db.query("SELECT name, sid, created_at, max_participants, ended_at, state FROM rooms ORDER BY created_at")
+  local rows = db.query("SELECT name, sid, created_at, max_participants, ended_at, state FROM rooms ORDER BY created_at, name")
   for _, r in ipairs(rows) do ours[r.name] = r end
   local seen, out = {}, {}
   for _, r in ipairs(live) do

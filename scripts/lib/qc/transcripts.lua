@@ -21,8 +21,8 @@ local EMPTY_ARRAY = cjson.empty_array
 local function ensure_room(tx, room, now)
   -- A room fed by `quantcoach token --ingest` or a demo feeder need not have been created
   -- through the API: its events still need a row to number them.
-  tx:run("INSERT INTO rooms (name, created_at, state) VALUES (?, ?, 'created') ON CONFLICT(name) DO NOTHING",
-    room, math.floor(now))
+  db.check(tx:run("INSERT INTO rooms (name, created_at, state) VALUES (?, ?, 'created') ON CONFLICT(name) DO NOTHING",
+    room, math.floor(now)))
 end
 
 ---Stores one event and returns its sequence number and its JSON (the live message).

@@ -378,6 +378,11 @@ function M.commit(db, policy, room, final, now, within, opts)
   -- last_seq was taken already and is skipped.
   local consume = opts and opts.consume and type(final) == "table" and math.tointeger(final.seq)
   local ok, windows, msgs, extra = db:transaction(function(tx)
+    -- A final and a clock tick of one room, in two tasks, each read, step and write back
+    -- its state: one after the other (PostgreSQL reads without locking; this lock, taken
+    -- before the read, orders them even when the room has no state row yet). Across
+    -- instances the compare-and-set of save_state is what keeps a stale owner out.
+    if tx.xact_lock then tx:xact_lock("qc.windows:" .. room) end
     local st, old = load_state(tx, room)
     local out
     if consume and final.seq <= (st.last_seq or 0) then

@@ -41,10 +41,12 @@ end
 function M.start_clock(room, now)
   local started
   local ok, err, code = db.get():transaction(function(tx)
-    tx:run("INSERT INTO rooms (name, created_at, state) VALUES (?, ?, 'created') ON CONFLICT(name) DO NOTHING",
-      room, math.floor(now))
-    tx:run("UPDATE rooms SET started_at = ? WHERE name = ? AND started_at IS NULL", now, room)
-    started = tx:first("SELECT started_at FROM rooms WHERE name = ?", room).started_at
+    db.check(tx:run("INSERT INTO rooms (name, created_at, state) VALUES (?, ?, 'created') ON CONFLICT(name) DO NOTHING",
+      room, math.floor(now)))
+    -- Two tracks (on two instances) starting at once: the second UPDATE waits for the
+    -- first's row lock, then finds started_at set and leaves it; both read the first's.
+    db.check(tx:run("UPDATE rooms SET started_at = ? WHERE name = ? AND started_at IS NULL", now, room))
+    started = db.check(tx:first("SELECT started_at FROM rooms WHERE name = ?", room)).started_at
   end)
   if not ok then errors.raise(503, "STORE_UNAVAILABLE", "ingest: " .. tostring(err) .. " (" .. tostring(code) .. ")") end
   return started

@@ -10,6 +10,8 @@ local db = require "qc.db"
 local M = {}
 
 local VERSION = host.config().version
+-- PostgreSQL's URI as /health shows it: never its password.
+local store_url = host.config().store_url_masked
 local JSON_HEADERS = json.HEADERS
 
 local function iso(t)
@@ -43,12 +45,16 @@ function M.health(req)
   local status = status_json
   if engine and engine.state ~= "ready" then status = '"degraded"' end
   -- The store opens (and migrates) on first use; a file it cannot use (a newer release's
-  -- schema, a disk error) fails every stored request, so health says so.
-  local store_ok, store_err = pcall(db.get)
-  local store_json = '{"state":"ok"}'
-  if not store_ok then
-    status = '"degraded"'
-    store_json = json.encode { state = "failed", error = type(store_err) == "table" and store_err.message or tostring(store_err) }
+  -- schema, a disk error) fails every stored request, and so does a PostgreSQL that is away
+  -- (its pool reconnects meanwhile), so health says so, without waiting on the store.
+  local st = db.status()
+  local store_json
+  if st.state == "ok" and st.backend == "sqlite" then
+    store_json = '{"backend":"sqlite","state":"ok"}'
+  else
+    if st.state ~= "ok" then status = '"degraded"' end
+    store_json = json.encode { backend = st.backend, state = st.state, error = st.error, url = store_url,
+                               connections = st.connections, busy = st.busy, waiting = st.waiting }
   end
   local ms = math.floor((time.now() - started_at) * 1000)
   local frac = ms % 1000

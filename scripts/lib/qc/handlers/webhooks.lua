@@ -168,10 +168,13 @@ function M.livekit(req)
   local now = math.floor(time.now())
   local duplicate = false
   local after = {}
-  db.get():transaction(function(tx)
-    local changes = tx:run([[INSERT OR IGNORE INTO webhook_events (id, event, room, created_at, received_at, body)
-                             VALUES (?, ?, ?, ?, ?, ?)]],
-      ev.id, ev.event, ev.room and ev.room.name, int(ev.createdAt), now, req.body)
+  -- The event id is the key of webhook_events in the store every instance shares: a delivery
+  -- repeated to another instance, even at the same moment, inserts nothing there (on
+  -- PostgreSQL the second insert waits for the first's commit) and is answered "duplicate".
+  db.transaction(function(tx)
+    local changes = db.check(tx:run([[INSERT INTO webhook_events (id, event, room, created_at, received_at, body)
+                                      VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING]],
+      ev.id, ev.event, ev.room and ev.room.name, int(ev.createdAt), now, req.body))
     if changes == 0 then
       duplicate = true
       return
