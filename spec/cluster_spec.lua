@@ -1,0 +1,215 @@
+-- Three instances, one PostgreSQL: every instance answers for every room, the live socket on
+-- one instance carries what the others committed, and one instance owns each room's windows.
+-- The interview is the festival dialogue (spec/support/speech.lua) through /ingest and the
+-- local pocketsphinx engine, fed at real time (speed 1: the interview clock is the wall clock
+-- at the track's connect, so a feeder that reconnects elsewhere keeps its times).
+--
+-- Run twice: without a kill, and with kill -9 of the room's owner mid-interview. The kill
+-- comes right after the final of the utterance the owner's own track last carried, in the
+-- silence before that speaker's next turn, so what the dead instance held of its track was
+-- silence; its feeder reconnects through the third instance and continues on the wall clock
+-- (ws_peer.js --epoch). The stored transcript and windows of both runs must be the same.
+-- Only with SPEC_PG_URL (ctest's pg_cluster run): SQLite is one process's store.
+local server = require "support.server"
+local peers = require "support.peers"
+local speech = require "support.speech"
+local lk = require "support.fake_livekit"
+local ingest = require "qc.ingest"
+local cjson = require "cjson"
+
+local API_KEY = "spec-cluster-key-0123456789"
+local AUTH = { Authorization = "Bearer " .. API_KEY }
+local IDS = { interviewer = "iv-lead", candidate = "cand-7" }
+
+if not server.pg_url then
+  describe("three instances on one PostgreSQL", function()
+    pending("needs SPEC_PG_URL (a throwaway PostgreSQL cluster: ctest's pg_ entries)")
+  end)
+  return
+end
+
+local function finals_of(peer)
+  local out = {}
+  for _, m in ipairs(peer:messages()) do
+    if m.type == "transcript" and m.final then out[#out + 1] = m end
+  end
+  return out
+end
+
+local function of_role(list, role)
+  local n = 0
+  for _, m in ipairs(list) do if m.role == role then n = n + 1 end end
+  return n
+end
+
+local function owner_of(instances, room)
+  local found
+  for name, s in pairs(instances) do
+    if not s.killed and s:log_text():find("owner room taken room=" .. room, 1, true) then found = found or name end
+  end
+  return found
+end
+
+local function feed(s, room, role, dir, epoch)
+  local t = ingest.token { room = room, identity = IDS[role], track = "TR_" .. role }
+  local args = { "--wav", dir .. "/" .. role .. ".wav", "--speed", "1", "--steady" }
+  if epoch then args[#args + 1] = "--epoch"; args[#args + 1] = tostring(epoch) end
+  return peers.feed(("ws://127.0.0.1:%d/ingest?t=%s"):format(s.port, t), args)
+end
+
+-- One interview over three instances; with kill = true, the room's owner dies mid-interview.
+-- Returns what was stored and seen.
+local function interview(fake, dir, room, kill)
+  local url = server.create_database()
+  local env = fake:env { QC_API_KEYS = API_KEY }
+  local inst = {}
+  for _, name in ipairs { "A", "B", "C" } do inst[name] = server.start { store_url = url, env = env } end
+  local A, B, C = inst.A, inst.B, inst.C
+
+  -- The room on A, tokens from B, webhooks over all three (one delivered twice, to two).
+  local status, body = A:request("POST", "/rooms/create", { room_name = room }, AUTH)
+  assert.equal(200, status, cjson.encode(body))
+  local tokens = peers.role_tokens(B, room, IDS, AUTH)
+  assert.equal(200, (peers.webhook(C, { event = "room_started", room = { sid = "RM_" .. room, name = room } })))
+  local joined = { event = "participant_joined", id = "EV_cl_join_" .. room,
+                   room = { sid = "RM_" .. room, name = room },
+                   participant = { sid = "PA_iv", identity = IDS.interviewer, state = "ACTIVE" } }
+  assert.equal(200, (peers.webhook(A, joined)))
+  assert.equal(200, (peers.webhook(B, joined))) -- the same id through another instance
+  assert.equal(200, (peers.participant(C, "joined", room, IDS.candidate)))
+
+  -- A live client on C, from the start; the two tracks on A and B.
+  local live = peers.live(C, room, tokens.interviewer, { "--timeout", "120" })
+  live:wait_event("open")
+  local feeders = { interviewer = feed(A, room, "interviewer", dir), candidate = feed(B, room, "candidate", dir) }
+  local at_of = { interviewer = A, candidate = B }
+  local opened = {}
+  for role, f in pairs(feeders) do opened[role] = f:wait_event("open", 20).at end
+
+  local killed
+  if kill then
+    -- The owner is whoever committed the room's first final; its own track's speaker has
+    -- just finished an utterance when the live client on C has two of that speaker's finals.
+    local owner
+    server.wait_for(function()
+      owner = owner_of(inst, room)
+      return owner ~= nil
+    end, 30, "an instance to own the room")
+    assert.is_true(owner == "A" or owner == "B", "the owner is an instance with a track: " .. tostring(owner))
+    local role = owner == "A" and "interviewer" or "candidate"
+    server.wait_for(function() return of_role(finals_of(live), role) >= 2 end, 40, "the owner's track's second final")
+    inst[owner]:signal("KILL")
+    inst[owner].killed = true
+    killed = owner
+    feeders[role]:wait_event("close", 10)
+    -- Another instance owns the room within seconds (its clock tick takes the free lock).
+    local next_owner
+    server.wait_for(function()
+      next_owner = owner_of(inst, room)
+      return next_owner ~= nil
+    end, 10, "another instance to own the room")
+    assert.are_not.equal(owner, next_owner)
+    -- The feeder reconnects through C, where it was on the wall clock.
+    feeders[role] = feed(C, room, role, dir, opened[role])
+    local reopened = feeders[role]:wait_event("open", 20)
+    assert.is_true(reopened.from > 0)
+    at_of[role] = C
+  end
+
+  for _, f in pairs(feeders) do f:wait_event("close", 90) end
+  for _, s in pairs(at_of) do
+    server.wait_for(function()
+      local _, h = s:request("GET", "/health")
+      return h.tracks.live == 0
+    end, 60, "every track to finish")
+  end
+  -- The interview ends: the webhook reaches B, which closes the open windows.
+  assert.equal(200, (peers.webhook(B, { event = "room_finished", room = { sid = "RM_" .. room, name = room } })))
+
+  -- Any instance answers for the room: the transcript from one, the windows from another.
+  local alive = {}
+  for _, name in ipairs { "A", "B", "C" } do if not inst[name].killed then alive[#alive + 1] = inst[name] end end
+  local transcript, wins
+  server.wait_for(function()
+    local _, doc = alive[1]:request("GET", "/rooms/" .. room .. "/transcript", nil, AUTH)
+    transcript = doc.transcript
+    local _, ev = alive[#alive]:request("GET", "/rooms/" .. room .. "/evaluations", nil, AUTH)
+    wins = ev.windows
+    local seen = {}
+    for _, w in ipairs(wins) do for _, f in ipairs(w.finals) do seen[f.seq] = true end end
+    for _, f in ipairs(transcript) do if not seen[f.seq] then return false end end
+    return #transcript > 0
+  end, 40, "every final in a stored window")
+
+  -- The live client on C saw every stored final, both speakers, in seq order, each once.
+  local db = C:db()
+  local stored = assert(db:query("SELECT seq, identity FROM events WHERE room = ? AND kind = 'final' ORDER BY seq", room))
+  local parts = assert(db:query("SELECT seq FROM events WHERE room = ? AND kind = 'participant'", room))
+  local win_events = assert(db:query("SELECT seq FROM events WHERE room = ? AND kind = 'window' ORDER BY seq", room))
+  db:close()
+  server.wait_for(function() return #finals_of(live) >= #stored end, 20, "the live client to have every final")
+  local got = finals_of(live)
+  assert.equal(#stored, #got)
+  for i, r in ipairs(stored) do
+    assert.equal(r.seq, got[i].seq)
+    assert.equal(r.identity, got[i].identity)
+  end
+  local last = 0
+  for _, m in ipairs(live:messages()) do
+    if m.seq and not m.partial and m.type ~= "stt" then
+      assert.is_true(m.seq > last, "the live client got seq " .. m.seq .. " after " .. last)
+      last = m.seq
+    end
+  end
+  assert.is_true(of_role(got, "interviewer") >= 3 and of_role(got, "candidate") >= 3,
+    "both speakers' finals: " .. cjson.encode(got))
+  -- The webhook delivered twice was applied once: two participants joined, two events.
+  assert.equal(2, #parts)
+  -- One window event per stored window.
+  assert.equal(#wins, #win_events)
+
+  live:kill()
+  for _, s in pairs(inst) do
+    if not s.killed then s:stop() end
+  end
+  return { transcript = transcript, windows = wins, killed = killed }
+end
+
+local function summary_of(r)
+  local t = {}
+  for i, f in ipairs(r.transcript) do t[i] = { f.identity, f.text } end
+  return t
+end
+
+describe("three instances on one PostgreSQL", function()
+  local fake, dir
+  setup(function()
+    dir = speech.make()
+    fake = lk.start()
+  end)
+  teardown(function()
+    if fake then fake:stop() end
+  end)
+
+  it("carry one interview, and a kill -9 of the room's owner loses and doubles no final or window", function()
+    local base = interview(fake, dir, "cl-base", false)
+    local cut = interview(fake, dir, "cl-kill", true)
+    assert.is_not_nil(cut.killed)
+
+    -- The same transcript: texts, order and speakers.
+    assert.same(summary_of(base), summary_of(cut))
+    -- The same windows: numbered 1..n once each, the same count and bounds (the last one ends
+    -- with the last final, which may move by the reconnect's few milliseconds).
+    assert.equal(#base.windows, #cut.windows)
+    for i, w in ipairs(cut.windows) do
+      assert.equal(i, w.index)
+      local b = base.windows[i]
+      assert.is_true(math.abs(w.start - b.start) < 0.5, ("window %d starts at %s, %s without the kill"):format(i, w.start, b.start))
+      assert.is_true(math.abs(w["end"] - b["end"]) < 0.5, ("window %d ends at %s, %s without the kill"):format(i, w["end"], b["end"]))
+      local texts, btexts = {}, {}
+      for _, f in ipairs(w.finals) do texts[#texts + 1] = f.text end
+      for _, f in ipairs(b.finals) do btexts[#btexts + 1] = f.text end
+      assert.same(btexts, texts)
+    end
+  end)
+end)
