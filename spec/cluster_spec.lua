@@ -17,6 +17,7 @@
 -- Only with SPEC_PG_URL (ctest's pg_cluster run): SQLite is one process's store.
 local server = require "support.server"
 local peers = require "support.peers"
+local feeder = require "support.feeder"
 local el = require "support.fake_elevenlabs"
 local lk = require "support.fake_livekit"
 local ingest = require "qc.ingest"
@@ -265,5 +266,45 @@ describe("three instances on one PostgreSQL", function()
       for _, f in ipairs(b.finals) do btexts[#btexts + 1] = f.text end
       assert.same(btexts, texts)
     end
+  end)
+end)
+
+describe("live fan-out across instances", function()
+  it("makes good from the store what a notification lost while the session was away would have carried", function()
+    local url = server.create_database()
+    local a = feeder.start { env = { QC_API_KEYS = API_KEY, QC_STORE_URL = url } }
+    local b = feeder.start { env = { QC_API_KEYS = API_KEY, QC_STORE_URL = url } }
+    local room = "cl-relisten"
+    local live = peers.listen(("ws://127.0.0.1:%d/rooms/%s/live"):format(b.port, room),
+      { "--header", "Authorization: Bearer " .. API_KEY, "--timeout", "60" })
+    live:wait_event("open")
+    local n = 0
+    local function post(k)
+      local list = {}
+      for _ = 1, k do
+        n = n + 1
+        list[#list + 1] = { identity = "iv", role = "interviewer", track = "TR_iv", text = "line " .. n, start = n, ["end"] = n + 0.5 }
+      end
+      assert.equal(200, (a:request("POST", "/spec/finals", { room = room, events = list }, AUTH)))
+    end
+    post(3)
+    server.wait_for(function() return #finals_of(live) == 3 end, 10, "B's client to have A's first finals")
+    -- Every session connection that LISTENs is cut (B's among them), and A commits at once:
+    -- its notifications go out while B has no session to receive them.
+    local db = a:db()
+    local cut = assert(db:query([[SELECT pg_terminate_backend(pid) AS ok FROM pg_stat_activity
+      WHERE datname = current_database() AND pid <> pg_backend_pid()
+        AND (query ILIKE 'LISTEN%' OR query ILIKE '%pg_try_advisory_lock%' OR query ILIKE '%pg_advisory_unlock%')]]))
+    assert.is_true(#cut >= 2, "the two sessions were not found")
+    db:close()
+    post(4)
+    server.wait_for(function() return #finals_of(live) == 7 end, 15, "B's client to have every final")
+    for i, m in ipairs(finals_of(live)) do
+      assert.equal("line " .. i, m.text)
+      assert.equal(i, m.seq)
+    end
+    live:kill()
+    a:stop()
+    b:stop()
   end)
 end)
