@@ -181,6 +181,16 @@ local function interview(fake, stt, dir, room, kill)
     return #transcript > 0
   end, 40, "every final in a stored window")
 
+  -- The interview ended: its owner gave the room's lock up (the lock is a session advisory
+  -- lock; nothing else takes one on this database).
+  server.wait_for(function()
+    local ldb = C:db()
+    local r = assert(ldb:first([[SELECT count(*) AS n FROM pg_locks WHERE locktype = 'advisory' AND granted
+      AND database = (SELECT oid FROM pg_database WHERE datname = current_database())]]))
+    ldb:close()
+    return r.n == 0
+  end, 10, "the room's owner to give its lock up")
+
   -- The live client on C saw every stored final, both speakers, in seq order, each once.
   local db = C:db()
   local stored = assert(db:query("SELECT seq, identity FROM events WHERE room = ? AND kind = 'final' ORDER BY seq", room))

@@ -356,6 +356,9 @@ function M.finish(room)
       if attempt == 5 or not msg:find(windows.STALE, 1, true) then error(list, 0) end
     end
     owner.release(room)
+    -- The room's owner, if another instance, gives it up too.
+    local sent, nerr = pcall(events.notify, db, "ended", room)
+    if not sent then log.warn("evaluation", "ended not announced", { room = room, error = tostring(nerr) }) end
   end
   local evaluator = M.evaluator()
   if evaluator ~= M.ANALYTICS and p.evaluation then

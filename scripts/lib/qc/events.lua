@@ -85,6 +85,16 @@ function M.listen()
   return true
 end
 
+---Tells every instance something that is no stored event (seq 0), on PostgreSQL: "ended" when a
+---room's interview was finished, so its owner gives the room's lock up. Nothing on SQLite.
+---@param db table a qc.store handle
+---@param kind string
+---@param room string
+function M.notify(db, kind, room)
+  if not (db.backend and db:backend() == "postgres") then return true end
+  return db:first("SELECT pg_notify(?, ?) AS n", M.CHANNEL, M.payload(0, kind, room))
+end
+
 ---The room's next sequence number, or nil when the room has no row (a transcript replayed from
 ---elsewhere: then nothing is stored as an event and nothing goes on the live socket).
 ---@param tx table a qc.store handle inside a transaction

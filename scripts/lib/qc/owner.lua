@@ -161,6 +161,8 @@ events.on("owner", {
   -- Another instance committed a final of a room owned here: its windows are ours to run.
   notify = function(_, kind, room)
     if kind == "final" and held[room] then M.run(room) end
+    -- The interview was finished (on whichever instance): the room needs no owner now.
+    if kind == "ended" and held[room] then M.release(room) end
   end,
   -- The session came back: its locks died with the old one. Each room is tried again (it may
   -- have been taken by another instance meanwhile).
