@@ -211,6 +211,15 @@ function M.step_final(db, policy, room, final)
   return #list
 end
 
+---The clock's tick of one room through its windows runner (a silence: no new final), and the
+---windows it closed handled as step_final's. Raises on a store error.
+---@return integer windows closed
+function M.step_tick(db, policy, room, clock, now)
+  local list, msgs, stats = windows.commit(db, policy, room, clock, now, analytics_within(room))
+  if #list > 0 then M.on_windows(db, room, list, msgs, stats) end
+  return #list
+end
+
 ---The live hook: a final was committed (and announced) by qc.transcripts. The room's owner
 ---(qc.owner: this process, always, on SQLite) runs the windows policy over the stored finals
 ---it has not taken yet, this one included, in seq order. Never raises: the final is stored
@@ -289,8 +298,9 @@ end
 ---A clock tick: every room with open windows goes through the windows policy with the
 ---interview clock now (now - rooms.started_at) and no new final, so a window closes on time
 ---in a silence. The windows it closes are handled as on_final's. Only the rooms this process
----owns (qc.owner): on PostgreSQL a room owned by no live instance is taken over here, and its
----stored finals not taken yet go through the runner first. Never raises.
+---owns (qc.owner): on PostgreSQL a room owned by no live instance is taken over here, and the
+---tick goes through the room's runner after the stored finals it has not taken yet (the
+---count returned is SQLite's alone then). Never raises.
 ---@param now number|nil unix seconds (time.now())
 ---@param pause fun()|nil called after a room that closed windows and every 100 rooms (the
 ---clock service yields to the loop there: 1,000 rooms closing at once cost ~170 ms)
@@ -316,17 +326,13 @@ function M.tick(now, pause)
     local done, err = pcall(function()
       if not owner.owns(r.room, now) then return end
       if pg then
-        owner.run(r.room)
-        -- Read again: the run may have moved the state on.
-        local st = db:first("SELECT state FROM window_state WHERE room = ?", r.room)
-        if not st or not has_open(st.state) then return end
+        -- Through the room's runner, after any finals it has not taken yet (a room just
+        -- taken over); counted there, not here.
+        if has_open(r.state) then owner.run(r.room, { tick = { clock = now - r.started_at, now = now } }) end
+        return
       end
-      local list, msgs, stats = windows.commit(db, policy, r.room, now - r.started_at, now, analytics_within(r.room))
-      n = #list
-      if n > 0 then
-        closed = closed + n
-        M.on_windows(db, r.room, list, msgs, stats)
-      end
+      n = M.step_tick(db, policy, r.room, now - r.started_at, now)
+      closed = closed + n
     end)
     if not done then log.error("evaluation", "windows tick failed", { room = r.room, error = tostring(err) }) end
     if pause and (n > 0 or i % 100 == 0) then pause() end

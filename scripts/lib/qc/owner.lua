@@ -113,14 +113,22 @@ local function consume(room, r)
       r.cursor = f.seq
     end
     if #rows == M.BATCH then r.again = true end
+    -- The clock's tick after the finals: a window never closes by time before the finals
+    -- stored before the tick (a backlog a new owner takes over) are in.
+    if not r.again and r.tick then
+      local t = r.tick
+      r.tick = nil
+      evaluation.step_tick(store, policy, room, t.clock, t.now)
+    end
   until not r.again
 end
 
 ---Runs the room's windows over its stored finals not taken yet, when this process owns the
----room (opts.force: whether or not, for the interview's end). One run per room at a time: a
----call while it runs makes it read once more. Never raises.
+---room (opts.force: whether or not, for the interview's end), then the clock's tick when
+---opts.tick gives one ({ clock = seconds on the interview clock, now = unix seconds }). One
+---run per room at a time: a call while it runs makes it read once more. Never raises.
 ---@param room string
----@param opts { force: boolean|nil }|nil
+---@param opts { force: boolean|nil, tick: table|nil }|nil
 function M.run(room, opts)
   if not (opts and opts.force) and not M.owns(room) then return end
   local r = runs[room]
@@ -128,6 +136,7 @@ function M.run(room, opts)
     r = {}
     runs[room] = r
   end
+  if opts and opts.tick then r.tick = opts.tick end
   if r.running then
     r.again = true
     return
