@@ -10,7 +10,9 @@
 # interleaved rounds, medians. For PostgreSQL the CPU of every process of its cluster (postmaster,
 # backends, WAL writer, checkpointer...) over the run is counted too: that is what a request costs.
 #   bench/store.sh                       DURATION=10 ROUNDS=3 CONNECTIONS=32 FINALS=2000 RATE=200
+#   PARTS="tokens finals delay"          which parts to run (the default: all three)
 set -euo pipefail
+: "${ROUNDS:=3}"
 
 # shellcheck source=bench/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -19,8 +21,8 @@ KEY=bench-key
 ROUND_FORMAT='  round %d %-8s %8s req/s  p99 %8s ms  %7s us CPU/req (server and postgres)\n'
 NON_2XX=void
 FINALS=${FINALS:-2000}
+PARTS=" ${PARTS:-tokens finals delay} "
 RATE=${RATE:-200}
-ROUNDS=${ROUNDS:-3}
 
 need wrk node curl psql
 
@@ -53,7 +55,7 @@ fresh_database() {
 
 # A copy of the shipped scripts and policies with one more route: POST /bench/final commits the
 # final in its body as STT's result would be (transcripts.on_event) and answers with the wall
-# clock just after the commit, for the A->B delay.
+# clock just before and just after that call (the commit is in between), for the A->B delay.
 mkdir -p "$TMP/policies"
 cp -r scripts "$TMP/scripts"
 cp policies/*.lua "$TMP/policies/"
@@ -63,9 +65,10 @@ local time = require "qc.time"
 return {
   final = function(req)
     local j = req.json
+    local before = time.now()
     transcripts.on_event { room = j.room, identity = "cand-1", role = "candidate", track = "TR_bench", final = true,
       text = j.text, start = j.t, ["end"] = j.t + 1.5, words = {} }
-    return 200, nil, { room = j.room, seq = transcripts.last_seq(j.room), committed_at = time.now() }
+    return 200, nil, { room = j.room, before = before, after = time.now() }
   end,
 }
 EOF
@@ -114,7 +117,8 @@ cpu_ticks() {
     if [[ $CURRENT == pg ]]; then
         p=$(pg_ticks)
         echo "$p" >>"$TMP/pgticks.$CURRENT_ROUND"
-        # What the run asked of PostgreSQL: WAL bytes, commits, client connections.
+        # What the run asked of PostgreSQL: WAL bytes, transactions (xact_commit: a read in
+        # autocommit counts as one), client connections.
         psql -X -At -F ' ' -d "$PGBASE" -c "SELECT pg_current_wal_lsn() - '0/0',
             (SELECT sum(xact_commit) FROM pg_stat_database),
             (SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend')" >>"$TMP/pgstats.$CURRENT_ROUND"
@@ -131,7 +135,7 @@ measure() {
     measure_inner "$@"
 }
 
-# WAL bytes and commits per request, and client connections, of the pg rounds (medians).
+# WAL bytes and transactions per request, and client connections, of the pg rounds (medians).
 pg_stats() {
     local r n wal= commits= conns=
     for ((r = 1; r <= ROUNDS; r++)); do
@@ -170,6 +174,7 @@ table_row() { # BENCH LABEL
 }
 
 # ---- 1. tokens ----------------------------------------------------------------------------
+if [[ $PARTS == *" tokens "* ]]; then
 BENCH=tokens
 BODY='{"room_name":"interview-7","participant_identity":"cand-42","participant_type":"candidate"}'
 URL_PATH=/tokens/generate
@@ -188,10 +193,12 @@ probe_server() {
 }
 run_rounds "POST /tokens/generate, SQLite against PostgreSQL $PGVERSION ($PGCONF)"
 table_row tokens "POST /tokens/generate"
+fi
 
 # ---- 2. transcript finals -------------------------------------------------------------------
 # 64 rooms, the connections' requests spread over them; each room's finals 2 s apart on its
 # clock, 20 distinct words a final, so windows close and analytics run as in an interview.
+if [[ $PARTS == *" finals "* ]]; then
 BENCH=finals
 URL_PATH=/bench/final
 BODY='{"room":"bench-probe","text":"probe","t":0}'
@@ -213,26 +220,28 @@ EOF
 WRK_ARGS=(-s "$TMP/finals.lua")
 run_rounds "POST /bench/final (transcripts.on_event, 64 rooms), SQLite against PostgreSQL"
 table_row finals "a final (64 rooms)"
+fi
 
+if [[ -n ${TABLE[*]} ]]; then
 echo
 echo "Store backends, $(machine_line); PostgreSQL $PGVERSION, $PGCONF"
 printf '| %-22s | %9s | %9s | %9s | %9s | %9s | %s | %s |\n' request 'SQLite req/s' 'p99 ms' 'CPU µs/req' \
     'PG req/s' 'p99 ms' 'CPU µs/req (server + postgres)' 'PG/SQLite CPU'
 printf '| %-22s | %9s | %9s | %9s | %9s | %9s | %s | %s |\n' --- ---: ---: ---: ---: ---: ---: ---:
-echo "${TABLE[tokens]}"
-echo "${TABLE[finals]}"
+for b in tokens finals; do [[ -z ${TABLE[$b]:-} ]] || echo "${TABLE[$b]}"; done
 echo "(medians of $ROUNDS interleaved rounds, wrk -t1 -c$CONNECTIONS -d${DURATION}s; PG's CPU counts its server process and every postgres process)"
 echo
-printf '| %-22s | %9s | %9s | %9s |\n' "PostgreSQL, per request" 'WAL bytes' 'commits' 'server connections'
+printf '| %-22s | %9s | %9s | %9s |\n' "PostgreSQL, per request" 'WAL bytes' 'transactions' 'server connections'
 printf '| %-22s | %9s | %9s | %9s |\n' --- ---: ---: ---:
-echo "${STATS[tokens]}"
-echo "${STATS[finals]}"
-echo "(commits of every database; the connection count leaves out the psql that reads it)"
+for b in tokens finals; do [[ -z ${STATS[$b]:-} ]] || echo "${STATS[$b]}"; done
+echo "(transactions: xact_commit of every database, reads included; the connection count leaves out the psql that reads it)"
+fi
 
 # ---- 3. A -> B live delay -------------------------------------------------------------------
 # Two instances on one database: a live client on B, finals posted to A one at a time at RATE
-# a second; each answer carries A's wall clock just after the commit, each live message its
+# a second; each answer carries A's wall clock around the commit, each live message its
 # arrival time on the same clock.
+[[ $PARTS == *" delay "* ]] || exit 0
 echo
 url=$(fresh_database)
 start_instance() { # NAME -> prints port
