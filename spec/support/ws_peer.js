@@ -4,14 +4,18 @@
 // exits by itself.
 //
 //   node ws_peer.js feed URL [--wav F | --silence S] [--chunk 1920] [--interval 10] [--speed N]
-//        [--text MSG]... [--binary-len N] [--drop] [--hold MS]
+//        [--text MSG]... [--binary-len N] [--drop] [--hold MS] [--steady] [--epoch MS]
 //     An ingest source as LiveKit's Track Egress is one (shared/protocols/livekit.md §3, §5):
 //     Content-Type audio/x-raw, no permessage-deflate, {"muted":false}, the PCM of F (the WAV's
 //     data as is) or S seconds of 48 kHz stereo silence in --chunk-byte binary messages every
 //     --interval ms (divided by --speed), ping("ping"), then close() with no code (1005 at the
 //     server) or, with --drop, a TCP drop with no Close. --text sends text messages after the
 //     first chunk; --binary-len sends one binary message of that many bytes after the first
-//     chunk. --hold waits that long before the end.
+//     chunk. --hold waits that long before the end. --steady paces chunk n at open + n intervals
+//     (no timer drift: the audio keeps to the wall clock); --epoch MS (implies --steady) plays
+//     the audio as if it had started at that Date.now(): what falls before the open is skipped
+//     (a feeder reconnecting through another instance continues where the first one was). The
+//     open event carries `at` (Date.now()) and, with --epoch, `from` (the bytes skipped).
 //   node ws_peer.js listen URL [--header "Name: value"]... [--finals N] [--timeout S]
 //     A live client: prints every message; closes (1000) after N finals, or at the timeout.
 'use strict';
@@ -28,6 +32,7 @@ for (let i = 0; i < argv.length; i++) {
   if (!a.startsWith('--')) throw new Error(`unexpected argument ${a}`);
   const k = a.slice(2);
   if (k === 'drop') { opts.drop = true; continue; }
+  if (k === 'steady') { opts.steady = true; continue; }
   const v = argv[++i];
   if (k === 'text' || k === 'header') opts[k].push(v);
   else opts[k] = v;
@@ -84,9 +89,13 @@ function feed() {
   const interval = Number(opts.interval || 10) / Number(opts.speed || 1);
   const ws = connect({ 'Content-Type': 'audio/x-raw' });
   ws.on('open', () => {
-    out({ event: 'open' });
-    ws.send(JSON.stringify({ muted: false }));
+    const now = Date.now();
+    const steady = opts.steady !== undefined || opts.epoch !== undefined;
+    const t0 = opts.epoch !== undefined ? Number(opts.epoch) : now;
     let off = 0;
+    if (opts.epoch !== undefined && interval > 0) off = Math.max(0, Math.floor((now - t0) / interval)) * chunk;
+    out({ event: 'open', at: now, from: off });
+    ws.send(JSON.stringify({ muted: false }));
     let first = true;
     const next = () => {
       if (ws.readyState !== WebSocket.OPEN) return;
@@ -99,7 +108,8 @@ function feed() {
           if (opts['binary-len']) ws.send(Buffer.alloc(Number(opts['binary-len'])), { binary: true });
           ws.ping('ping');
         }
-        if (interval > 0) setTimeout(next, interval);
+        if (interval > 0 && steady) setTimeout(next, Math.max(0, t0 + (off / chunk) * interval - Date.now()));
+        else if (interval > 0) setTimeout(next, interval);
         else setImmediate(next);
         return;
       }

@@ -8,6 +8,7 @@ local cjson = require "cjson"
 local counted = require "qc.stats" -- GET /metrics
 local analytics = require "qc.analytics"
 local windows = require "qc.windows"
+local events = require "qc.events"
 local llm = require "qc.llm"
 local host = require "qc.host"
 local log = require "qc.log"
@@ -64,12 +65,19 @@ end
 function M.store(db, room, idx, evaluator, r, opts)
   local now = time.now()
   local seq, msg, body
-  local ok, err = db:transaction(function()
-    if not opts or opts.event ~= false then seq = windows.next_seq(db, room) end
-    msg = message(room, idx, evaluator, r, seq)
-    body = cjson.encode(msg)
+  local ok, err = db:transaction(function(tx)
+    -- A pending row is no event: its result is, when it comes.
+    if (not opts or opts.event ~= false) and r.status ~= "pending" then
+      seq, body = events.append(tx, room, "evaluation", {}, function(n)
+        msg = message(room, idx, evaluator, r, n)
+        return msg
+      end, now)
+    else
+      msg = message(room, idx, evaluator, r, nil)
+      body = cjson.encode(msg)
+    end
     local usage = r.usage or {}
-    local okr, e = db:run([[INSERT INTO evaluations (room, window_idx, evaluator, status, result, raw, error,
+    local okr, e = tx:run([[INSERT INTO evaluations (room, window_idx, evaluator, status, result, raw, error,
         attempts, model, input_tokens, output_tokens, seq, created_at, updated_at)
         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
         ON CONFLICT (room, window_idx, evaluator) DO UPDATE SET status = excluded.status, result = excluded.result,
@@ -79,11 +87,6 @@ function M.store(db, room, idx, evaluator, r, opts)
       room, idx, evaluator, r.status, r.result ~= nil and cjson.encode(r.result) or nil, r.raw, r.error,
       r.attempts or 0, r.model, usage.input, usage.output, seq, now, now)
     if not okr then error(e, 0) end
-    if seq and r.status ~= "pending" then
-      okr, e = db:run("INSERT INTO events (room, seq, kind, created_at, body) VALUES (?, ?, 'evaluation', ?, ?)",
-        room, seq, now, body)
-      if not okr then error(e, 0) end
-    end
   end)
   if not ok then error("evaluations: " .. tostring(err), 0) end
   if r.status ~= "pending" then counted.evaluation(evaluator, r) end
@@ -185,31 +188,76 @@ function M.on_windows(db, room, list, msgs, stats)
   end
 end
 
-local function analytics_within(db, room)
-  return function(list) return M.store_analytics(db, room, list) end
+local function analytics_within(room)
+  return function(tx, list) return M.store_analytics(tx, room, list) end
 end
 
 local function get_db()
   return require("qc.db").get()
 end
 
----The live hook: a final was committed (and announced) by qc.transcripts. Runs the windows
----policy over it and handles the windows it closed. Never raises: the final is stored
+---One stored final through the room's windows runner (qc.owner calls it, in seq order, on
+---the room's owner): the state is read, stepped and written back with the windows it closed
+---and their analytics in one transaction; a final the state took already is skipped. Then
+---the windows are announced and, with an LLM evaluator, judged. Raises on a store error.
+---@param db table
+---@param policy table policies/windows.lua
+---@param room string
+---@param final qc.WindowFinal with its seq
+---@return integer windows closed
+function M.step_final(db, policy, room, final)
+  local list, msgs, stats = windows.commit(db, policy, room, final, time.now(), analytics_within(room), { consume = true })
+  if #list > 0 then M.on_windows(db, room, list, msgs, stats) end
+  return #list
+end
+
+---The clock's tick of one room through its windows runner (a silence: no new final), and the
+---windows it closed handled as step_final's. Raises on a store error.
+---@return integer windows closed
+function M.step_tick(db, policy, room, clock, now)
+  local list, msgs, stats = windows.commit(db, policy, room, clock, now, analytics_within(room))
+  if #list > 0 then M.on_windows(db, room, list, msgs, stats) end
+  return #list
+end
+
+---The live hook: a final was committed (and announced) by qc.transcripts. The room's owner
+---(qc.owner: this process, always, on SQLite) runs the windows policy over the stored finals
+---it has not taken yet, this one included, in seq order. Never raises: the final is stored
 ---already, and a window problem must not fail its caller.
 ---@param ev table { room, identity, role, track, text, start, end }
----@param seq integer|nil the final's event number
-function M.on_final(ev, seq)
-  local policy = policies().windows
-  if not policy then return end
-  local ok, err = pcall(function()
-    local db = get_db()
-    local list, msgs, stats = windows.commit(db, policy, ev.room, {
-      seq = seq, identity = ev.identity, role = ev.role, track = ev.track,
-      start = ev.start, ["end"] = ev["end"], text = ev.text,
-    }, time.now(), analytics_within(db, ev.room))
-    if #list > 0 then M.on_windows(db, ev.room, list, msgs, stats) end
-  end)
+---@param _ integer|nil the final's event number (the owner reads it back from the store)
+function M.on_final(ev, _)
+  if not policies().windows then return end
+  local ok, err = pcall(function() require("qc.owner").run(ev.room) end)
   if not ok then log.error("evaluation", "windows step failed", { room = ev.room, error = tostring(err) }) end
+end
+
+---The LLM evaluations a room's previous owner left 'pending' (it died while the LLM answered):
+---run again in tasks of their own by the room's new owner.
+---@param db table
+---@param room string
+---@return integer how many
+function M.rerun_pending(db, room)
+  local evaluator = M.evaluator()
+  if evaluator == M.ANALYTICS then return 0 end
+  local policy = policies().evaluation
+  if not policy then return 0 end
+  local rows = db:query("SELECT window_idx FROM evaluations WHERE room = ? AND evaluator = ? AND status = 'pending' AND window_idx > 0",
+    room, evaluator) or {}
+  if #rows == 0 then return 0 end
+  local by_index = {}
+  for _, w in ipairs(windows.list(db, room)) do by_index[w.index] = w end
+  local n = 0
+  for _, r in ipairs(rows) do
+    local w = by_index[r.window_idx]
+    if w then
+      w.room = room
+      log.info("evaluation", "pending evaluation run again", { room = room, window = w.index, evaluator = evaluator })
+      spawn_llm(db, room, evaluator, policy, w)
+      n = n + 1
+    end
+  end
+  return n
 end
 
 -- Rooms whose windows runner may have a window open, with their interview clock's origin.
@@ -235,9 +283,24 @@ local function open_rooms(rows)
   return out
 end
 
+-- On PostgreSQL the rooms of every instance are in the store: a room whose interview goes on
+-- may be owned by an instance that died, so every such room is a candidate for the tick
+-- (taken over when its lock is free). The state's open list is read in Lua.
+local LIVE_ROOMS = [[SELECT w.room AS room, r.started_at AS started_at, w.state AS state FROM window_state w
+  JOIN rooms r ON r.name = w.room
+  WHERE r.started_at IS NOT NULL AND r.ended_at IS NULL]]
+
+local function has_open(state)
+  local ok, st = pcall(cjson.decode, state)
+  return ok and type(st) == "table" and type(st.open) == "table" and #st.open > 0
+end
+
 ---A clock tick: every room with open windows goes through the windows policy with the
 ---interview clock now (now - rooms.started_at) and no new final, so a window closes on time
----in a silence. The windows it closes are handled as on_final's. Never raises.
+---in a silence. The windows it closes are handled as on_final's. Only the rooms this process
+---owns (qc.owner): on PostgreSQL a room owned by no live instance is taken over here, and the
+---tick goes through the room's runner after the stored finals it has not taken yet (the
+---count returned is SQLite's alone then). Never raises.
 ---@param now number|nil unix seconds (time.now())
 ---@param pause fun()|nil called after a room that closed windows and every 100 rooms (the
 ---clock service yields to the loop there: 1,000 rooms closing at once cost ~170 ms)
@@ -248,17 +311,28 @@ function M.tick(now, pause)
   now = now or time.now()
   local ok, db = pcall(get_db)
   if not ok then return 0 end
-  local rows = open_rooms(db:query(OPEN_ROOMS) or {})
+  local owner = require "qc.owner"
+  local pg = events.backend() == "postgres"
+  local rows
+  if pg then
+    events.listen()
+    rows = db:query(LIVE_ROOMS) or {}
+  else
+    rows = open_rooms(db:query(OPEN_ROOMS) or {})
+  end
   local closed = 0
   for i, r in ipairs(rows) do
     local n = 0
     local done, err = pcall(function()
-      local list, msgs, stats = windows.commit(db, policy, r.room, now - r.started_at, now, analytics_within(db, r.room))
-      n = #list
-      if n > 0 then
-        closed = closed + n
-        M.on_windows(db, r.room, list, msgs, stats)
+      if not owner.owns(r.room, now) then return end
+      if pg then
+        -- Through the room's runner, after any finals it has not taken yet (a room just
+        -- taken over); counted there, not here.
+        if has_open(r.state) then owner.run(r.room, { tick = { clock = now - r.started_at, now = now } }) end
+        return
       end
+      n = M.step_tick(db, policy, r.room, now - r.started_at, now)
+      closed = closed + n
     end)
     if not done then log.error("evaluation", "windows tick failed", { room = r.room, error = tostring(err) }) end
     if pause and (n > 0 or i % 100 == 0) then pause() end
@@ -272,9 +346,25 @@ end
 function M.finish(room)
   local p = policies()
   local db = get_db()
+  local owner = require "qc.owner"
   if p.windows then
-    local list, msgs, stats = windows.commit(db, p.windows, room, nil, time.now(), analytics_within(db, room))
-    if #list > 0 then M.on_windows(db, room, list, msgs, stats) end
+    -- Whichever instance the webhook reached: the finals not taken yet first, then the end.
+    -- A runner writing the state at the same time makes the write fail (compare-and-set):
+    -- tried again from the state it wrote.
+    for attempt = 1, 5 do
+      owner.run(room, { force = true })
+      local ok, list, msgs, stats = pcall(windows.commit, db, p.windows, room, nil, time.now(), analytics_within(room))
+      if ok then
+        if #list > 0 then M.on_windows(db, room, list, msgs, stats) end
+        break
+      end
+      local msg = type(list) == "table" and list.message or tostring(list)
+      if attempt == 5 or not msg:find(windows.STALE, 1, true) then error(list, 0) end
+    end
+    owner.release(room)
+    -- The room's owner, if another instance, gives it up too.
+    local sent, nerr = pcall(events.notify, db, "ended", room)
+    if not sent then log.warn("evaluation", "ended not announced", { room = room, error = tostring(nerr) }) end
   end
   local evaluator = M.evaluator()
   if evaluator ~= M.ANALYTICS and p.evaluation then

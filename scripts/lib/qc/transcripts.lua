@@ -7,6 +7,7 @@
 -- this module loads; each policy generation's copy registers itself, the last one wins).
 local cjson = require "cjson"
 local db = require "qc.db"
+local events = require "qc.events"
 local live = require "qc.live"
 local log = require "qc.log"
 local stt = require "qc.stt"
@@ -36,16 +37,7 @@ function M.commit(room, kind, row, make_body)
   local seq, body
   local ok, err, code = db.get():transaction(function(tx)
     ensure_room(tx, room, now)
-    -- One statement numbers the event: on PostgreSQL its row lock orders the transactions
-    -- of a room, so two writers (tasks or instances) never take one number, and a room's
-    -- events commit in seq order.
-    local r, nerr, ncode = tx:first("UPDATE rooms SET last_seq = last_seq + 1 WHERE name = ? RETURNING last_seq", room)
-    if not r then db.raise(nerr, ncode) end
-    seq = r.last_seq
-    body = encode(make_body(seq))
-    db.check(tx:run([[INSERT INTO events (room, seq, kind, created_at, identity, role, track, start_s, end_s, text, body)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)]],
-      room, seq, kind, now, row.identity, row.role, row.track, row.start_s, row.end_s, row.text, body))
+    seq, body = events.append(tx, room, kind, row, make_body, now)
   end)
   if not ok then
     error({ status = 503, code = "STORE_UNAVAILABLE", message = "event not stored: " .. tostring(err) .. " (" .. tostring(code) .. ")" })

@@ -11,6 +11,7 @@
 --   local ticked = windows.tick(policy, st, "room-1", 42.0)  -- a silence: the clock alone
 --   windows.commit(db, policy, "room-1", final, now)        -- the same, on the store
 local cjson = require "cjson"
+local events = require "qc.events"
 local counted = require "qc.stats" -- GET /metrics
 local log = require "qc.log"
 
@@ -219,6 +220,10 @@ function M.step(policy, st, room, final)
   if not finite(final.start) or not finite(final["end"]) then error("final: start and end must be numbers", 2) end
   local f = plain_final(final)
   f.start, f["end"] = ms(f.start), ms(f["end"])
+  -- The last final (by event number) this state has taken: the room's owner consumes the
+  -- stored finals after it, so a takeover continues exactly here (qc.owner).
+  local n = math.tointeger(f.seq)
+  if n and n > (math.tointeger(st.last_seq) or 0) then st.last_seq = n end
   if f["end"] < f.start then f["end"] = f.start end
   local finals = st.finals
   finals[#finals + 1] = f
@@ -281,31 +286,50 @@ end
 
 -- ---- on the store ---------------------------------------------------------------------
 
+-- Returns the state and the stored text it came from (the compare-and-set's witness).
 local function load_state(db, room)
   local row = db:first("SELECT state FROM window_state WHERE room = ?", room)
-  if not row then return M.new_state() end
+  if not row then return M.new_state(), nil end
   local ok, st = pcall(cjson.decode, row.state)
-  if not ok or type(st) ~= "table" then return M.new_state() end
+  if not ok or type(st) ~= "table" then return M.new_state(), row.state end
   st.open, st.finals = st.open or {}, st.finals or {}
-  return st
+  st.last_seq = math.tointeger(st.last_seq)
+  if not st.last_seq then
+    -- A state written before the runner recorded it: its newest final is the last consumed.
+    local last = 0
+    for _, f in ipairs(st.finals) do
+      local n = math.tointeger(f.seq)
+      if n and n > last then last = n end
+    end
+    st.last_seq = last
+  end
+  return st, row.state
 end
+M.load_state = load_state
 
-local function save_state(db, room, st, now)
+M.STALE = "window_state: changed by another runner"
+
+-- Compare-and-set on the text read in this transaction: a runner that lost the room (a stale
+-- owner, cut off from PostgreSQL while another instance took over) writes nothing over the
+-- newer owner's state; the write fails and its whole transaction rolls back.
+local function save_state(db, room, st, now, old)
   st.max_length = nil
-  local ok, err = db:run("INSERT INTO window_state (room, state, updated_at) VALUES (?, ?, ?) "
-    .. "ON CONFLICT (room) DO UPDATE SET state = excluded.state, updated_at = excluded.updated_at",
-    room, cjson.encode(st), now)
-  if not ok then error("window_state: " .. tostring(err), 0) end
+  local n, err
+  if old == nil then
+    n, err = db:run("INSERT INTO window_state (room, state, updated_at) VALUES (?, ?, ?) ON CONFLICT (room) DO NOTHING",
+      room, cjson.encode(st), now)
+  else
+    n, err = db:run("UPDATE window_state SET state = ?, updated_at = ? WHERE room = ? AND state = ?",
+      cjson.encode(st), now, room, old)
+  end
+  if not n then error("window_state: " .. tostring(err), 0) end
+  if n == 0 then error(M.STALE, 0) end
 end
 
 ---The next event sequence number of a room (rooms.last_seq + 1), or nil when the room has
 ---no row (a transcript replayed from elsewhere): then nothing goes on the live socket.
 ---@return integer|nil
-function M.next_seq(db, room)
-  local r, err, code = db:first("UPDATE rooms SET last_seq = last_seq + 1 WHERE name = ? RETURNING last_seq", room)
-  if not r and err then error(("store: numbering an event of %s: %s (%s)"):format(room, tostring(err), tostring(code)), 0) end
-  return r and r.last_seq
-end
+M.next_seq = events.next_seq
 
 ---The live message of a window.
 ---@param w qc.Window
@@ -323,19 +347,13 @@ end
 function M.store(db, windows, now)
   local msgs = {}
   for _, w in ipairs(windows) do
-    local seq = M.next_seq(db, w.room)
-    local msg = M.message(w, seq)
-    local body = cjson.encode(msg)
+    local seq, body = events.append(db, w.room, "window", { start_s = w.start, end_s = w["end"], text = w.text },
+      function(seq) return M.message(w, seq) end, now)
     local ok, err = db:run("INSERT INTO windows (room, idx, seq, start_s, end_s, text, body, created_at) "
       .. "VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (room, idx) DO UPDATE SET seq = excluded.seq, "
       .. "start_s = excluded.start_s, end_s = excluded.end_s, text = excluded.text, body = excluded.body",
       w.room, w.index, seq, w.start, w["end"], w.text, body, now)
     if not ok then error("windows: " .. tostring(err), 0) end
-    if seq then
-      ok, err = db:run("INSERT INTO events (room, seq, kind, created_at, start_s, end_s, text, body) "
-        .. "VALUES (?, ?, 'window', ?, ?, ?, ?, ?)", w.room, seq, now, w.start, w["end"], w.text, body)
-      if not ok then error("events: " .. tostring(err), 0) end
-    end
     msgs[#msgs + 1] = { seq = seq, body = body }
   end
   return msgs
@@ -350,18 +368,26 @@ end
 ---@param final qc.WindowFinal|number|nil nil: the interview ended; a number: a clock tick, the
 ---interview clock now (M.tick)
 ---@param now number unix seconds
----@param within fun(windows: qc.Window[], messages: table[]): any|nil runs inside the same
+---@param within fun(tx: table, windows: qc.Window[], messages: table[]): any|nil runs inside the same
 ---transaction when windows closed (the evaluation runner stores their analytics there: one
 ---commit per final instead of one per window)
+---@param opts { consume: boolean|nil }|nil
 ---@return qc.Window[] windows, table[] messages, any within's result
-function M.commit(db, policy, room, final, now, within)
-  local ok, windows, msgs, extra = db:transaction(function()
+function M.commit(db, policy, room, final, now, within, opts)
+  -- Consuming the room's stored finals in seq order (qc.owner): one at or before the state's
+  -- last_seq was taken already and is skipped.
+  local consume = opts and opts.consume and type(final) == "table" and math.tointeger(final.seq)
+  local ok, windows, msgs, extra = db:transaction(function(tx)
     -- A final and a clock tick of one room, in two tasks, each read, step and write back
     -- its state: one after the other (PostgreSQL reads without locking; this lock, taken
-    -- before the read, orders them even when the room has no state row yet).
-    if db.xact_lock then db:xact_lock("qc.windows:" .. room) end
-    local st = load_state(db, room)
+    -- before the read, orders them even when the room has no state row yet). Across
+    -- instances the compare-and-set of save_state is what keeps a stale owner out.
+    if tx.xact_lock then tx:xact_lock("qc.windows:" .. room) end
+    local st, old = load_state(tx, room)
     local out
+    if consume and final.seq <= (st.last_seq or 0) then
+      return {}, {}, nil -- taken already (by this runner or the room's owner before it)
+    end
     if type(final) == "number" then
       local changed
       out, changed = M.tick(policy, st, room, final)
@@ -371,10 +397,10 @@ function M.commit(db, policy, room, final, now, within)
     else
       out = M.finish(policy, st, room)
     end
-    save_state(db, room, st, now)
-    local stored = M.store(db, out, now)
+    save_state(tx, room, st, now, old)
+    local stored = M.store(tx, out, now)
     local more
-    if within and #out > 0 then more = within(out, stored) end
+    if within and #out > 0 then more = within(tx, out, stored) end
     return out, stored, more
   end)
   if not ok then error("windows: " .. tostring(windows), 0) end

@@ -72,8 +72,8 @@ function M.live(req)
   end
   local conn = req:accept_websocket { max_message = live.MAX_MESSAGE, max_queued = live.QUEUE_BYTES }
   if not conn then return end -- the client has gone
-  -- From here to the registration nothing yields: no event can slip between the replay
-  -- and going live.
+  -- The replay and going live are one read of the store (qc.live's pump), so no event can
+  -- slip between them, whichever instance commits it.
   local ok = live.subscribe(conn, { room = room, since = since, candidate = who.candidate, who = who.who })
   log.info("live", ok and "connected" or "replay overflowed", { room = room, who = who.who, role = who.role, since = since })
 end
