@@ -357,13 +357,15 @@ describe("a room taken over", function()
     -- A live interview (its clock started, not ended): the other instances' clock ticks try it.
     assert(db:run("UPDATE rooms SET started_at = ? WHERE name = ?", os.time() - 60, room))
 
-    a:signal("KILL")
-    a.term_sent = true
-    assert.are_not.equal(0, a:stop(10))
+    -- The LLM answers from now on (before the kill: the new owner may call it at once; the
+    -- calls already waiting keep waiting).
     llm:reset()
     local good = {}
     for i = 1, 20 do good[i] = { content = GOOD } end
     llm:queue(good)
+    a:signal("KILL")
+    a.term_sent = true
+    assert.are_not.equal(0, a:stop(10))
 
     b:wait_log("owner room taken room=" .. room, 10)
     b:wait_log("pending evaluation run again[^\n]*room=" .. room, 10)
