@@ -219,6 +219,7 @@ static void on_done(const qc_pg_outcome *o, void *ud) {
 /* Lua values from index `first` as text parameters: pushed onto L (anchored there while
  * the request copies them) and pointed at by vals (malloc'd, n entries). */
 static const char **param_values(lua_State *L, int first, int n) {
+    luaL_checkstack(L, n + 4, "too many parameters");
     const char **vals = n ? lua_newuserdatauv(L, sizeof *vals * (size_t)n, 0) : NULL;
     for (int i = 0; i < n; i++) {
         int idx = first + i;
@@ -432,6 +433,13 @@ static int t_gc(lua_State *L) {
     if (d && d->pg)
         qc_pg_send(d->pg, &tx->lease, QC_PG_SIMPLE | QC_PG_UNPIN, "ROLLBACK", 0, NULL, NULL, NULL, NULL, 0, NULL);
     return 0;
+}
+
+/* tx:_db() -> the db it belongs to */
+static int t_db(lua_State *L) {
+    luaL_checkudata(L, 1, TX_MT);
+    lua_getiuservalue(L, 1, 1);
+    return 1;
 }
 
 static int t_backend(lua_State *L) {
@@ -717,6 +725,16 @@ static int l_tostring(lua_State *L) {
     return 1;
 }
 
+/* store.redact(uri) -> the URI with its password replaced by *** (for logs and /health) */
+int qc_store_pg_redact(lua_State *L) {
+    size_t len;
+    const char *uri = luaL_checklstring(L, 1, &len);
+    char *out = lua_newuserdatauv(L, len + 8, 0);
+    qc_pg_redact(uri, out, len + 8);
+    lua_pushstring(L, out);
+    return 1;
+}
+
 int qc_store_pg_is_uri(const char *target) {
     return !strncmp(target, "postgres://", 11) || !strncmp(target, "postgresql://", 13);
 }
@@ -744,11 +762,17 @@ int qc_store_pg_open(lua_State *L, const char *uri, int pool) {
     return 1;
 }
 
-/* db:transaction(fn) and tx:transaction(fn), in Lua so that fn may yield. */
+/* db:transaction(fn) and tx:transaction(fn), in Lua so that fn may yield. While fn runs, the
+ * same task's calls on the db itself (db:run inside db:transaction, as scripts written for
+ * SQLite do) go to the transaction's connection: on another pool connection they would
+ * not see its writes, and would wait forever on its row locks. A nested db:transaction
+ * becomes a savepoint, as on SQLite. */
 static const char TX_LUA[] =
     "local PG, TX = ...\n"
-    "local pcall, error = pcall, error\n"
-    "local function finish(tx, ok, ...)\n"
+    "local pcall, error, running, type = pcall, error, coroutine.running, type\n"
+    "local active = setmetatable({}, { __mode = 'k' }) -- task -> { db, tx }\n"
+    "local function finish(co, prev, tx, ok, ...)\n"
+    "  active[co] = prev\n"
     "  if not ok then\n"
     "    local e = ...\n"
     "    tx:_abort()\n"
@@ -758,19 +782,39 @@ static const char TX_LUA[] =
     "  if not cok then return nil, err, code end\n"
     "  return true, ...\n"
     "end\n"
-    "function PG.transaction(db, fn)\n"
-    "  if type(fn) ~= 'function' then error(\"bad argument #1 to 'transaction' (function expected)\", 2) end\n"
-    "  local conn, gen, code = db:_begin()\n"
-    "  if not conn then return nil, gen, code end\n"
-    "  local tx = db:_tx(conn, gen)\n"
-    "  return finish(tx, pcall(fn, tx))\n"
+    "local function run(db, tx, fn)\n"
+    "  local co = running()\n"
+    "  local prev = active[co]\n"
+    "  active[co] = { db = db, tx = tx }\n"
+    "  return finish(co, prev, tx, pcall(fn, tx))\n"
     "end\n"
     "function TX.transaction(tx, fn)\n"
     "  if type(fn) ~= 'function' then error(\"bad argument #1 to 'transaction' (function expected)\", 2) end\n"
     "  local sp = tx:_sub()\n"
     "  local ok, err, code = sp:_savepoint()\n"
     "  if not ok then return nil, err, code end\n"
-    "  return finish(sp, pcall(fn, sp))\n"
+    "  local cur = active[running()]\n"
+    "  return run(cur and cur.db, sp, fn)\n"
+    "end\n"
+    "function PG.transaction(db, fn)\n"
+    "  local cur = active[running()]\n"
+    "  if cur and cur.db == db then return TX.transaction(cur.tx, fn) end\n"
+    "  if type(fn) ~= 'function' then error(\"bad argument #1 to 'transaction' (function expected)\", 2) end\n"
+    "  local conn, gen, code = db:_begin()\n"
+    "  if not conn then return nil, gen, code end\n"
+    "  return run(db, db:_tx(conn, gen), fn)\n"
+    "end\n"
+    "-- on SQLite fn gets the db itself: what else a script may call on it\n"
+    "for _, m in ipairs { 'defer', 'status', 'try_lock', 'unlock', 'listen', 'on_reconnect', 'pid' } do\n"
+    "  TX[m] = function(tx, ...) local db = tx:_db(); return db[m](db, ...) end\n"
+    "end\n"
+    "for _, m in ipairs { 'query', 'first', 'run', 'exec' } do\n"
+    "  local direct, on_tx = PG[m], TX[m]\n"
+    "  PG[m] = function(db, ...)\n"
+    "    local cur = active[running()]\n"
+    "    if cur and cur.db == db then return on_tx(cur.tx, ...) end\n"
+    "    return direct(db, ...)\n"
+    "  end\n"
     "end\n";
 
 static const luaL_Reg pg_methods[] = {
@@ -783,7 +827,7 @@ static const luaL_Reg pg_methods[] = {
 
 static const luaL_Reg tx_methods[] = {
     {"query", t_query},   {"first", t_first},         {"run", t_run},       {"exec", t_exec},
-    {"_commit", t_commit}, {"_abort", t_abort}, {"_savepoint", t_savepoint}, {"_sub", t_sub}, {"backend", t_backend},
+    {"_commit", t_commit}, {"_abort", t_abort}, {"_savepoint", t_savepoint}, {"_sub", t_sub}, {"_db", t_db}, {"backend", t_backend},
     {NULL, NULL},
 };
 

@@ -22,6 +22,7 @@
 #define QC_PG_BACKOFF_MIN_MS 100
 #define QC_PG_BACKOFF_MAX_MS 5000
 #define QC_PG_POOL_MAX 64
+#define QC_PG_CONNECT_TIMEOUT_MS 10000
 
 typedef struct qc_pg qc_pg;
 
