@@ -52,7 +52,8 @@ function M.health(req)
   if st.state == "ok" and st.backend == "sqlite" then
     store_json = '{"backend":"sqlite","state":"ok"}'
   else
-    if st.state ~= "ok" then status = '"degraded"' end
+    -- "connecting": no connection yet and none failed (just started); calls wait for it.
+    if st.state ~= "ok" and st.state ~= "connecting" then status = '"degraded"' end
     store_json = json.encode { backend = st.backend, state = st.state, error = st.error, url = store_url,
                                connections = st.connections, busy = st.busy, waiting = st.waiting }
   end
