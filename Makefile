@@ -63,7 +63,8 @@ cluster: build
 demo: test-deps build
 	@QC_BIN=$(CURDIR)/$(BUILD)/quantcoach ./spec/support/demo.sh
 
-# Every test twice: the release build, then under ASan + UBSan; then a short run of each
+# Every test twice: the release build, then under ASan + UBSan (in each, the busted specs run
+# a second time against a throwaway PostgreSQL: ctest's pg_* entries); then a short run of each
 # fuzz harness and its fixtures.
 test: test-deps build asan fuzz-build
 	cd $(BUILD) && ctest --output-on-failure
