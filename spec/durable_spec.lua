@@ -160,4 +160,32 @@ describe("answers after records", function()
     assert.same({ "warm-up", "cand-2" }, ids)
     s:stop()
   end)
+
+  it("leaves nothing of a webhook it did not answer 200, so LiveKit's retry applies it", function()
+    local hooks = require "support.webhooks"
+    local s = server.start {}
+    local body = hooks.event("participant_joined", "dur-wh",
+      { participant = { sid = "PA_dur", identity = "p-dur", name = "P", kind = "STANDARD" } })
+    -- The store is opened and migrated on first use: one request first, so the tables exist.
+    assert.equal(200, (s:request("POST", "/tokens/generate", {
+      room_name = "dur-wh", participant_identity = "warm-up", participant_type = "candidate" })))
+    -- The joined event cannot be stored: the delivery as a whole must not count as received.
+    local db = s:db()
+    server.refuse_inserts(db, "events")
+    local status = hooks.post(s, body)
+    assert.is_true(status >= 500, "status " .. tostring(status))
+    server.allow_inserts(db, "events")
+    local status2, res = hooks.post(s, body)
+    assert.equal(200, status2)
+    assert.equal("accepted", res.status)
+    local rows = assert(db:query("SELECT kind, identity FROM events WHERE room = ? ORDER BY seq", "dur-wh"))
+    local ids = assert(db:query("SELECT id FROM webhook_events WHERE room = ?", "dur-wh"))
+    db:close()
+    assert.same({ { kind = "participant", identity = "p-dur" } }, rows)
+    assert.equal(1, #ids)
+    -- And a third delivery of it is the duplicate it now is.
+    local _, res3 = hooks.post(s, body)
+    assert.equal("duplicate", res3.status)
+    s:stop()
+  end)
 end)

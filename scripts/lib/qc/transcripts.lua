@@ -92,34 +92,30 @@ function M.on_event(ev)
   require("qc.evaluation").on_final(ev, seq)
 end
 
----A participant joined or left (from the webhook handler): stored, then announced.
----@param room string
----@param event string "joined" | "left"
----@param identity string
----@param role string|nil
----@param at number|nil unix seconds (now when nil)
-function M.participant_event(room, event, identity, role, at)
-  at = at or math.floor(time.now())
-  local seq, body = M.commit(room, "participant", { identity = identity, role = role }, function(seq)
-    return { type = "participant", seq = seq, room = room, event = event, identity = identity, role = role, at = at }
-  end)
-  live.broadcast(room, "participant", body, seq)
-  return seq
-end
-
 local PARTICIPANT_EVENTS = { participant_joined = "joined", participant_left = "left",
                              participant_connection_aborted = "left" }
 
----The webhook handler's one hook, after the delivery committed: a participant who joined or
----left becomes a stored room event, with the role just recorded for them.
+---The webhook handler's one hook, inside the delivery's own transaction (tx): a participant
+---who joined or left becomes a stored room event, with the role just recorded for them. One
+---commit holds the delivery's id and the event, so a delivery that was not answered 200 left
+---nothing behind and its retry applies it. Returns what to announce once tx has committed.
+---@param tx table the webhook delivery's transaction
 ---@param ev table a LiveKit WebhookEvent (already checked by handlers/webhooks.lua)
-function M.participant_webhook(ev)
+---@return string|nil room, integer|nil seq, string|nil body
+function M.participant_webhook(tx, ev)
   local event = PARTICIPANT_EVENTS[ev.event]
-  if not event or type(ev.room) ~= "table" or type(ev.participant) ~= "table" then return end
+  if not event or type(ev.room) ~= "table" or type(ev.participant) ~= "table" then return nil end
   local room, identity = ev.room.name, ev.participant.identity
-  if type(room) ~= "string" or type(identity) ~= "string" then return end
-  local p = db.first("SELECT role FROM participants WHERE room = ? AND identity = ?", room, identity)
-  M.participant_event(room, event, identity, p and p.role, math.tointeger(tonumber(ev.createdAt)))
+  if type(room) ~= "string" or type(identity) ~= "string" then return nil end
+  local p = db.check(tx:first("SELECT role FROM participants WHERE room = ? AND identity = ?", room, identity))
+  local role = p and p.role or nil
+  local at = math.tointeger(tonumber(ev.createdAt)) or math.floor(time.now())
+  local now = time.now()
+  ensure_room(tx, room, now)
+  local seq, body = events.append(tx, room, "participant", { identity = identity, role = role }, function(seq)
+    return { type = "participant", seq = seq, room = room, event = event, identity = identity, role = role, at = at }
+  end, now)
+  return room, seq, body
 end
 
 ---The stored transcript of a room: finals ordered by start time across speakers.

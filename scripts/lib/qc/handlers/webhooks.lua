@@ -6,6 +6,7 @@ local log = require "qc.log"
 local time = require "qc.time"
 local cjson = require "cjson"
 local db = require "qc.db"
+local live = require "qc.live"
 local livekit = require "qc.livekit"
 local policies = require "qc.policies"
 local tracks = require "qc.tracks"
@@ -168,6 +169,7 @@ function M.livekit(req)
   local now = math.floor(time.now())
   local duplicate = false
   local after = {}
+  local announce -- the participant event stored with the delivery: { room, seq, body }
   -- The event id is the key of webhook_events in the store every instance shares: a delivery
   -- repeated to another instance, even at the same moment, inserts nothing there (on
   -- PostgreSQL the second insert waits for the first's commit) and is answered "duplicate".
@@ -181,11 +183,14 @@ function M.livekit(req)
     end
     local f = apply[ev.event]
     if f and (ev.room and ev.room.name or ev.event:match("^egress_")) then f(ev, now, after) end
+    -- Joined/left become room events in the same commit as the delivery's id.
+    local room, seq, body = require("qc.transcripts").participant_webhook(tx, ev)
+    if seq then announce = { room, seq, body } end
   end)
   -- Committed: now the LiveKit calls, each a task of its own, off this answer's path.
   for _, fn in ipairs(after) do fn() end
-  -- Joined/left become room events after the delivery's own commit: stored, then announced.
-  if not duplicate then require("qc.transcripts").participant_webhook(ev) end
+  -- Stored with the delivery: announced now that it is committed.
+  if announce then live.broadcast(announce[1], "participant", announce[3], announce[2]) end
   log.info("webhooks", duplicate and "duplicate ignored" or "accepted", { event = ev.event, id = ev.id })
   return 200, nil, { status = duplicate and "duplicate" or "accepted", event = ev.event, id = ev.id }
 end
