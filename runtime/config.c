@@ -2,6 +2,7 @@
  * `quantcoach serve` starts with nothing configured. */
 #define _POSIX_C_SOURCE 200809L
 #include "config.h"
+#include "store/pg.h"
 
 #include <arpa/inet.h>
 #include <ctype.h>
@@ -517,6 +518,19 @@ static int store_settings(qc_config *cfg, char *err, size_t errlen) {
         }
         cfg->store_postgres = 0;
     } else if (strncmp(u, "postgres://", 11) == 0 || strncmp(u, "postgresql://", 13) == 0) {
+        /* libpq ends the user and password at the first '@': a raw '@' in a password would
+         * send the rest of it to the DNS and into libpq's error messages as a host name. */
+        const char *authority = strstr(u, "://") + 3, *first_at = strchr(authority, '@');
+        if (first_at && strchr(first_at + 1, '@')) {
+            snprintf(err, errlen, "QC_STORE_URL: an '@' in the user or password must be written %%40, got \"%s\"",
+                     shown);
+            return -1;
+        }
+        char why[200];
+        if (qc_pg_check_uri(u, why, sizeof why) < 0) {
+            snprintf(err, errlen, "QC_STORE_URL: libpq refuses it: %s", why);
+            return -1;
+        }
         cfg->store_postgres = 1;
     } else {
         snprintf(err, errlen,

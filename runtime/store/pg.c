@@ -878,6 +878,18 @@ int qc_pg_session_pid(const qc_pg *pg) {
     return PQbackendPID(s->pc);
 }
 
+int qc_pg_check_uri(const char *uri, char *err, size_t errlen) {
+    char *perr = NULL;
+    PQconninfoOption *opts = PQconninfoParse(uri, &perr);
+    if (opts) {
+        PQconninfoFree(opts);
+        return 0;
+    }
+    one_line(err, errlen, perr ? perr : "out of memory");
+    PQfreemem(perr);
+    return -1;
+}
+
 /* ---- the pool ------------------------------------------------------------------------ */
 
 qc_pg *qc_pg_open(uv_loop_t *loop, const char *uri, int pool, char *err, size_t errlen) {

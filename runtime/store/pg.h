@@ -114,6 +114,11 @@ char *qc_pg_rewrite(const char *sql, size_t len, int *count);
 /* The URI with its password replaced by ***, into out (for logs and /health). */
 void qc_pg_redact(const char *uri, char *out, size_t outlen);
 
+/* Whether libpq takes uri as connection parameters (checked at start, so a URI it refuses
+ * stops the server instead of leaving it degraded). 0, or -1 with libpq's reason (one line;
+ * it names the parameter, never its value). */
+int qc_pg_check_uri(const char *uri, char *err, size_t errlen);
+
 /* Fails every pending request (closed=1), closes the connections; handles are freed by
  * their close callbacks. NULL is a no-op. */
 void qc_pg_close(qc_pg *pg);
