@@ -55,7 +55,7 @@ run: build
 N       ?= 3
 QC_PORT ?= 8000
 cluster: build
-	@N=$(N) QC_PORT=$(QC_PORT) QC_BIN=$(CURDIR)/$(BUILD)/quantcoach ./scripts/cluster.sh
+	@N=$(N) QC_PORT=$(QC_PORT) QC_BIN=$(CURDIR)/$(BUILD)/quantcoach exec ./scripts/cluster.sh
 
 # A two-speaker interview played through /ingest into a server with the embedded defaults
 # (no LiveKit, no keys): open the console address it prints (README, Demo). festival and

@@ -2,8 +2,8 @@
 # Several instances on one machine (`make cluster N=3`): a throwaway PostgreSQL cluster
 # (spec/support/pg.sh) and N `quantcoach serve` sharing it through QC_STORE_URL, on consecutive
 # ports from QC_PORT, all on 127.0.0.1. Logs and the cluster live in a temp directory; Ctrl-C
-# (or TERM to this script) stops every process it started and deletes the database cluster,
-# keeping the logs.
+# (or TERM to this script or to the make that runs it) stops every process it started and
+# deletes the database cluster, keeping the logs.
 #
 #   scripts/cluster.sh [N]            N instances (default 3; or N in the environment)
 #
@@ -85,5 +85,14 @@ for p in $pids; do
 done
 echo "cluster: ready; Ctrl-C stops all"
 
-# Until a signal, or until every instance has ended by itself.
-for p in $pids; do wait "$p" || true; done
+# Until a signal, until every instance has ended by itself, or until whoever started us is
+# gone: `make cluster` killed with TERM dies without passing the signal on, and would leave
+# the servers and PostgreSQL running with nobody to stop them.
+parent=$PPID
+while :; do
+    alive=0
+    for p in $pids; do kill -0 "$p" 2>/dev/null && alive=1; done
+    [ $alive -eq 1 ] || break
+    kill -0 "$parent" 2>/dev/null || { echo "cluster: parent $parent is gone" >&2; exit 143; }
+    sleep 0.5
+done
