@@ -88,6 +88,12 @@ describe_pg("qc.store on PostgreSQL", function()
     assert.equal(0, st.waiting)
   end)
 
+  it("asks the server to notice a vanished instance within a minute (its locks go with it)", function()
+    local r = assert(db:first([[SELECT current_setting('tcp_keepalives_idle') AS idle,
+      current_setting('tcp_user_timeout') AS user_timeout, current_setting('application_name') AS app]]))
+    assert.same({ idle = "10", user_timeout = "30000", app = "quantcoach" }, r)
+  end)
+
   it("round-trips integers, floats, numeric, booleans, text and NULL by column type", function()
     local big = math.maxinteger
     local changes, second = db:run(

@@ -526,10 +526,16 @@ static void start_connect(struct conn *c) {
     if (pg->closed) return; /* a callback closed the store under us */
     /* Defaults first: the URI, expanded from dbname, overrides them. Keepalives and a user
      * timeout notice a peer that vanished without a reset (a partition, a dead host) in
-     * about half a minute, instead of the kernel's two hours. */
+     * about half a minute, instead of the kernel's two hours. The same settings for the
+     * server's end of the connection (session GUCs any user may set): it is the server that
+     * must notice a vanished instance, to end its session and free the advisory locks that
+     * make it a room's owner. */
     const char *keys[] = {"application_name", "keepalives", "keepalives_idle", "keepalives_interval",
-                          "keepalives_count", "tcp_user_timeout", "dbname", NULL};
-    const char *vals[] = {"quantcoach", "1", "10", "5", "3", "30000", pg->uri, NULL};
+                          "keepalives_count", "tcp_user_timeout", "options", "dbname", NULL};
+    const char *vals[] = {"quantcoach", "1", "10", "5", "3", "30000",
+                          "-c tcp_keepalives_idle=10 -c tcp_keepalives_interval=5 -c tcp_keepalives_count=3 "
+                          "-c tcp_user_timeout=30000",
+                          pg->uri, NULL};
     c->pc = PQconnectStartParams(keys, vals, 1);
     c->connect_at = uv_now(pg->loop);
     if (!c->pc) {
