@@ -23,6 +23,7 @@ if not server.pg_url then
 end
 
 local PG = server.source .. "/spec/support/pg.sh"
+local STORM = server.source .. "/spec/support/token_storm.js"
 
 local function pg(args)
   local status, out = server.run(server.quote(PG) .. " " .. args)
@@ -151,6 +152,46 @@ describe("PostgreSQL stopped and restarted under load", function()
     assert.equal(rows[#rows].seq, last)
 
     live:kill()
+    assert.equal(0, s:stop())
+  end)
+
+  it("keeps every token it answered 200 when PostgreSQL crashes under concurrent load", function()
+    local port = assert(url:match(":(%d+)/"))
+    local s = feeder.start { env = { QC_API_KEYS = API_KEY, QC_STORE_URL = url } }
+    assert.equal(200, (s:request("POST", "/tokens/generate",
+      { room_name = "storm", participant_identity = "warm-up", participant_type = "candidate" }, AUTH)))
+    -- 64 requests at a time; at the 300th answer PostgreSQL is stopped as a crash would stop it
+    -- (pg_ctl -m immediate: connections cut, no checkpoint), with requests in flight, and the
+    -- load goes on for 3 s more against the store that is away.
+    local crash = server.quote(PG) .. " crash " .. server.quote(dir .. "/pg")
+    local status, out = server.run(("node %s --url %s --crash %s --answers 300 --concurrency 64 --then-s 3 --auth %s")
+      :format(server.quote(STORM), s.url, server.quote(crash), API_KEY))
+    assert(status == 0, "token_storm failed:\n" .. out)
+    local result = cjson.decode(out:match("[^\n]*\n?$"))
+    assert.is_true(#result.answered >= 300, cjson.encode(result.statuses))
+    assert.is_true((result.statuses["503"] or 0) > 0, "nothing was refused while PostgreSQL was away: "
+      .. cjson.encode(result.statuses))
+    for code in pairs(result.statuses) do
+      assert.is_true(code == "200" or code == "503", "an answer other than 200 or 503: " .. cjson.encode(result.statuses))
+    end
+
+    -- Back (the WAL replayed): every token answered 200 is there, the warm-up's too.
+    pg("start " .. server.quote(dir .. "/pg") .. " " .. port)
+    server.wait_for(function()
+      local code = s:request("POST", "/tokens/generate",
+        { room_name = "storm", participant_identity = "after", participant_type = "candidate" }, AUTH, 10)
+      return code == 200
+    end, 60, "writes to succeed after PostgreSQL came back")
+    local db = s:db()
+    local stored = {}
+    for _, r in ipairs(assert(db:query("SELECT identity FROM tokens WHERE room = 'storm'"))) do stored[r.identity] = true end
+    db:close()
+    local missing = {}
+    for _, identity in ipairs(result.answered) do
+      if not stored[identity] then missing[#missing + 1] = identity end
+    end
+    assert.same({}, missing)
+    assert.is_true(stored["warm-up"] and stored["after"])
     assert.equal(0, s:stop())
   end)
 end)

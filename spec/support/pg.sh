@@ -7,6 +7,8 @@
 #                                         (a free port is picked when PORT is not given; starting
 #                                         a cluster that runs already only prints its URL)
 #   spec/support/pg.sh stop DIR [--rm]    stop it (fast, then immediate); --rm also deletes DIR
+#   spec/support/pg.sh crash DIR          stop it as a crash would (immediate: no checkpoint,
+#                                         connections cut; the next start replays the WAL)
 #   spec/support/pg.sh url DIR            the base URL of the cluster running in DIR
 #   spec/support/pg.sh env DIR CMD...     run CMD with SPEC_PG_URL set to that URL (ctest uses it)
 #
@@ -18,7 +20,7 @@
 # PG_USER (the user to run as when root; default postgres, else nobody).
 set -eu
 
-usage() { sed -n '5,11p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+usage() { sed -n '5,13p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
 
 pg_bin() {
     if [ -n "${PG_BIN:-}" ]; then echo "$PG_BIN"; return; fi
@@ -140,6 +142,12 @@ stop)
     fi
     if is_running; then echo "pg.sh: postgres in $dir did not stop" >&2; exit 1; fi
     if [ "${3:-}" = "--rm" ]; then rm -rf "$dir"; elif [ -n "${3:-}" ]; then usage; fi
+    ;;
+crash)
+    [ $# -eq 2 ] || usage
+    dir=$(abs_dir "$dir")
+    is_running || { echo "pg.sh: no cluster runs in $dir" >&2; exit 1; }
+    as_pg "$bin/pg_ctl" -D "$dir/data" -m immediate -t 20 -w stop >/dev/null
     ;;
 url)
     dir=$(abs_dir "$dir")

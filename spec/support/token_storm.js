@@ -3,6 +3,11 @@
 // participant identity; right after the Nth answer 200 arrives, SIGKILL the server.
 //
 //   node token_storm.js --url http://127.0.0.1:PORT --pid PID --answers N [--concurrency C]
+//   node token_storm.js --url URL --crash 'CMD' --answers N [--then-s S] [--auth KEY]
+//
+// With --crash, the Nth answer runs CMD (a shell command: crash the store under the load)
+// instead of a kill, and the requests go on for S more seconds (default 3), so some are in
+// flight when the store goes and some arrive while it is away; then it reports.
 //
 // Prints one JSON line: {"answered":[identity, ...], "statuses":{"200":n, ...}, "killed":true}.
 // `answered` holds every identity answered 200, also the answers that were already on their
@@ -20,9 +25,12 @@ const opts = parseArgs({
     answers: { type: 'string', default: '2000' },
     concurrency: { type: 'string', default: '128' },
     'timeout-s': { type: 'string', default: '60' },
+    crash: { type: 'string' },
+    'then-s': { type: 'string', default: '3' },
+    auth: { type: 'string' },
   },
 }).values;
-if (!opts.url || !opts.pid) {
+if (!opts.url || (!opts.pid && !opts.crash)) {
   process.stderr.write('usage: node token_storm.js --url URL --pid PID --answers N [--concurrency C]\n');
   process.exit(2);
 }
@@ -43,8 +51,18 @@ function finish() {
   process.stdout.write(JSON.stringify({ answered, statuses, killed }) + '\n', () => process.exit(0));
 }
 
+let crashed = false;
 function kill() {
   if (killed) return;
+  if (opts.crash) {
+    if (crashed) return;
+    crashed = true;
+    require('node:child_process').exec(opts.crash, (err, _out, errText) => {
+      if (err) process.stderr.write(`token_storm: ${opts.crash}: ${errText || err.message}\n`);
+    });
+    setTimeout(() => { killed = true; }, Number(opts['then-s']) * 1000);
+    return;
+  }
   killed = true;
   try {
     process.kill(pid, 'SIGKILL');
@@ -64,7 +82,8 @@ function one() {
   const next = () => { if (!settled) { settled = true; one(); } };
   const req = http.request(url, {
     method: 'POST', agent,
-    headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) },
+    headers: Object.assign({ 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) },
+      opts.auth ? { authorization: `Bearer ${opts.auth}` } : {}),
   }, (res) => {
     const chunks = [];
     res.on('data', (c) => chunks.push(c));
@@ -81,7 +100,7 @@ function one() {
   });
   req.on('error', () => {
     statuses.error = (statuses.error || 0) + 1;
-    if (!killed) kill(); // the server went away on its own: stop, report what we have
+    if (!killed && !opts.crash) kill(); // the server went away on its own: stop, report what we have
     next();
   });
   req.end(body);
