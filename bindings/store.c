@@ -475,6 +475,7 @@ static const luaL_Reg db_meta[] = {
 
 static const luaL_Reg funcs[] = {
     {"open", l_open},
+    {"redact", qc_store_pg_redact},
     {NULL, NULL},
 };
 

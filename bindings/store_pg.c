@@ -219,6 +219,7 @@ static void on_done(const qc_pg_outcome *o, void *ud) {
 /* Lua values from index `first` as text parameters: pushed onto L (anchored there while
  * the request copies them) and pointed at by vals (malloc'd, n entries). */
 static const char **param_values(lua_State *L, int first, int n) {
+    luaL_checkstack(L, n + 4, "too many parameters");
     const char **vals = n ? lua_newuserdatauv(L, sizeof *vals * (size_t)n, 0) : NULL;
     for (int i = 0; i < n; i++) {
         int idx = first + i;
@@ -432,6 +433,13 @@ static int t_gc(lua_State *L) {
     if (d && d->pg)
         qc_pg_send(d->pg, &tx->lease, QC_PG_SIMPLE | QC_PG_UNPIN, "ROLLBACK", 0, NULL, NULL, NULL, NULL, 0, NULL);
     return 0;
+}
+
+/* tx:_db() -> the db it belongs to */
+static int t_db(lua_State *L) {
+    luaL_checkudata(L, 1, TX_MT);
+    lua_getiuservalue(L, 1, 1);
+    return 1;
 }
 
 static int t_backend(lua_State *L) {
@@ -717,6 +725,16 @@ static int l_tostring(lua_State *L) {
     return 1;
 }
 
+/* store.redact(uri) -> the URI with its password replaced by *** (for logs and /health) */
+int qc_store_pg_redact(lua_State *L) {
+    size_t len;
+    const char *uri = luaL_checklstring(L, 1, &len);
+    char *out = lua_newuserdatauv(L, len + 8, 0);
+    qc_pg_redact(uri, out, len + 8);
+    lua_pushstring(L, out);
+    return 1;
+}
+
 int qc_store_pg_is_uri(const char *target) {
     return !strncmp(target, "postgres://", 11) || !strncmp(target, "postgresql://", 13);
 }
@@ -786,6 +804,10 @@ static const char TX_LUA[] =
     "  if not conn then return nil, gen, code end\n"
     "  return run(db, db:_tx(conn, gen), fn)\n"
     "end\n"
+    "-- on SQLite fn gets the db itself: what else a script may call on it\n"
+    "for _, m in ipairs { 'defer', 'status', 'try_lock', 'unlock', 'listen', 'on_reconnect', 'pid' } do\n"
+    "  TX[m] = function(tx, ...) local db = tx:_db(); return db[m](db, ...) end\n"
+    "end\n"
     "for _, m in ipairs { 'query', 'first', 'run', 'exec' } do\n"
     "  local direct, on_tx = PG[m], TX[m]\n"
     "  PG[m] = function(db, ...)\n"
@@ -805,7 +827,7 @@ static const luaL_Reg pg_methods[] = {
 
 static const luaL_Reg tx_methods[] = {
     {"query", t_query},   {"first", t_first},         {"run", t_run},       {"exec", t_exec},
-    {"_commit", t_commit}, {"_abort", t_abort}, {"_savepoint", t_savepoint}, {"_sub", t_sub}, {"backend", t_backend},
+    {"_commit", t_commit}, {"_abort", t_abort}, {"_savepoint", t_savepoint}, {"_sub", t_sub}, {"_db", t_db}, {"backend", t_backend},
     {NULL, NULL},
 };
 

@@ -11,6 +11,9 @@ int qc_store_pg_is_uri(const char *target);
  * message, "OPEN_FAILED". Returns the number of values pushed. */
 int qc_store_pg_open(lua_State *L, const char *uri, int pool);
 
+/* store.redact(uri) -> the URI with its password replaced by *** */
+int qc_store_pg_redact(lua_State *L);
+
 /* Creates the PG metatables, the transaction wrappers and the result builder. */
 void qc_store_pg_register(lua_State *L);
 

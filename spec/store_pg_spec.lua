@@ -218,6 +218,14 @@ describe_pg("qc.store on PostgreSQL", function()
     assert.is_nil(tok)
     assert.equal("SQL_ERROR", tcode)
     assert.matches("rolled back", terr)
+    -- what SQLite's fn(db) offers besides statements goes to the db
+    assert.is_true(db:transaction(function(tx)
+      assert.is_true(tx:defer("INSERT INTO users(email) VALUES (?)", "deferred-in-tx@example.com"))
+      assert.equal("postgres", tx:status().backend)
+    end))
+    assert.is_true(eventually(function()
+      return db:first("SELECT id FROM users WHERE email = ?", "deferred-in-tx@example.com") ~= nil
+    end, 5))
     -- the handle is dead after its transaction
     local saved
     db:transaction(function(tx) saved = tx end)
@@ -344,9 +352,25 @@ describe_pg("qc.store on PostgreSQL", function()
         return n, errs
       end)
     end
+    -- and a transaction open across the stop
+    local open_tx = go(function()
+      return db:transaction(function(tx)
+        tx:run("INSERT INTO users(email) VALUES (?)", "in-open-tx@example.com")
+        time.sleep(1)
+        local ok, err, code = tx:run("INSERT INTO users(email) VALUES (?)", "after-stop@example.com")
+        assert(not ok and code == "UNAVAILABLE", tostring(err))
+      end)
+    end)
     time.sleep(0.05)
     pg_stop()
     assert.is_true(eventually(function() return db:status().state == "down" end, 10))
+    -- a db whose first listen comes while PostgreSQL is away: it fails, and is made good
+    local late = assert(store.open(url, { pool = 1 }))
+    local late_reconnects, late_notes = 0, {}
+    assert.is_true(late:on_reconnect(function() late_reconnects = late_reconnects + 1 end))
+    local late_listen = go(function()
+      return late:listen("qc_late", function(payload) late_notes[#late_notes + 1] = payload end)
+    end)
     local st = db:status()
     assert.equal(0, st.connections)
     assert.matches("^store: postgres unavailable", st.error)
@@ -363,6 +387,10 @@ describe_pg("qc.store on PostgreSQL", function()
       assert.is_true(eventually(function() return b.done end, 10))
       assert.is_true(b.results[1])
     end
+    assert.is_true(eventually(function() return open_tx.done end, 10))
+    assert.is_true(open_tx.results[1], tostring(open_tx.results[2]))
+    assert.is_nil(open_tx.results[2]) -- the commit could not happen
+    assert.equal("UNAVAILABLE", open_tx.results[4])
     -- every insert acknowledged before the stop is there after it
     local acknowledged = 0
     for _, b in ipairs(load) do acknowledged = acknowledged + b.results[2] end
@@ -377,6 +405,7 @@ describe_pg("qc.store on PostgreSQL", function()
     assert.is_true(eventually(function() return db:status().state == "ok" end, 10))
     assert.is_nil(db:status().error)
     assert.equal(acknowledged, db:first("SELECT count(*) AS n FROM users").n)
+    assert.is_nil(db:first("SELECT id FROM users WHERE email = ?", "in-open-tx@example.com"))
     -- the session came back: LISTEN again, on_reconnect ran, the lock died with the old session
     assert.is_true(eventually(function() return reconnects == 1 end, 10))
     assert.is_true(db:pid() ~= pid_before)
@@ -385,6 +414,13 @@ describe_pg("qc.store on PostgreSQL", function()
     assert.is_true(eventually(function() return notes[1] == "after" end, 5))
     assert.is_true(other:try_lock("qc.room:held"))
     assert.is_false(db:try_lock("qc.room:held"))
+    assert.is_true(late_listen.done)
+    assert.is_nil(late_listen.results[2])
+    assert.equal("UNAVAILABLE", late_listen.results[4])
+    assert.is_true(eventually(function() return late_reconnects == 1 end, 10))
+    other:run("SELECT pg_notify(?, ?)", "qc_late", "made good")
+    assert.is_true(eventually(function() return late_notes[1] == "made good" end, 5))
+    late:close()
     other:close()
   end)
 
@@ -406,6 +442,15 @@ describe_pg("qc.store on PostgreSQL", function()
       local c <close> = assert(store.open(url, { pool = 1 }))
       assert.equal(2, c:first("SELECT 2 AS two").two)
     end
+  end)
+end)
+
+describe("store.redact", function()
+  it("hides the password of a URI", function()
+    assert.equal("postgres://qc:***@db:5432/qc", store.redact("postgres://qc:pw@db:5432/qc"))
+    assert.equal("postgresql://qc@db/qc?password=***", store.redact("postgresql://qc@db/qc?password=pw"))
+    assert.equal("postgres://db/qc", store.redact("postgres://db/qc"))
+    assert.equal("sqlite:/tmp/x.db", store.redact("sqlite:/tmp/x.db"))
   end)
 end)
 

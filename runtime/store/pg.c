@@ -93,6 +93,7 @@ struct qc_pg {
     int handles; /* open uv handles: the struct is freed when closed and none remain */
     int closed;
     int session_started;
+    int session_missed;
     int was_up;    /* a pool connection was up since the last "down" line */
     int down;      /* the "down" line was logged */
     int any_fail;
@@ -351,6 +352,9 @@ static struct req *pop(struct queue *q) {
 /* Runs the callback and frees the request. */
 static void finish(qc_pg *pg, struct req *r, const char *code, const char *message, const PGresult *res,
                    qc_pg_lease lease) {
+    /* a session call (a LISTEN) failed before the session ever came up: its first coming
+     * up then counts as a comeback, so the owner makes good what it missed */
+    if (code && (r->flags & QC_PG_SESSION) && !r->internal) pg->session_missed = 1;
     if (r->cb) {
         qc_pg_outcome o = {.code = code, .message = message, .res = res, .lease = lease, .closed = pg->closed};
         r->cb(&o, r->ud);
@@ -482,7 +486,7 @@ static void conn_lost(struct conn *c, const char *why) {
     while ((r = pop(&leased))) fail_req(pg, r, "UNAVAILABLE", msg);
 }
 
-static void send_listens(struct conn *c);
+static void send_listens(struct conn *c, int tell);
 
 /* NOTICEs (IF EXISTS ... skipping) would go to stderr unformatted: debug lines instead. */
 static void on_notice(void *arg, const char *message) {
@@ -505,16 +509,21 @@ static void conn_ready(struct conn *c) {
         qc_log(QC_LOG_INFO, "store", "postgres back", NULL);
         pg->down = 0;
     }
-    if (!c->session) {
-        pg->was_up = 1;
-        pg->lasterr[0] = 0;
+    if (!c->session) pg->was_up = 1;
+    if (!c->session || pool_up(pg)) pg->lasterr[0] = 0; /* status() shows no error of the past */
+    /* After a loss the channels are LISTENed again before anything else, then the owner is
+     * told. A first connection re-LISTENs what was asked before it came up, and tells if a
+     * call on it had failed meanwhile. */
+    if (c->session && (reconnect || pg->nchannels)) {
+        send_listens(c, reconnect || pg->session_missed);
+        pg->session_missed = 0;
     }
-    if (c->session && reconnect) send_listens(c);
     poll_set(c, UV_READABLE);
 }
 
 static void start_connect(struct conn *c) {
     qc_pg *pg = c->pg;
+    if (pg->closed) return; /* a callback closed the store under us */
     /* Defaults first: the URI, expanded from dbname, overrides them. Keepalives and a user
      * timeout notice a peer that vanished without a reset (a partition, a dead host) in
      * about half a minute, instead of the kernel's two hours. */
@@ -770,6 +779,7 @@ static void tick(uv_timer_t *t) {
     expire(pg, &pg->q, pool_up(pg));
     struct conn *s = &pg->conns[pg->npool];
     expire(pg, &pg->sq, s->state == C_IDLE || s->state == C_BUSY);
+    if (pg->closed) return; /* a failed caller closed the store */
     /* libpq leaves connect_timeout to the application in asynchronous mode */
     uint64_t now = uv_now(pg->loop);
     for (int i = 0; i <= pg->npool; i++) {
@@ -801,18 +811,21 @@ static int quote_ident(char *out, size_t outlen, const char *name) {
     return 0;
 }
 
-static void relisten_done(const qc_pg_outcome *o, void *ud) {
+static void relisten_done(const qc_pg_outcome *o, void *ud, int tell) {
     qc_pg *pg = ud;
     if (o->closed) return;
     if (o->code) {
         qc_log(QC_LOG_WARN, "store", "postgres re-listen failed", " error=\"%s\"", o->message);
         return; /* the connection is gone again: its next comeback retries */
     }
-    if (pg->reconnected) pg->reconnected(pg->session_ud);
+    if (tell && pg->reconnected) pg->reconnected(pg->session_ud);
 }
 
+static void relisten_tell(const qc_pg_outcome *o, void *ud) { relisten_done(o, ud, 1); }
+static void relisten_quiet(const qc_pg_outcome *o, void *ud) { relisten_done(o, ud, 0); }
+
 /* After the session connection came back: LISTEN again on every channel, then tell. */
-static void send_listens(struct conn *c) {
+static void send_listens(struct conn *c, int tell) {
     qc_pg *pg = c->pg;
     size_t cap = 32;
     for (size_t i = 0; i < pg->nchannels; i++) cap += strlen(pg->channels[i]) * 2 + 16;
@@ -834,7 +847,7 @@ static void send_listens(struct conn *c) {
     r->kind = REQ_QUERY;
     r->flags = QC_PG_SIMPLE | QC_PG_SESSION;
     r->sql = sql;
-    r->cb = relisten_done;
+    r->cb = tell ? relisten_tell : relisten_quiet;
     r->ud = pg;
     r->internal = 1;
     r->queued_at = uv_now(pg->loop);

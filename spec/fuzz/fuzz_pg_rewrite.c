@@ -3,6 +3,7 @@
  * placeholder it numbers was a ? of the input, the output is the input with those ?s
  * replaced (so exactly the digits it added longer), and nothing else changed: taking each
  * $k it wrote (k = 1.. in order) back to ? gives the input again. */
+#define _POSIX_C_SOURCE 200809L
 #include <string.h>
 
 #include "store/pg.h"
