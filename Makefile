@@ -6,7 +6,7 @@ FUZZ_BUILD ?= build-fuzz
 # `make fuzz`: seconds per harness; `make test` runs each for FUZZ_TEST_SECONDS.
 FUZZ_SECONDS      ?= 60
 FUZZ_TEST_SECONDS ?= 15
-FUZZERS    = chunked jwt wav csv router dispatch http websocket ingest log elevenlabs static pg_rewrite
+FUZZERS    = chunked jwt wav csv router dispatch http websocket ingest log elevenlabs static pg_rewrite store_url
 # `make install`: where (PREFIX) and under which staging root (DESTDIR, for packaging).
 PREFIX     ?= /usr/local
 DESTDIR    ?=

@@ -460,11 +460,11 @@ int qc_config_mask_url(const char *url, char *out, size_t cap) {
     const char *sep = strstr(url, "://");
     const char *p = url;
     if (sep) {
-        /* userinfo: up to the last '@' of the authority (a raw '@' in a password is not
-         * legal, but it must not leak the rest of the password either) */
-        const char *auth = sep + 3, *end = auth + strcspn(auth, "/?#"), *at = NULL;
-        for (const char *c = auth; c < end; c++)
-            if (*c == '@') at = c;
+        /* userinfo: from the first ':' to the last '@' of the whole URL. libpq ends it at the
+         * first '@' or '/', but a password with a raw '@', '/' or '?' (which should have been
+         * percent-encoded) must not show either: masking a port and path too now and then
+         * (an '@' in a query parameter) only hides more of a line meant for display. */
+        const char *auth = sep + 3, *at = strrchr(auth, '@');
         const char *colon = at ? memchr(auth, ':', (size_t)(at - auth)) : NULL;
         if (colon) {
             if (append(out, cap, &off, url, (size_t)(colon + 1 - url)) < 0 || append(out, cap, &off, "***", 3) < 0)

@@ -35,6 +35,8 @@ local function run_together(script_text, store_url, n, args)
   return codes, outs
 end
 
+local function cjson_text(t) return require("cjson").encode(t) end
+
 local function open(store_url)
   return require("qc.db").open((store_url:gsub("^sqlite:", "")))
 end
@@ -158,5 +160,106 @@ describe("qc.db on either backend", function()
     db:close()
     a:stop()
     b:stop()
+  end)
+end)
+
+-- A PostgreSQL this spec stops and starts: a cluster of its own (spec/support/pg.sh), never
+-- the suite's shared one. The plain run has PostgreSQL installed; under SPEC_PG_URL it is
+-- pending, as the plain run covers it.
+local describe_own_pg = (not server.pg_url) and describe or pending
+
+describe_own_pg("a server whose PostgreSQL goes away", function()
+  local dir, url, port
+  local PG_SH = server.source .. "/spec/support/pg.sh"
+  local function pg(cmd)
+    local status, out = server.run("sh " .. quote(PG_SH) .. " " .. cmd)
+    assert(status == 0, out)
+    return out
+  end
+
+  setup(function()
+    dir = server.tmpdir()
+    local out = pg("start " .. quote(dir))
+    url = assert(out:match("postgres://%S+"), out)
+    port = url:match(":(%d+)/")
+  end)
+  teardown(function()
+    if dir then server.run("sh " .. quote(PG_SH) .. " stop " .. quote(dir) .. " --rm") end
+  end)
+
+  it("answers 503 STORE_UNAVAILABLE and reports degraded while it is away, and recovers", function()
+    local time = require "qc.time"
+    local with_password = url:gsub("^postgres://([^@/]+)@", "postgres://%1:hunter2@")
+    local s = server.start { store_url = with_password }
+    local function tokens(identity)
+      return s:request("POST", "/tokens/generate",
+        { room_name = "r-away", participant_identity = identity, participant_type = "candidate" })
+    end
+    assert.equal(200, (tokens("before")))
+    local _, health = s:request("GET", "/health")
+    assert.equal("ok", health.status)
+    assert.same("postgres", health.store.backend)
+    assert.equal("ok", health.store.state)
+    assert.truthy(health.store.url:find(":***@127.0.0.1:" .. port, 1, true), health.store.url)
+    assert.falsy(cjson_text(health):find("hunter2", 1, true))
+
+    pg("stop " .. quote(dir))
+    local status, body = tokens("while-away")
+    assert.equal(503, status)
+    assert.equal("STORE_UNAVAILABLE", body.error.code)
+    status, body = s:request("GET", "/rooms/r-away/transcript")
+    assert.equal(503, status)
+    assert.equal("STORE_UNAVAILABLE", body.error.code)
+    _, health = s:request("GET", "/health")
+    assert.equal("degraded", health.status)
+    assert.equal("down", health.store.state)
+    assert.is_string(health.store.error)
+    assert.falsy(s:log_text():find("hunter2", 1, true))
+
+    pg("start " .. quote(dir) .. " " .. port)
+    local deadline = time.monotonic() + 20
+    repeat
+      time.sleep(0.1)
+      _, health = s:request("GET", "/health")
+    until health.status == "ok" or time.monotonic() > deadline
+    assert.equal("ok", health.status)
+    assert.equal(200, (tokens("after")))
+    assert.equal(0, s:stop())
+    local db = open(url)
+    local rows = assert(db:query("SELECT identity FROM tokens WHERE room = 'r-away' ORDER BY id"))
+    assert.same({ { identity = "before" }, { identity = "after" } }, rows)
+    db:close()
+  end)
+
+  it("starts while it is away: /health answers at once, degraded once a connection failed, then ok", function()
+    local time = require "qc.time"
+    pg("stop " .. quote(dir))
+    local s = server.start { store_url = url }
+    local _, health
+    local deadline = time.monotonic() + 20
+    repeat
+      local t0 = time.monotonic()
+      _, health = s:request("GET", "/health")
+      -- not a speed test: a health check that waited on the store would take its 5 s
+      assert.is_true(time.monotonic() - t0 < 4)
+      assert.equal("postgres", health.store.backend)
+      time.sleep(0.1)
+    until health.store.state == "down" or time.monotonic() > deadline
+    assert.equal("down", health.store.state)
+    assert.equal("degraded", health.status)
+    local status, body = s:request("POST", "/tokens/generate",
+      { room_name = "r-late", participant_identity = "x", participant_type = "candidate" })
+    assert.equal(503, status)
+    assert.equal("STORE_UNAVAILABLE", body.error.code)
+    pg("start " .. quote(dir) .. " " .. port)
+    deadline = time.monotonic() + 20
+    repeat
+      time.sleep(0.1)
+      _, health = s:request("GET", "/health")
+    until health.status == "ok" or time.monotonic() > deadline
+    assert.equal("ok", health.status)
+    assert.equal(200, (s:request("POST", "/tokens/generate",
+      { room_name = "r-late", participant_identity = "y", participant_type = "candidate" })))
+    assert.equal(0, s:stop())
   end)
 end)

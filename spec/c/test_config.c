@@ -209,5 +209,50 @@ int main(void) {
         ok(strcmp(got, "a|b|c|") == 0, "a comma list yields trimmed, non-empty items");
     }
     printf("%d passed, %d failed\n", count - failures, failures);
+    /* qc_config_mask_url: what the start-up line and /health show of QC_STORE_URL. */
+    {
+        static const char *const cases[][2] = {
+            {"postgres://qc:hunter2@db:5432/qc", "postgres://qc:***@db:5432/qc"},
+            {"postgresql://qc@db/qc", "postgresql://qc@db/qc"},
+            {"postgres://db/qc?user=qc&password=hunter2&sslmode=require", "postgres://db/qc?user=qc&password=***&sslmode=require"},
+            {"postgres://db/qc?PASSWORD=hunter2", "postgres://db/qc?PASSWORD=***"},
+            {"postgres://qc:hun@ter2@db/qc", "postgres://qc:***@db/qc"},
+            {"postgres://qc:hun?ter2@db/qc", "postgres://qc:***@db/qc"},
+            {"postgres://qc:hun/ter2@db/qc", "postgres://qc:***@db/qc"},
+            {"postgres://qc:hunter2@db/qc?password=other", "postgres://qc:***@db/qc?password=***"},
+            {"postgres://qc:@db/qc", "postgres://qc:***@db/qc"},
+            {"postgres://db/qc?password=", "postgres://db/qc?password=***"},
+            {"postgres://db/qc?", "postgres://db/qc?"},
+            {"postgres://db/qc?&&password=x&", "postgres://db/qc?&&password=***&"},
+            {"sqlite:/var/lib/qc.db", "sqlite:/var/lib/qc.db"},
+            {"", ""},
+            {"://:@", "://:***@"},
+        };
+        char out[256];
+        int all = 1;
+        for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+            if (qc_config_mask_url(cases[i][0], out, sizeof out) != 0 || strcmp(out, cases[i][1]) != 0) {
+                printf("# mask %s -> %s (want %s)\n", cases[i][0], out, cases[i][1]);
+                all = 0;
+            }
+        }
+        ok(all, "store URLs are shown with every password masked");
+        ok(qc_config_mask_url("postgres://qc:hunter2@db/qc", out, 12) == -1 && !strstr(out, "hunter2"),
+           "a URL too long for the buffer fails without showing its password");
+        setenv("QC_STORE_URL", "mysql://qc:hunter2@db/qc", 1);
+        ok(qc_config_from_env(&cfg, err, sizeof err) == -1 && strstr(err, "QC_STORE_URL") && !strstr(err, "hunter2"),
+           "another scheme is refused, naming the variable, not the password");
+        setenv("QC_STORE_URL", "postgres://qc@db/qc", 1);
+        setenv("QC_STORE_POOL", "64", 1);
+        ok(qc_config_from_env(&cfg, err, sizeof err) == 0 && cfg.store_postgres && cfg.store_pool == 64,
+           "a postgres URI and a pool of 64 are taken");
+        setenv("QC_STORE_POOL", "65", 1);
+        ok(qc_config_from_env(&cfg, err, sizeof err) == -1 && strstr(err, "QC_STORE_POOL"), "a pool of 65 is refused");
+        unsetenv("QC_STORE_POOL");
+        setenv("QC_STORE_URL", "sqlite:/tmp/x.db", 1);
+        ok(qc_config_from_env(&cfg, err, sizeof err) == 0 && !cfg.store_postgres && cfg.store_pool == 4,
+           "sqlite:PATH is SQLite, the pool stays 4");
+        unsetenv("QC_STORE_URL");
+    }
     return failures ? 1 : 0;
 }

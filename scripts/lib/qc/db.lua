@@ -353,8 +353,9 @@ end
 local function migrate_postgres(handle)
   -- Quick look without the lock: an up-to-date database (every start but the first) takes
   -- one query. A missing qc_schema fails this; the locked path below creates it.
-  local r = handle:first("SELECT version FROM qc_schema")
+  local r, rerr, rcode = handle:first("SELECT version FROM qc_schema")
   if r and r.version == M.SCHEMA_VERSION then return true end
+  if not r and rcode == "UNAVAILABLE" then return nil, tostring(rerr) .. " (UNAVAILABLE)" end
   while true do
     local done
     -- An error inside is raised again after the rollback: pcall turns it into the answer.
@@ -510,26 +511,62 @@ end
 
 -- The server's store is the process's, not a policy generation's (this module is loaded
 -- once per generation): a reload keeps its connections, PostgreSQL's pool and session (its
--- LISTENs and locks) included. shared.handle is the open qc.DbHandle's store handle.
+-- LISTENs and locks) included, and every generation gets the same handle object (callers
+-- key per-store state by it). shared.db is the open qc.DbHandle.
 local shared = host.shared("qc.db")
 local db
+
+-- M.open for the server's store, with one difference: a PostgreSQL that cannot be reached
+-- keeps its pool (shared.pending), which reconnects by itself, and the migration is tried
+-- again on the next call, rather than a new pool per call while it is away.
+-- shared.last_error / last_state say why the last attempt failed (for /health).
+local function open_server_store()
+  local target = M.target()
+  local kind = is_postgres(target) and "postgres" or "sqlite"
+  local raw = shared.pending
+  if not raw then
+    local err
+    raw, err = store.open(target, { pool = host.config().store_pool })
+    if not raw then error({ status = 503, code = "STORE_UNAVAILABLE", message = tostring(err) }) end
+  end
+  local ok, serr
+  if kind == "postgres" then ok, serr = migrate_postgres(raw) else ok, serr = migrate_sqlite(raw) end
+  if not ok then
+    local away = kind == "postgres" and raw:status().state ~= "ok"
+    if away then
+      shared.pending = raw
+    else
+      shared.pending = nil
+      raw:close()
+    end
+    shared.last_error, shared.last_state = tostring(serr), away and "down" or "failed"
+    error({ status = 503, code = "STORE_UNAVAILABLE", message = tostring(serr) })
+  end
+  shared.pending, shared.last_error, shared.last_state = nil, nil, nil
+  return wrap(raw, kind)
+end
 
 ---The open database (opened and migrated on first use). On PostgreSQL opening yields: a
 ---second caller meanwhile waits for the first's outcome rather than open a second pool.
 ---@return qc.DbHandle
 function M.get()
   if db then return db end
-  while shared.opening do time.sleep(0.005) end
-  if not shared.handle then
+  if shared.opening then
+    -- Someone else's attempt: its outcome is ours too (opening again at once would wait as
+    -- long again, and a stream of callers could keep each other waiting).
+    while shared.opening do time.sleep(0.005) end
+    if not shared.db then
+      error({ status = 503, code = "STORE_UNAVAILABLE", message = tostring(shared.last_error or "store: not open") }, 0)
+    end
+  end
+  if not shared.db then
     shared.opening = true
-    local ok, h = pcall(M.open, M.target(), { pool = host.config().store_pool })
+    local ok, h = pcall(open_server_store)
     shared.opening = false
     if not ok then error(h, 0) end
-    shared.handle, shared.kind, shared.tx = h.raw, h.kind, h.tx
+    shared.db = h
   end
-  -- This generation's face of it; the transaction map is shared, so a task that began a
-  -- transaction before a reload still finds it.
-  db = setmetatable({ raw = shared.handle, kind = shared.kind, tx = shared.tx }, HandleMeta)
+  db = shared.db
   return db
 end
 
@@ -538,11 +575,16 @@ end
 ---@return table { backend, state, error?, connections?, busy?, waiting? }
 function M.status()
   if db then return db:status() end
-  if shared.opening then return { backend = M.backend(), state = "connecting" } end
+  if shared.db then return M.get():status() end
+  if M.backend() == "postgres" then
+    -- Opened off this request: opening waits for PostgreSQL (up to 5 s while it is away),
+    -- and a health check must answer now.
+    if not shared.opening then host.spawn(function() pcall(M.get) end) end
+    return { backend = "postgres", state = shared.last_state or "connecting", error = shared.last_error }
+  end
   local ok, err = pcall(M.get)
   if ok then return db:status() end
-  return { backend = M.backend(), state = M.backend() == "postgres" and "down" or "failed",
-           error = type(err) == "table" and err.message or tostring(err) }
+  return { backend = "sqlite", state = "failed", error = type(err) == "table" and err.message or tostring(err) }
 end
 
 ---Runs a statement; raises a 500 error table on failure (our SQL is not supposed to fail).

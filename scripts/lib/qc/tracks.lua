@@ -146,12 +146,14 @@ local stop_egress
 ---its retry due.
 ---@param sid string track sid
 function M.start_egress(sid)
-  local claimed = db.run([[UPDATE tracks SET egress_state = 'requesting', egress_id = NULL,
-                             egress_attempts = egress_attempts + 1
-                           WHERE sid = ? AND transcribe = 1 AND unpublished_at IS NULL
-                             AND (egress_state IS NULL OR egress_state = 'backoff')]], sid)
-  if claimed == 0 then return end
-  local t = db.first("SELECT room, identity, role, egress_attempts FROM tracks WHERE sid = ?", sid)
+  -- The claim and what it claimed in one statement: on a shared store another instance's
+  -- webhook may claim the same track; the row lock lets one UPDATE match.
+  local t = db.first([[UPDATE tracks SET egress_state = 'requesting', egress_id = NULL,
+                         egress_attempts = egress_attempts + 1
+                       WHERE sid = ? AND transcribe = 1 AND unpublished_at IS NULL
+                         AND (egress_state IS NULL OR egress_state = 'backoff')
+                       RETURNING room, identity, role, egress_attempts]], sid)
+  if not t then return end
   local token = ingest.token { room = t.room, identity = t.identity, track = sid }
   local ok, info = pcall(livekit.start_track_egress, t.room, sid, ingest.url(token))
   if not ok then
