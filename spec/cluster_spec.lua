@@ -318,3 +318,69 @@ describe("live fan-out across instances", function()
     b:stop()
   end)
 end)
+
+describe("a room taken over", function()
+  local GOOD = '{"correctness":4,"approach":4,"communication":3,"hints_needed":0,"evidence":"spec","feedback":"solid"}'
+
+  it("has the LLM evaluations its dead owner left pending run again by the new owner", function()
+    local fl = require "support.fake_llm"
+    local llm = fl.start()
+    local url = server.create_database()
+    local env = { QC_API_KEYS = API_KEY, QC_STORE_URL = url, QC_EVALUATOR = "openai", QC_LLM_BASE_URL = llm.base,
+                  QC_LLM_API_KEY = "sk-spec", QC_LLM_MODEL = "gpt-spec", QC_LLM_TIMEOUT_MS = "60000", QC_LLM_RETRIES = "1" }
+    local a = feeder.start { env = env }
+    local b = feeder.start { env = env }
+    local room = "cl-pending"
+    -- The owner's LLM answers nothing in time: its evaluations stay pending when it dies.
+    local slow = {}
+    for i = 1, 20 do slow[i] = { delay_ms = 120000, content = GOOD } end
+    llm:queue(slow)
+    -- Alternating turns, the candidate's long enough to be judged; the first final makes A
+    -- the room's owner.
+    local list, t = {}, 0.5
+    for i = 1, 12 do
+      local role = i % 2 == 1 and "interviewer" or "candidate"
+      local text = role == "candidate" and ("i would answer question %d with a careful estimate of every risk in the whole book"):format(i)
+        or ("question %d please"):format(i)
+      list[#list + 1] = { identity = role == "interviewer" and "iv" or "cand", role = role, track = "TR_" .. role,
+                          text = text, start = t, ["end"] = t + 4 }
+      t = t + 4.5
+    end
+    assert.equal(200, (a:request("POST", "/spec/finals", { room = room, events = list }, AUTH)))
+    a:wait_log("owner room taken room=" .. room)
+    local db = a:db()
+    server.wait_for(function()
+      return db:first("SELECT count(*) AS n FROM evaluations WHERE room = ? AND status = 'pending'", room).n > 0
+        and #llm:calls() > 0
+    end, 20, "A's evaluations to be pending at the LLM")
+    local pending = assert(db:query("SELECT window_idx FROM evaluations WHERE room = ? AND status = 'pending' ORDER BY window_idx", room))
+    -- A live interview (its clock started, not ended): the other instances' clock ticks try it.
+    assert(db:run("UPDATE rooms SET started_at = ? WHERE name = ?", os.time() - 60, room))
+
+    -- The LLM answers from now on (before the kill: the new owner may call it at once; the
+    -- calls already waiting keep waiting).
+    llm:reset()
+    local good = {}
+    for i = 1, 20 do good[i] = { content = GOOD } end
+    llm:queue(good)
+    a:signal("KILL")
+    a.term_sent = true
+    assert.are_not.equal(0, a:stop(10))
+
+    b:wait_log("owner room taken room=" .. room, 10)
+    b:wait_log("pending evaluation run again[^\n]*room=" .. room, 10)
+    -- Each of them is stored as judged now (the new owner's clock may close and judge more).
+    server.wait_for(function()
+      for _, r in ipairs(pending) do
+        local e = db:first("SELECT status FROM evaluations WHERE room = ? AND window_idx = ? AND evaluator = 'openai'",
+          room, r.window_idx)
+        if e.status ~= "ok" then return false end
+      end
+      return true
+    end, 20, "the pending evaluations to be run again and stored")
+    assert.is_true(#llm:calls() >= #pending)
+    db:close()
+    b:stop()
+    llm:stop()
+  end)
+end)

@@ -44,7 +44,11 @@ local function drop(sub)
   local subs = rooms[sub.room]
   if subs and subs[sub.conn] == sub then
     subs[sub.conn] = nil
-    if next(subs) == nil then rooms[sub.room] = nil end
+    if next(subs) == nil then
+      rooms[sub.room] = nil
+      local p = pumps[sub.room]
+      if p and not p.running then pumps[sub.room] = nil end
+    end
   end
 end
 
