@@ -27,11 +27,26 @@ static unsigned long long events_dropped;
  * now: later partials make a task of their own), then calls the handler. Lua, so the
  * handler may yield. */
 static const char RUNNER[] =
-    "local pending = ...\n"
+    "local pending, running = ...\n"
     "return function(key, ev, fn)\n"
+    "  local _ <close> = running\n"
     "  if key and pending[key] == ev then pending[key] = nil end\n"
     "  return fn(ev)\n"
     "end\n";
+
+/* Event tasks spawned and not yet ended. A graceful stop waits for them: on PostgreSQL the
+ * final an ingest track flushes at its end is still being committed when the track is gone. */
+static size_t events_running;
+
+size_t qc_stt_events_running(void) { return events_running; }
+
+/* __close of the runner's guard: runs when the handler returns, raises, or its task is
+ * closed unfinished (the host going). */
+static int event_ended(lua_State *L) {
+    (void)L;
+    if (events_running) events_running--;
+    return 0;
+}
 
 static void push_time(lua_State *L, const char *k, double v) {
     lua_pushnumber(L, v);
@@ -84,6 +99,7 @@ static int spawn_event(lua_State *L) {
         lua_settop(L, first - 1);
         return -1;
     }
+    events_running++;
     return 0;
 }
 
@@ -243,7 +259,13 @@ int luaopen_qc_stt(lua_State *L) {
     lua_rawsetp(L, LUA_REGISTRYINDEX, &PENDING_KEY);
     if (luaL_loadbufferx(L, RUNNER, sizeof RUNNER - 1, "=qc.stt", "t") != LUA_OK) return lua_error(L);
     lua_insert(L, -2);
-    lua_call(L, 1, 1);
+    /* The guard every runner closes: a table whose __close counts the event as ended. */
+    lua_newtable(L);
+    lua_createtable(L, 0, 1);
+    lua_pushcfunction(L, event_ended);
+    lua_setfield(L, -2, "__close");
+    lua_setmetatable(L, -2);
+    lua_call(L, 2, 1);
     lua_rawsetp(L, LUA_REGISTRYINDEX, &RUNNER_KEY);
     static const qc_ingest_sink sink = {.on_result = sink_result, .on_state = sink_state};
     qc_ingest_hub *hub = qc_ingest_hub_default();

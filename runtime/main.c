@@ -203,8 +203,10 @@ static void finish_stop(server_state *s) {
 static void stop_poll(uv_timer_t *t) {
     server_state *s = t->data;
     if (!s->host) return;
-    /* Ingest tracks finish first: their open utterances become finals, stored by Lua. */
-    int idle = qc_http_server_inflight(s->srv) == 0 && qc_ingest_hub_live(s->hub) == 0;
+    /* Ingest tracks finish first: their open utterances become finals, stored by Lua, whose
+     * event tasks must end too (on PostgreSQL their commits take loop turns). */
+    int idle = qc_http_server_inflight(s->srv) == 0 && qc_ingest_hub_live(s->hub) == 0 &&
+               qc_stt_events_running() == 0;
     if (idle || uv_now(s->loop) >= s->stop_deadline) finish_stop(s);
 }
 

@@ -82,4 +82,8 @@ void qc_host_close_owned_handles(uv_loop_t *loop);
 /* Closes every handle left on the loop and runs it until libuv has released them. */
 void qc_host_drain_loop(uv_loop_t *loop);
 
+/* qc.stt's transcript event tasks spawned and not yet ended, all hosts (bindings/stt.c): a
+ * graceful stop waits for them, as the finals they store are what the stop promises. */
+size_t qc_stt_events_running(void);
+
 #endif
