@@ -248,23 +248,29 @@ static const char **param_values(lua_State *L, int first, int n) {
     return vals;
 }
 
+/* The statement with ? rewritten to $n, pushed on L (so nothing leaks if a later conversion
+ * raises), after checking its parameter count against the arguments from `first`. Raises on
+ * named parameters, a wrong count or no memory. */
+static const char *rewrite_checked(lua_State *L, const char *sql, int first, int *n) {
+    int nargs = lua_gettop(L) - first + 1;
+    if (nargs == 1 && lua_type(L, first) == LUA_TTABLE)
+        luaL_argerror(L, first, "named parameters are SQLite only: use ? placeholders");
+    char *text = qc_pg_rewrite(sql, strlen(sql), n);
+    if (!text) luaL_error(L, "store: out of memory");
+    if (*n != nargs) {
+        free(text);
+        luaL_error(L, "bad arguments: statement has %d parameter(s), got %d", *n, nargs);
+    }
+    lua_pushstring(L, text);
+    free(text);
+    return lua_tostring(L, -1);
+}
+
 /* Rewrites ? to $n, checks the count against the arguments from `first`, and sends. */
 static int send_stmt(lua_State *L, ldb *d, const qc_pg_lease *lease, ltx *tx, unsigned flags, const char *sql,
                      int first, enum mode mode) {
-    size_t len = strlen(sql);
-    int nargs = lua_gettop(L) - first + 1, n = 0;
-    if (nargs == 1 && lua_type(L, first) == LUA_TTABLE)
-        return luaL_argerror(L, first, "named parameters are SQLite only: use ? placeholders");
-    char *text = qc_pg_rewrite(sql, len, &n);
-    if (!text) return luaL_error(L, "store: out of memory");
-    if (n != nargs) {
-        free(text);
-        return luaL_error(L, "bad arguments: statement has %d parameter(s), got %d", n, nargs);
-    }
-    /* text must not leak if a conversion raises: anchor it as a string first */
-    lua_pushstring(L, text);
-    free(text);
-    const char *q = lua_tostring(L, -1);
+    int n;
+    const char *q = rewrite_checked(L, sql, first, &n);
     const char **vals = param_values(L, first, n);
     call *c = malloc(sizeof *c);
     if (!c) return luaL_error(L, "store: out of memory");
@@ -510,16 +516,8 @@ static void flusher_closed(uv_handle_t *h) { free(h); }
 static int l_defer(lua_State *L) {
     ldb *d = check_db(L, 1);
     const char *sql = check_cstring(L, 2);
-    int nargs = lua_gettop(L) - 2, n = 0;
-    char *text = qc_pg_rewrite(sql, strlen(sql), &n);
-    if (!text) return luaL_error(L, "store: out of memory");
-    if (n != nargs) {
-        free(text);
-        return luaL_error(L, "bad arguments: statement has %d parameter(s), got %d", n, nargs);
-    }
-    lua_pushstring(L, text);
-    free(text);
-    const char *q = lua_tostring(L, -1);
+    int n;
+    const char *q = rewrite_checked(L, sql, 3, &n);
     const char **vals = param_values(L, 3, n);
     if (!d->f) {
         flusher *f = calloc(1, sizeof *f);
