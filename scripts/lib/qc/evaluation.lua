@@ -262,37 +262,32 @@ end
 
 -- Rooms whose windows runner may have a window open, with their interview clock's origin.
 -- The state is JSON, read here rather than by the store's JSON functions (PostgreSQL and
--- SQLite spell them differently): see open_rooms.
+-- SQLite spell them differently): see has_open.
 local OPEN_ROOMS = [[SELECT w.room AS room, r.started_at AS started_at, w.state AS state FROM window_state w
   JOIN rooms r ON r.name = w.room
   WHERE r.started_at IS NOT NULL]]
 
--- The rows of OPEN_ROOMS whose state has a window open. cjson writes a non-empty list of
--- windows as "open":[{ and an empty one as "open":{} (and a string value cannot hold that
--- text unescaped), so a room in no window costs a substring search, not a decode.
+-- On PostgreSQL the rooms of every instance are in the store: a room whose interview goes on
+-- may be owned by an instance that died, so every such room is a candidate for the tick
+-- (taken over when its lock is free), and the open list is read for each in the loop.
+local LIVE_ROOMS = OPEN_ROOMS .. " AND r.ended_at IS NULL"
+
+-- Whether a stored windows state has a window open. cjson writes a non-empty list of windows
+-- as "open":[{ and an empty one as "open":{} (and a string value cannot hold that text
+-- unescaped), so a room in no window costs a substring search, not a decode.
+local function has_open(state)
+  if not state:find('"open":[{', 1, true) then return false end
+  local ok, st = pcall(cjson.decode, state)
+  return ok and type(st) == "table" and type(st.open) == "table" and #st.open > 0
+end
+
+-- The rows of OPEN_ROOMS whose state has a window open.
 local function open_rooms(rows)
   local out = {}
   for _, r in ipairs(rows) do
-    if r.state:find('"open":[{', 1, true) then
-      local ok, st = pcall(cjson.decode, r.state)
-      if ok and type(st) == "table" and type(st.open) == "table" and #st.open > 0 then
-        out[#out + 1] = { room = r.room, started_at = r.started_at }
-      end
-    end
+    if has_open(r.state) then out[#out + 1] = { room = r.room, started_at = r.started_at } end
   end
   return out
-end
-
--- On PostgreSQL the rooms of every instance are in the store: a room whose interview goes on
--- may be owned by an instance that died, so every such room is a candidate for the tick
--- (taken over when its lock is free). The state's open list is read in Lua.
-local LIVE_ROOMS = [[SELECT w.room AS room, r.started_at AS started_at, w.state AS state FROM window_state w
-  JOIN rooms r ON r.name = w.room
-  WHERE r.started_at IS NOT NULL AND r.ended_at IS NULL]]
-
-local function has_open(state)
-  local ok, st = pcall(cjson.decode, state)
-  return ok and type(st) == "table" and type(st.open) == "table" and #st.open > 0
 end
 
 ---A clock tick: every room with open windows goes through the windows policy with the
