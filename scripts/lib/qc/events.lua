@@ -19,16 +19,10 @@ if not getmetatable(listening) then setmetatable(listening, { __mode = "k" }) en
 
 M.CHANNEL = "qc_events"
 
--- Which backend the process's store is on (qc.db's, once it says; the open handle's before).
+-- Which backend the process's store is on: the one QC_STORE_URL names (qc.db, which opens
+-- nothing to say so).
 local function backend()
-  local ok, db = pcall(require, "qc.db")
-  if not ok or type(db) ~= "table" then return "sqlite" end
-  local bok, name = pcall(function()
-    if db.backend then return db.backend() end
-    local h = db.get()
-    return h.backend and h:backend() or "sqlite"
-  end)
-  return bok and name or "sqlite"
+  return require("qc.db").backend()
 end
 M.backend = backend
 
