@@ -3,10 +3,10 @@
 -- PostgreSQL database shared by every instance (QC_STORE_URL=postgres://...), opened once per
 -- process, its schema brought up to date on open, in the dialect of its backend.
 --
--- Callers do not know which backend runs: the handle qc.db gives out routes query, first,
--- run and exec made inside one of its transactions, by the coroutine that opened it, to that
--- transaction (PostgreSQL pins a transaction to one pool connection; a call on the pool from
--- inside it would run outside it and could wait on its own row locks).
+-- Callers do not know which backend runs: query, first, run and exec made inside one of the
+-- store's transactions, by the task that opened it, run in that transaction on both (qc.store
+-- does it for PostgreSQL, which pins a transaction to one pool connection; a call on the pool
+-- from inside it would run outside it and could wait on its own row locks).
 local store = require "qc.store"
 local host = require "qc.host"
 local time = require "qc.time"
@@ -393,7 +393,6 @@ end
 
 ---@class qc.DbHandle
 ---@field raw userdata the qc.store handle
----@field tx table<thread, userdata> the transaction each coroutine is inside, if any
 local Handle = {}
 
 local forwarded = {}
@@ -416,29 +415,12 @@ local HandleMeta = {
   __tostring = function(self) return "qc.db (" .. tostring(self.raw) .. ")" end,
 }
 
--- The store handle a call goes to: the coroutine's open transaction, or the store itself.
-local function target_of(self)
-  return self.tx[coroutine.running()] or self.raw
-end
-
-function Handle:query(sql, ...) local t = target_of(self) return t:query(sql, ...) end
-function Handle:first(sql, ...) local t = target_of(self) return t:first(sql, ...) end
-function Handle:run(sql, ...) local t = target_of(self) return t:run(sql, ...) end
-function Handle:exec(sql) local t = target_of(self) return t:exec(sql) end
-
 ---Runs fn(handle) in a transaction (a savepoint inside one): true and fn's results, or nil,
 ---err, code when it could not begin or commit. An error in fn rolls back and is raised again.
----Inside fn, this handle's query/first/run/exec from this coroutine run in the transaction.
+---Inside fn, this handle's query/first/run/exec (forwarded to the store) run in the
+---transaction: the store routes a task's calls to the transaction it opened.
 function Handle:transaction(fn)
-  local co = coroutine.running()
-  local outer = self.tx[co]
-  return (outer or self.raw):transaction(function(tx)
-    self.tx[co] = tx
-    local res = table.pack(pcall(fn, self))
-    self.tx[co] = outer
-    if not res[1] then error(res[2], 0) end
-    return table.unpack(res, 2, res.n)
-  end)
+  return self.raw:transaction(function() return fn(self) end)
 end
 
 function Handle:defer(sql, ...) return self.raw:defer(sql, ...) end
@@ -471,7 +453,7 @@ function Handle:xact_lock(name)
 end
 
 local function wrap(raw, kind)
-  return setmetatable({ raw = raw, kind = kind, tx = setmetatable({}, { __mode = "k" }) }, HandleMeta)
+  return setmetatable({ raw = raw, kind = kind }, HandleMeta)
 end
 
 ---Opens a store (a SQLite file path, or a postgres:// / postgresql:// URI) and brings its
